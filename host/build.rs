@@ -1,0 +1,20 @@
+//! Compiles the built-in mappers (Rust guests in `mappers/`) to wasm32-wasip2 components and
+//! embeds them, so `cargo build` alone yields a working `edgemeter`.
+
+include!("build_guests.rs");
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    let root = manifest.parent().expect("host/ lives in the workspace root").to_path_buf();
+    println!("cargo:rerun-if-changed={}", root.join("mappers/kubernetes/src").display());
+    println!("cargo:rerun-if-changed={}", root.join("mappers/kubernetes/Cargo.toml").display());
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=build_guests.rs");
+    for (package, path) in build_guest_components(&root, &["edgemeter-mapper-kubernetes"]) {
+        let var = match package.as_str() {
+            "edgemeter-mapper-kubernetes" => "EDGEMETER_BUILTIN_KUBERNETES_WASM",
+            other => panic!("no env var for guest {other}"),
+        };
+        println!("cargo:rustc-env={var}={}", path.display());
+    }
+}

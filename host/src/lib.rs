@@ -1,0 +1,7 @@
+//! edgemeter: meters what workloads hold on Kubernetes and Run:ai, to the second, and delivers
+//! it as CloudEvents to the OpenMeter ingest API through sandboxed WebAssembly mappers.
+//!
+//! See `docs/architecture.md` for the flow; each module's docs state its formats and invariants.
+
+pub mod event;
+pub mod window;
