@@ -5,3 +5,8 @@
 
 pub mod event;
 pub mod window;
+pub mod accounting;
+pub mod mapper;
+pub mod cli;
+pub mod input;
+pub mod snapshot;

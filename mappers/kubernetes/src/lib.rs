@@ -1,0 +1,345 @@
+//! The built-in Kubernetes mapper.
+//!
+//! Turns pod and PVC items of a snapshot into the events documented for the OpenMeter
+//! Kubernetes collector, keeping their field names so existing OpenMeter meters keep working.
+//!
+//! **Pod event** — `type` `kube-pod-exec-time` (config `event_type`), `source`
+//! `kubernetes-api` (config `source`), `subject` from annotation `openmeter.io/subject`, else
+//! the pod name. `data`:
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `pod_name`, `pod_namespace`, `pod_uid`, `node_name` | identity |
+//! | `duration_seconds` | seconds the pod held its resources inside the window |
+//! | `cpu_request_millicores`, `cpu_limit_millicores` | effective CPU (`"500m"` → 500, `"2"` → 2000) |
+//! | `memory_request_bytes`, `memory_limit_bytes` | effective memory |
+//! | `gpu_request_count`, `gpu_limit_count` | GPUs (fractional for Run:ai fractions) |
+//! | `gpu_type`, `gpu_resource` | GPU model (when known) and resource name |
+//! | `<field>_per_second` | value × `duration_seconds`, for each of the six resource fields |
+//! | `KEY` | every `data.openmeter.io/KEY` annotation (built-in fields win on a clash) |
+//!
+//! Limits are `0` when the pod sets none (unbounded). With `unit` `minute` (or `hour`) the
+//! companions are `<field>_per_minute` = value × duration / 60 (`_per_hour`: / 3600).
+//!
+//! **PVC event** — `type` `kube-pvc-allocation` (config `pvc_event_type`), `subject` from the
+//! PVC's `openmeter.io/subject` annotation, else its namespace; `data`: `pvc_name`,
+//! `pvc_namespace`, `pvc_uid`, `storage_class`, `duration_seconds`, `storage_request_bytes`,
+//! `storage_request_bytes_per_<unit>`.
+//!
+//! Config (JSON, every key optional): `source`, `event_type`, `pvc_event_type`, `unit`
+//! (`second` | `minute` | `hour`), `subject_annotation`, `data_annotation_prefix`.
+
+use std::collections::BTreeMap;
+
+use edgemeter_guest::{
+    CloudEvent, Diagnostic, Guest, Item, ItemKind, Level, MapError, Mapped, MapperInfo, Snapshot,
+};
+use serde::Deserialize;
+use serde_json::{Map, Number, Value};
+
+/// Mapper configuration; see the crate docs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub source: String,
+    pub event_type: String,
+    pub pvc_event_type: String,
+    pub unit: Unit,
+    pub subject_annotation: String,
+    pub data_annotation_prefix: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            source: "kubernetes-api".to_owned(),
+            event_type: "kube-pod-exec-time".to_owned(),
+            pvc_event_type: "kube-pvc-allocation".to_owned(),
+            unit: Unit::Second,
+            subject_annotation: "openmeter.io/subject".to_owned(),
+            data_annotation_prefix: "data.openmeter.io/".to_owned(),
+        }
+    }
+}
+
+/// The time unit of the `<field>_per_<unit>` companions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unit {
+    Second,
+    Minute,
+    Hour,
+}
+
+impl Unit {
+    fn suffix(self) -> &'static str {
+        match self {
+            Unit::Second => "_per_second",
+            Unit::Minute => "_per_minute",
+            Unit::Hour => "_per_hour",
+        }
+    }
+
+    fn seconds(self) -> u64 {
+        match self {
+            Unit::Second => 1,
+            Unit::Minute => 60,
+            Unit::Hour => 3600,
+        }
+    }
+}
+
+/// Parses and checks a configuration document (`""` means defaults).
+pub fn parse_config(config: &str) -> Result<Config, String> {
+    if config.trim().is_empty() {
+        return Ok(Config::default());
+    }
+    let c: Config = serde_json::from_str(config).map_err(|e| {
+        format!(
+            "mapper config: {e}; known keys: source, event_type, pvc_event_type, unit \
+             (second|minute|hour), subject_annotation, data_annotation_prefix"
+        )
+    })?;
+    for (key, v) in [
+        ("source", &c.source),
+        ("event_type", &c.event_type),
+        ("pvc_event_type", &c.pvc_event_type),
+        ("subject_annotation", &c.subject_annotation),
+    ] {
+        if v.trim().is_empty() {
+            return Err(format!("mapper config: {key} must not be empty"));
+        }
+    }
+    Ok(c)
+}
+
+/// What this mapper says about itself.
+pub fn info() -> MapperInfo {
+    MapperInfo {
+        name: "kubernetes".to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        description: "Pods and PVCs to OpenMeter CloudEvents (kube-pod-exec-time, kube-pvc-allocation)".to_owned(),
+        event_types: vec!["kube-pod-exec-time".to_owned(), "kube-pvc-allocation".to_owned()],
+        item_kinds: vec![ItemKind::Pod, ItemKind::PersistentVolumeClaim],
+    }
+}
+
+#[derive(Deserialize)]
+struct ObjectMeta {
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct Object {
+    metadata: ObjectMeta,
+}
+
+fn int(v: u64) -> Value {
+    Value::Number(Number::from(v))
+}
+
+fn float(v: f64) -> Value {
+    if v.fract() == 0.0 && v >= 0.0 && v < 9.0e15 {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked whole and in range")]
+        return int(v as u64);
+    }
+    Number::from_f64(v).map_or(Value::Null, Value::Number)
+}
+
+/// `value × duration / unit` as exactly as JSON allows: an integer when it divides evenly.
+fn per_unit(value: f64, duration: u64, unit: Unit) -> Value {
+    #[allow(clippy::cast_precision_loss, reason = "durations are far below 2^53 seconds")]
+    let d = duration as f64;
+    if value.fract() == 0.0 && value >= 0.0 && value < 9.0e15 {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked whole and in range")]
+        let product = u128::from(value as u64) * u128::from(duration);
+        let div = u128::from(unit.seconds());
+        if product % div == 0 {
+            if let Ok(v) = u64::try_from(product / div) {
+                return int(v);
+            }
+        }
+    }
+    float(value * d / unit.seconds() as f64)
+}
+
+fn annotations(item: &Item) -> Result<BTreeMap<String, String>, MapError> {
+    serde_json::from_str::<Object>(&item.object)
+        .map(|o| o.metadata.annotations)
+        .map_err(|e| {
+            MapError::InvalidInput(format!(
+                "{} {}/{}: object is not a Kubernetes object: {e}",
+                kind_name(item.kind),
+                item.namespace,
+                item.name
+            ))
+        })
+}
+
+fn kind_name(k: ItemKind) -> &'static str {
+    match k {
+        ItemKind::Pod => "pod",
+        ItemKind::PersistentVolumeClaim => "pvc",
+        ItemKind::RunaiWorkload => "runai workload",
+    }
+}
+
+fn subject(ann: &BTreeMap<String, String>, key: &str, fallback: &str) -> String {
+    ann.get(key)
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .unwrap_or(fallback)
+        .to_owned()
+}
+
+/// Adds every `<prefix>KEY` annotation as `data.KEY` unless a built-in field has that name
+/// (built-in fields win: they are what meters bill on); clashes become diagnostics.
+fn merge_annotations(
+    ann: &BTreeMap<String, String>,
+    prefix: &str,
+    item: &Item,
+    data: &mut Map<String, Value>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    for (k, v) in ann {
+        let Some(key) = k.strip_prefix(prefix).filter(|k| !k.is_empty()) else {
+            continue;
+        };
+        if data.contains_key(key) {
+            diagnostics.push(Diagnostic::for_item(
+                Level::Warn,
+                &item.uid,
+                format!("annotation {k} clashes with a built-in field; the built-in value was kept"),
+            ));
+        } else {
+            data.insert(key.to_owned(), Value::String(v.clone()));
+        }
+    }
+}
+
+fn pod_event(
+    cfg: &Config,
+    item: &Item,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<CloudEvent, MapError> {
+    let ann = annotations(item)?;
+    let a = &item.allocation;
+    let duration = a.seconds;
+    let mut data = Map::new();
+    data.insert("pod_name".into(), Value::String(item.name.clone()));
+    data.insert("pod_namespace".into(), Value::String(item.namespace.clone()));
+    data.insert("pod_uid".into(), Value::String(item.uid.clone()));
+    if let Some(node) = &a.node_name {
+        data.insert("node_name".into(), Value::String(node.clone()));
+    }
+    data.insert("duration_seconds".into(), int(duration));
+    #[allow(clippy::cast_precision_loss, reason = "resource amounts are far below 2^53")]
+    let fields: [(&str, f64); 6] = [
+        ("cpu_request_millicores", a.cpu_request_millicores as f64),
+        ("cpu_limit_millicores", a.cpu_limit_millicores.unwrap_or(0) as f64),
+        ("memory_request_bytes", a.memory_request_bytes as f64),
+        ("memory_limit_bytes", a.memory_limit_bytes.unwrap_or(0) as f64),
+        ("gpu_request_count", a.gpu.as_ref().map_or(0.0, |g| g.count)),
+        ("gpu_limit_count", a.gpu.as_ref().map_or(0.0, |g| g.count)),
+    ];
+    for (name, value) in fields {
+        data.insert(name.to_owned(), float(value));
+        data.insert(format!("{name}{}", cfg.unit.suffix()), per_unit(value, duration, cfg.unit));
+    }
+    if let Some(g) = &a.gpu {
+        if let Some(model) = &g.model {
+            data.insert("gpu_type".into(), Value::String(model.clone()));
+        }
+        data.insert("gpu_resource".into(), Value::String(g.resource_name.clone()));
+    }
+    if a.estimated {
+        data.insert("allocation_estimated".into(), Value::Bool(true));
+    }
+    merge_annotations(&ann, &cfg.data_annotation_prefix, item, &mut data, diagnostics);
+    let mut e = CloudEvent::new(
+        &cfg.source,
+        &cfg.event_type,
+        &subject(&ann, &cfg.subject_annotation, &item.name),
+    );
+    e.data = Value::Object(data).to_string();
+    e.item_uid = Some(item.uid.clone());
+    Ok(e)
+}
+
+fn pvc_event(
+    cfg: &Config,
+    item: &Item,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<CloudEvent, MapError> {
+    let ann = annotations(item)?;
+    let a = &item.allocation;
+    let mut data = Map::new();
+    data.insert("pvc_name".into(), Value::String(item.name.clone()));
+    data.insert("pvc_namespace".into(), Value::String(item.namespace.clone()));
+    data.insert("pvc_uid".into(), Value::String(item.uid.clone()));
+    if let Some(class) = &a.storage_class {
+        data.insert("storage_class".into(), Value::String(class.clone()));
+    }
+    data.insert("duration_seconds".into(), int(a.seconds));
+    let bytes = a.storage_bytes.unwrap_or(0);
+    data.insert("storage_request_bytes".into(), int(bytes));
+    #[allow(clippy::cast_precision_loss, reason = "storage sizes are far below 2^53")]
+    let per = per_unit(bytes as f64, a.seconds, cfg.unit);
+    data.insert(format!("storage_request_bytes{}", cfg.unit.suffix()), per);
+    merge_annotations(&ann, &cfg.data_annotation_prefix, item, &mut data, diagnostics);
+    let mut e = CloudEvent::new(
+        &cfg.source,
+        &cfg.pvc_event_type,
+        &subject(&ann, &cfg.subject_annotation, &item.namespace),
+    );
+    e.data = Value::Object(data).to_string();
+    e.item_uid = Some(item.uid.clone());
+    Ok(e)
+}
+
+/// Maps a snapshot; the same code runs as the WASM component and natively (benchmarks).
+pub fn map(snapshot: &Snapshot) -> Result<Mapped, MapError> {
+    let cfg = parse_config(&snapshot.envelope.config).map_err(MapError::InvalidConfig)?;
+    let mut events = Vec::with_capacity(snapshot.items.len());
+    let mut diagnostics = Vec::new();
+    for item in &snapshot.items {
+        if item.allocation.seconds == 0 {
+            continue;
+        }
+        match item.kind {
+            ItemKind::Pod => events.push(pod_event(&cfg, item, &mut diagnostics)?),
+            ItemKind::PersistentVolumeClaim => events.push(pvc_event(&cfg, item, &mut diagnostics)?),
+            ItemKind::RunaiWorkload => diagnostics.push(Diagnostic::for_item(
+                Level::Warn,
+                &item.uid,
+                "the kubernetes mapper does not map Run:ai workloads; configure a Run:ai mapper",
+            )),
+        }
+    }
+    Ok(Mapped {
+        events,
+        diagnostics,
+    })
+}
+
+/// The component's exports.
+#[derive(Debug)]
+pub struct KubernetesMapper;
+
+impl Guest for KubernetesMapper {
+    fn describe() -> MapperInfo {
+        info()
+    }
+
+    fn validate_config(config: String) -> Result<(), String> {
+        parse_config(&config).map(|_| ())
+    }
+
+    fn map_snapshot(snapshot: Snapshot) -> Result<Mapped, MapError> {
+        map(&snapshot)
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+edgemeter_guest::export_mapper!(KubernetesMapper);

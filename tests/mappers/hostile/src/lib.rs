@@ -1,0 +1,97 @@
+//! A test-only mapper that misbehaves on request, to prove the sandbox holds.
+//!
+//! The behaviour is chosen by the mapper config string (no JSON parsing, to stay tiny):
+//! - `"loop"`: spins forever (the epoch deadline must stop it);
+//! - `"alloc"`: tries to allocate and touch 1 GiB (the memory limit must refuse it);
+//! - `"trap"`: executes `unreachable` via a panic (reported as a trap);
+//! - `"flood"`: writes 10 MiB to stdout and 1,000 log lines (capped by the host), then maps;
+//! - `"invalid"`: returns an event whose data is not a JSON object;
+//! - `"env"`: reports what the sandbox exposes (env vars, preopened files) in an event;
+//! - anything else: one well-formed event per item (`type` `hostile-ok`).
+
+use edgemeter_guest::{CloudEvent, Guest, Level, MapError, Mapped, MapperInfo, Snapshot};
+
+/// The component's exports.
+#[derive(Debug)]
+pub struct Hostile;
+
+fn spin() -> u64 {
+    let mut x: u64 = 1;
+    loop {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        if x == 0 {
+            return x;
+        }
+    }
+}
+
+fn ok_events(snapshot: &Snapshot, event_type: &str, data: &str) -> Vec<CloudEvent> {
+    snapshot
+        .items
+        .iter()
+        .map(|item| {
+            let mut e = CloudEvent::new("hostile", event_type, &item.name);
+            e.data = data.to_owned();
+            e.item_uid = Some(item.uid.clone());
+            e
+        })
+        .collect()
+}
+
+impl Guest for Hostile {
+    fn describe() -> MapperInfo {
+        MapperInfo {
+            name: "hostile".to_owned(),
+            version: "0.0.0".to_owned(),
+            description: "misbehaves on request (tests only)".to_owned(),
+            event_types: vec!["hostile-ok".to_owned()],
+            item_kinds: vec![],
+        }
+    }
+
+    fn validate_config(_config: String) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn map_snapshot(snapshot: Snapshot) -> Result<Mapped, MapError> {
+        let mode = snapshot.envelope.config.trim().trim_matches('"').to_owned();
+        let events = match mode.as_str() {
+            "loop" => {
+                let n = spin();
+                return Err(MapError::Internal(format!("loop ended: {n}")));
+            }
+            "alloc" => {
+                let mut v: Vec<u8> = Vec::new();
+                v.resize(1 << 30, 1);
+                let sum: u64 = v.iter().step_by(4096).map(|b| u64::from(*b)).sum();
+                return Err(MapError::Internal(format!("allocated 1 GiB: {sum}")));
+            }
+            "trap" => panic!("hostile mapper traps on purpose"),
+            "flood" => {
+                let line = "x".repeat(1023);
+                for _ in 0..10 * 1024 {
+                    println!("{line}");
+                }
+                for i in 0..1000 {
+                    edgemeter_guest::log(Level::Info, &format!("log line {i}"));
+                }
+                ok_events(&snapshot, "hostile-ok", "{}")
+            }
+            "invalid" => ok_events(&snapshot, "hostile-ok", "[1, 2, 3]"),
+            "env" => {
+                let vars = std::env::vars().count();
+                let root = std::fs::read_dir("/").is_ok();
+                let data = format!(r#"{{"env_vars": {vars}, "can_read_root": {root}}}"#);
+                ok_events(&snapshot, "hostile-ok", &data)
+            }
+            _ => ok_events(&snapshot, "hostile-ok", r#"{"ok": true}"#),
+        };
+        Ok(Mapped {
+            events,
+            diagnostics: vec![],
+        })
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+edgemeter_guest::export_mapper!(Hostile);

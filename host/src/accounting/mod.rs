@@ -1,0 +1,46 @@
+//! Accounting core: what each workload held, and for how long inside a window.
+//!
+//! Pure: no I/O, no clocks. It takes Kubernetes objects (and what the collector observed about
+//! them, such as when a deletion was seen) and returns allocation facts. The `map` CLI and the
+//! daemon share it, and it is tested with recorded fixtures alone.
+//!
+//! - [`quantity`]: exact Kubernetes quantities.
+//! - [`resources`]: effective requests/limits (the scheduler's formula).
+//! - [`gpu`]: GPU resources, Run:ai fractions, the GPU model.
+//! - [`interval`]: the allocation interval `[PodScheduled, end)`.
+//! - [`pod`]: the facts combined; intersect with a [`crate::window::Window`] for seconds.
+//!
+//! Invariant: for any partition of time into consecutive windows, the seconds a pod is billed
+//! over the windows sum to the length of its allocation interval (see `crate::window`).
+
+pub mod gpu;
+pub mod interval;
+pub mod pod;
+pub mod quantity;
+pub mod resources;
+
+#[cfg(test)]
+mod tests;
+
+pub use interval::{Deletion, Interval, Observations};
+pub use pod::{PodAllocation, allocation};
+
+/// Why a pod's allocation could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountingError {
+    #[error("failed to read resource {resource:?} of container {container:?}")]
+    Quantity {
+        container: String,
+        resource: String,
+        #[source]
+        source: quantity::QuantityError,
+    },
+    #[error("failed to read annotation {key}={value:?}: {reason}")]
+    Annotation {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("failed to read pod: it has no spec")]
+    MissingSpec,
+}

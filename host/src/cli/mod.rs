@@ -1,0 +1,53 @@
+//! The command line: `edgemeter map` (and the commands other modules add).
+//!
+//! Parsing (clap) and dispatch only; each command lives in its own file and returns a typed
+//! error that `main` prints with its causes.
+
+pub mod map;
+
+use clap::{Parser, Subcommand};
+
+/// edgemeter: meters Kubernetes and Run:ai workloads to the second and ships CloudEvents to
+/// OpenMeter through sandboxed WebAssembly mappers.
+#[derive(Debug, Parser)]
+#[command(name = "edgemeter", version, about, long_about = None)]
+pub struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `edgemeter=debug`.
+    #[arg(long, env = "EDGEMETER_LOG", default_value = "warn", global = true)]
+    pub log: String,
+
+    /// Log format on stderr.
+    #[arg(long, env = "EDGEMETER_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Turn Kubernetes objects from a file into CloudEvents (one JSON per line on stdout),
+    /// through a mapper. This is also how mapper authors test a mapper.
+    Map(map::MapArgs),
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Map(#[from] map::MapCommandError),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Map(args) => map::run(args).map_err(CliError::from),
+    }
+}

@@ -1,0 +1,12 @@
+//! Host bindings generated from the one contract file, `guest-sdk/wit/mapper.wit`.
+
+wasmtime::component::bindgen!({
+    path: "../guest-sdk/wit",
+    world: "mapper",
+});
+
+// `Snapshot`, `Mapped`, `MapError` and `MapperInfo` are in scope already (the world `use`s them).
+pub use self::edgemeter::mapper::types::{
+    Allocation, CloudEvent, Diagnostic, Envelope, Extension, GpuAllocation, Item, ItemKind, Level,
+    SourceKind,
+};

@@ -1,0 +1,93 @@
+//! WebAssembly mappers: the sandboxed step that turns a snapshot into CloudEvents.
+//!
+//! - The contract is `guest-sdk/wit/mapper.wit` (package `edgemeter:mapper@0.1.0`), read by
+//!   [`bindings`] and by every guest.
+//! - [`runtime`]: one engine and linker per process, a pre-linked instance per mapper, a fresh
+//!   store per call with a memory limit, an epoch deadline and no I/O.
+//! - [`cache`]: compiled components cached on disk, keyed by the wasm's hash and the engine's
+//!   compatibility hash.
+//! - [`validate`]: every event a mapper returns is checked and completed (specversion, time,
+//!   deterministic id) before it can reach the queue.
+//! - [`builtin`]: the mappers embedded in the binary (`builtin:kubernetes`).
+//!
+//! A trapping, looping or memory-hungry mapper fails that one call with a typed
+//! [`MapperError`] and a counted metric; the host keeps running and the next call gets a
+//! fresh instance.
+
+pub mod bindings;
+pub mod builtin;
+pub mod cache;
+pub mod runtime;
+pub mod stdio;
+pub mod validate;
+
+use std::time::Duration;
+
+pub use runtime::{LoadedMapper, MapperLimits, MapperRuntime, MapperStats};
+
+/// Why a mapper could not be loaded or a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MapperError {
+    #[error("failed to set up the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("failed to read mapper {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unknown built-in mapper {0:?}; available: builtin:kubernetes")]
+    UnknownBuiltin(String),
+    #[error("failed to compile mapper {mapper}: {reason} (is it a WebAssembly component built for wasm32-wasip2 against guest-sdk/wit/mapper.wit?)")]
+    Compile { mapper: String, reason: String },
+    #[error("failed to load mapper {mapper}: it imports {import:?}, which mappers may not use (allowed: WASI cli/io/clocks/random and edgemeter:mapper/host)")]
+    ForbiddenImport { mapper: String, import: String },
+    #[error("failed to link mapper {mapper}: {reason} (does it implement world edgemeter:mapper/mapper@0.1.0?)")]
+    Link { mapper: String, reason: String },
+    #[error("mapper {mapper} was stopped after {elapsed:?}: it exceeded its time limit of {deadline:?}")]
+    Timeout {
+        mapper: String,
+        deadline: Duration,
+        elapsed: Duration,
+    },
+    #[error("mapper {mapper} was stopped: memory limit of {limit} bytes exceeded (it tried to grow to {wanted} bytes)")]
+    MemoryExceeded {
+        mapper: String,
+        limit: usize,
+        wanted: usize,
+    },
+    #[error("mapper {mapper} trapped in {call}: {reason}")]
+    Trap {
+        mapper: String,
+        call: &'static str,
+        reason: String,
+    },
+    #[error("mapper {mapper} rejected its configuration: {reason}")]
+    InvalidConfig { mapper: String, reason: String },
+    #[error("mapper {mapper} failed the snapshot: {}", describe_map_error(.error))]
+    Rejected {
+        mapper: String,
+        error: bindings::MapError,
+    },
+    #[error("mapper {mapper} returned {count} invalid event(s): {}", .problems.join("; "))]
+    InvalidEvents {
+        mapper: String,
+        count: usize,
+        problems: Vec<String>,
+    },
+}
+
+impl MapperError {
+    fn engine(e: wasmtime::Error) -> Self {
+        MapperError::Engine(format!("{e:#}"))
+    }
+}
+
+/// A readable form of the contract's `map-error`.
+pub fn describe_map_error(e: &bindings::MapError) -> String {
+    match e {
+        bindings::MapError::InvalidConfig(m) => format!("invalid config: {m}"),
+        bindings::MapError::InvalidInput(m) => format!("invalid input: {m}"),
+        bindings::MapError::Internal(m) => format!("internal error: {m}"),
+    }
+}

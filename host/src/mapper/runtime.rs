@@ -1,0 +1,454 @@
+//! The sandboxed mapper runtime.
+//!
+//! One [`wasmtime::Engine`] and one [`Linker`] per process ([`MapperRuntime`]); one
+//! [`MapperPre`] (a pre-linked `InstancePre`) per mapper ([`LoadedMapper`]); a **fresh
+//! [`Store`] per call**, so no state leaks between snapshots and a broken instance is simply
+//! dropped. Every store gets:
+//! - a memory limit (default 256 MiB) enforced by a [`ResourceLimiter`] that traps on excess;
+//! - an epoch deadline (default 2 s; a background thread ticks the engine's epoch every 10 ms);
+//! - WASI with no preopened directories, no environment, no arguments, no network (TCP, UDP
+//!   and name lookup disabled), stdin closed, stdout/stderr captured and capped into tracing.
+//!
+//! At load time the component's imports are inspected; anything outside the allowed WASI
+//! interfaces and `edgemeter:mapper/host` is refused with its name, instead of failing later.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::MapperError;
+use super::bindings::{self, Level, Mapper, MapperInfo, MapperPre, Snapshot};
+use super::cache::{self, CacheOutcome};
+use super::stdio::CappedPipe;
+
+/// How often the engine's epoch advances; the resolution of the time limit.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits applied to every mapper call.
+#[derive(Debug, Clone)]
+pub struct MapperLimits {
+    /// Linear memory a call may grow to, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock time a call may run.
+    pub deadline: Duration,
+    /// Guest stdout + stderr kept per call, in bytes.
+    pub stdio_bytes: usize,
+    /// `log` lines kept per call.
+    pub log_lines: usize,
+}
+
+impl Default for MapperLimits {
+    fn default() -> Self {
+        MapperLimits {
+            memory_bytes: 256 * 1024 * 1024,
+            deadline: Duration::from_secs(2),
+            stdio_bytes: 64 * 1024,
+            log_lines: 200,
+        }
+    }
+}
+
+/// Imports a mapper may have. WASI interfaces are linked but the context grants nothing
+/// (no files, env, or network); everything else is refused at load time.
+const ALLOWED_IMPORT_PREFIXES: [&str; 7] = [
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+    "wasi:sockets/",
+    "edgemeter:mapper/",
+];
+
+/// Counters of mapper outcomes (exported as Prometheus metrics by the daemon).
+#[derive(Debug, Default)]
+pub struct MapperStats {
+    pub calls: AtomicU64,
+    pub failures: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub memory_exceeded: AtomicU64,
+    pub traps: AtomicU64,
+    pub events: AtomicU64,
+}
+
+/// Per-call store state.
+struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+    mapper: Arc<str>,
+    log_budget: usize,
+    logs_dropped: usize,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::edgemeter::mapper::types::Host for CallState {}
+
+impl bindings::edgemeter::mapper::host::Host for CallState {
+    fn log(&mut self, level: Level, message: String) {
+        if self.log_budget == 0 {
+            self.logs_dropped += 1;
+            return;
+        }
+        self.log_budget -= 1;
+        let mut message = message;
+        if message.len() > 4096 {
+            let mut cut = 4096;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let mapper = &*self.mapper;
+        match level {
+            Level::Debug => tracing::debug!(mapper, "{message}"),
+            Level::Info => tracing::info!(mapper, "{message}"),
+            Level::Warn => tracing::warn!(mapper, "{message}"),
+            Level::Error => tracing::error!(mapper, "{message}"),
+        }
+    }
+}
+
+/// Refuses memory growth beyond the limit with a trap that names the limit.
+struct MemoryLimiter {
+    max: usize,
+    denied: Option<usize>,
+}
+
+/// The error a memory-limit trap carries.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes exceeded (tried to grow to {wanted} bytes)")]
+struct MemoryLimitExceeded {
+    limit: usize,
+    wanted: usize,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.denied = Some(desired);
+            return Err(MemoryLimitExceeded {
+                limit: self.max,
+                wanted: desired,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000)
+    }
+}
+
+/// Engine, linker and epoch ticker shared by every mapper of the process.
+#[derive(Clone)]
+pub struct MapperRuntime {
+    engine: Engine,
+    linker: Arc<Linker<CallState>>,
+    limits: MapperLimits,
+    cache_dir: Option<PathBuf>,
+    stats: Arc<MapperStats>,
+}
+
+impl std::fmt::Debug for MapperRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapperRuntime")
+            .field("limits", &self.limits)
+            .field("cache_dir", &self.cache_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MapperRuntime {
+    /// Creates the engine (Cranelift, component model, epoch interruption) and linker.
+    pub fn new(limits: MapperLimits, cache_dir: Option<PathBuf>) -> Result<Self, MapperError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config).map_err(MapperError::engine)?;
+
+        let mut linker: Linker<CallState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(MapperError::engine)?;
+        Mapper::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(MapperError::engine)?;
+
+        // The ticker holds only a weak handle: it ends once the last engine handle is gone.
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("edgemeter-epoch".to_owned())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| MapperError::Engine(format!("failed to start the epoch thread: {e}")))?;
+
+        Ok(MapperRuntime {
+            engine,
+            linker: Arc::new(linker),
+            limits,
+            cache_dir,
+            stats: Arc::new(MapperStats::default()),
+        })
+    }
+
+    pub fn limits(&self) -> &MapperLimits {
+        &self.limits
+    }
+
+    pub fn stats(&self) -> &Arc<MapperStats> {
+        &self.stats
+    }
+
+    /// Compiles (or loads from the cache) a mapper component and pre-links it.
+    pub fn load(&self, name: &str, wasm: &[u8]) -> Result<LoadedMapper, MapperError> {
+        let started = Instant::now();
+        let (component, cache) = cache::load_or_compile(&self.engine, wasm, self.cache_dir.as_deref())
+            .map_err(|e| MapperError::Compile {
+                mapper: name.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        let ty = component.component_type();
+        for (import, _) in ty.imports(&self.engine) {
+            if !ALLOWED_IMPORT_PREFIXES.iter().any(|p| import.starts_with(p)) {
+                return Err(MapperError::ForbiddenImport {
+                    mapper: name.to_owned(),
+                    import: import.to_owned(),
+                });
+            }
+        }
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| MapperError::Link {
+                mapper: name.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        let pre = MapperPre::new(instance_pre).map_err(|e| MapperError::Link {
+            mapper: name.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
+        tracing::debug!(mapper = name, ?cache, elapsed_ms = started.elapsed().as_millis() as u64, "mapper loaded");
+        Ok(LoadedMapper {
+            name: Arc::from(name),
+            pre,
+            runtime: self.clone(),
+            cache,
+        })
+    }
+
+    fn new_store(&self, mapper: &Arc<str>) -> (Store<CallState>, CappedPipe, CappedPipe) {
+        let stdout = CappedPipe::new(self.limits.stdio_bytes);
+        let stderr = CappedPipe::new(self.limits.stdio_bytes);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = CallState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                max: self.limits.memory_bytes,
+                denied: None,
+            },
+            mapper: Arc::clone(mapper),
+            log_budget: self.limits.log_lines,
+            logs_dropped: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = self.limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store.epoch_deadline_trap();
+        (store, stdout, stderr)
+    }
+}
+
+/// A compiled, pre-linked mapper. Cheap to clone; calls may run on any thread.
+#[derive(Clone)]
+pub struct LoadedMapper {
+    name: Arc<str>,
+    pre: MapperPre<CallState>,
+    runtime: MapperRuntime,
+    cache: CacheOutcome,
+}
+
+impl std::fmt::Debug for LoadedMapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedMapper")
+            .field("name", &self.name)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedMapper {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether loading hit the compiled-component cache.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache
+    }
+
+    /// Runs `f` against a fresh instance in a fresh store, with all limits applied, and turns
+    /// traps into typed errors. The store is dropped afterwards whatever happened.
+    fn call<R>(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(&Mapper, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, MapperError> {
+        let stats = &self.runtime.stats;
+        stats.calls.fetch_add(1, Ordering::Relaxed);
+        let (mut store, stdout, stderr) = self.runtime.new_store(&self.name);
+        let started = Instant::now();
+        let result = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| f(&instance, &mut store));
+        let elapsed = started.elapsed();
+        self.drain_stdio(&stdout, &stderr, &store);
+        result.map_err(|e| {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+            let err = self.classify(e, &store, elapsed, what);
+            match &err {
+                MapperError::Timeout { .. } => stats.timeouts.fetch_add(1, Ordering::Relaxed),
+                MapperError::MemoryExceeded { .. } => {
+                    stats.memory_exceeded.fetch_add(1, Ordering::Relaxed)
+                }
+                _ => stats.traps.fetch_add(1, Ordering::Relaxed),
+            };
+            err
+        })
+    }
+
+    fn classify(
+        &self,
+        e: wasmtime::Error,
+        store: &Store<CallState>,
+        elapsed: Duration,
+        what: &'static str,
+    ) -> MapperError {
+        let mapper = self.name.to_string();
+        if let Some(wanted) = store.data().limiter.denied {
+            return MapperError::MemoryExceeded {
+                mapper,
+                limit: self.runtime.limits.memory_bytes,
+                wanted,
+            };
+        }
+        if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+            return MapperError::Timeout {
+                mapper,
+                deadline: self.runtime.limits.deadline,
+                elapsed,
+            };
+        }
+        MapperError::Trap {
+            mapper,
+            call: what,
+            reason: format!("{e:?}"),
+        }
+    }
+
+    fn drain_stdio(&self, stdout: &CappedPipe, stderr: &CappedPipe, store: &Store<CallState>) {
+        let mapper = &*self.name;
+        for (stream, pipe) in [("stdout", stdout), ("stderr", stderr)] {
+            let (text, dropped) = pipe.take();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                tracing::info!(mapper, stream, "{line}");
+            }
+            if dropped > 0 {
+                tracing::warn!(mapper, stream, dropped_bytes = dropped, "mapper output over the cap was dropped");
+            }
+        }
+        let dropped = store.data().logs_dropped;
+        if dropped > 0 {
+            tracing::warn!(mapper, dropped_lines = dropped, "mapper log lines over the cap were dropped");
+        }
+    }
+
+    /// The mapper's self-description.
+    pub fn describe(&self) -> Result<MapperInfo, MapperError> {
+        self.call("describe", |m, s| m.call_describe(s))
+    }
+
+    /// Asks the mapper whether `config` (JSON) is usable.
+    pub fn validate_config(&self, config: &str) -> Result<(), MapperError> {
+        self.call("validate-config", |m, s| m.call_validate_config(s, config))?
+            .map_err(|reason| MapperError::InvalidConfig {
+                mapper: self.name.to_string(),
+                reason,
+            })
+    }
+
+    /// Maps one snapshot (raw mapper output; see `mapper::validate` for the checks).
+    pub fn map_snapshot(&self, snapshot: &Snapshot) -> Result<bindings::Mapped, MapperError> {
+        let mapped = self
+            .call("map-snapshot", |m, s| m.call_map_snapshot(s, snapshot))?
+            .map_err(|e| MapperError::Rejected {
+                mapper: self.name.to_string(),
+                error: e,
+            })?;
+        self.runtime
+            .stats
+            .events
+            .fetch_add(mapped.events.len() as u64, Ordering::Relaxed);
+        Ok(mapped)
+    }
+}
+
+impl LoadedMapper {
+    /// Maps a snapshot and validates/completes every event (`mapper::validate`): what the
+    /// daemon and `edgemeter map` hand to the queue or stdout. Diagnostics go to the log.
+    pub fn map_events(
+        &self,
+        snapshot: &Snapshot,
+        max_event_bytes: usize,
+    ) -> Result<Vec<crate::event::CloudEvent>, MapperError> {
+        let mapped = self.map_snapshot(snapshot)?;
+        let mapper = self.name();
+        for d in &mapped.diagnostics {
+            let item = d.item_uid.as_deref().unwrap_or("-");
+            let message = &d.message;
+            match d.level {
+                Level::Debug => tracing::debug!(mapper, item, "{message}"),
+                Level::Info => tracing::info!(mapper, item, "{message}"),
+                Level::Warn => tracing::warn!(mapper, item, "{message}"),
+                Level::Error => tracing::error!(mapper, item, "{message}"),
+            }
+        }
+        super::validate::finalize(mapper, &snapshot.envelope, mapped.events, max_event_bytes)
+    }
+}
