@@ -5,9 +5,18 @@ include!("build_guests.rs");
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
-    let root = manifest.parent().expect("host/ lives in the workspace root").to_path_buf();
-    println!("cargo:rerun-if-changed={}", root.join("mappers/kubernetes/src").display());
-    println!("cargo:rerun-if-changed={}", root.join("mappers/kubernetes/Cargo.toml").display());
+    let root = manifest
+        .parent()
+        .expect("host/ lives in the workspace root")
+        .to_path_buf();
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("mappers/kubernetes/src").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("mappers/kubernetes/Cargo.toml").display()
+    );
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=build_guests.rs");
     for (package, path) in build_guest_components(&root, &["edgemeter-mapper-kubernetes"]) {

@@ -4,8 +4,14 @@ include!("../host/build_guests.rs");
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
-    let root = manifest.parent().expect("tests/ lives in the workspace root").to_path_buf();
-    println!("cargo:rerun-if-changed={}", root.join("tests/mappers").display());
+    let root = manifest
+        .parent()
+        .expect("tests/ lives in the workspace root")
+        .to_path_buf();
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("tests/mappers").display()
+    );
     println!("cargo:rerun-if-changed=build.rs");
     for (package, path) in build_guest_components(&root, &["edgemeter-mapper-hostile"]) {
         let var = match package.as_str() {

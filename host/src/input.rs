@@ -34,7 +34,9 @@ pub enum InputError {
         #[source]
         source: serde_yaml::Error,
     },
-    #[error("failed to read {path}: item {index} is not a Kubernetes object (no \"kind\"); expected a Pod, a PodList or a v1 List")]
+    #[error(
+        "failed to read {path}: item {index} is not a Kubernetes object (no \"kind\"); expected a Pod, a PodList or a v1 List"
+    )]
     NotAnObject { path: String, index: usize },
     #[error("failed to read pod {namespace}/{name} in {path}: {source}")]
     Pod {
@@ -88,10 +90,11 @@ pub fn parse(name: &str, text: &str) -> Result<Objects, InputError> {
     } else {
         let mut docs = Vec::new();
         for doc in serde_yaml::Deserializer::from_str(text) {
-            let v: Value = serde::Deserialize::deserialize(doc).map_err(|source| InputError::Yaml {
-                path: name.to_owned(),
-                source,
-            })?;
+            let v: Value =
+                serde::Deserialize::deserialize(doc).map_err(|source| InputError::Yaml {
+                    path: name.to_owned(),
+                    source,
+                })?;
             if !v.is_null() {
                 docs.push(v);
             }
@@ -111,7 +114,10 @@ pub fn parse(name: &str, text: &str) -> Result<Objects, InputError> {
             .map(str::to_owned);
         match (list_kind, doc.get("items")) {
             (Some(kind), Some(Value::Array(items))) => {
-                let item_kind = kind.strip_suffix("List").filter(|k| !k.is_empty()).map(str::to_owned);
+                let item_kind = kind
+                    .strip_suffix("List")
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned);
                 for mut item in items.clone() {
                     if item.get("kind").is_none() {
                         if let (Some(k), Some(obj)) = (&item_kind, item.as_object_mut()) {

@@ -3,10 +3,10 @@
 //!
 //! See `docs/architecture.md` for the flow; each module's docs state its formats and invariants.
 
-pub mod event;
-pub mod window;
 pub mod accounting;
-pub mod mapper;
 pub mod cli;
+pub mod event;
 pub mod input;
+pub mod mapper;
 pub mod snapshot;
+pub mod window;

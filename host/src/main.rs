@@ -10,7 +10,10 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
-        eprintln!("edgemeter: invalid --log / EDGEMETER_LOG {:?} ({e}); using \"warn\"", cli.log);
+        eprintln!(
+            "edgemeter: invalid --log / EDGEMETER_LOG {:?} ({e}); using \"warn\"",
+            cli.log
+        );
         EnvFilter::new("warn")
     });
     let builder = tracing_subscriber::fmt()

@@ -22,7 +22,12 @@ pub struct Identity {
 }
 
 /// The envelope of a snapshot.
-pub fn envelope(source: SourceKind, window: &Window, identity: &Identity, config: &str) -> Envelope {
+pub fn envelope(
+    source: SourceKind,
+    window: &Window,
+    identity: &Identity,
+    config: &str,
+) -> Envelope {
     Envelope {
         source,
         window_start: window.start(),
@@ -136,13 +141,17 @@ pub fn pod_snapshot(
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
             // Objects read from manifests may lack a uid; namespace/name keeps ids distinct.
-            uid: meta.uid.clone().filter(|u| !u.is_empty()).unwrap_or_else(|| {
-                format!(
-                    "{}/{}",
-                    meta.namespace.as_deref().unwrap_or_default(),
-                    meta.name.as_deref().unwrap_or_default()
-                )
-            }),
+            uid: meta
+                .uid
+                .clone()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| {
+                    format!(
+                        "{}/{}",
+                        meta.namespace.as_deref().unwrap_or_default(),
+                        meta.name.as_deref().unwrap_or_default()
+                    )
+                }),
             object: p.raw.to_string(),
             allocation,
         });

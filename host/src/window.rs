@@ -14,9 +14,13 @@ use jiff::Timestamp;
 /// Why a window or a duration could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WindowError {
-    #[error("failed to parse window {input:?}: expected two RFC 3339 instants separated by '/', e.g. 2026-01-01T00:00:00Z/2026-01-01T01:00:00Z")]
+    #[error(
+        "failed to parse window {input:?}: expected two RFC 3339 instants separated by '/', e.g. 2026-01-01T00:00:00Z/2026-01-01T01:00:00Z"
+    )]
     MissingSeparator { input: String },
-    #[error("failed to parse window {which} {input:?} as an RFC 3339 instant (e.g. 2026-01-01T00:00:00Z): {reason}")]
+    #[error(
+        "failed to parse window {which} {input:?} as an RFC 3339 instant (e.g. 2026-01-01T00:00:00Z): {reason}"
+    )]
     BadInstant {
         which: &'static str,
         input: String,
@@ -26,7 +30,9 @@ pub enum WindowError {
     Empty { start: String, end: String },
     #[error("failed to use window: instants must be whole seconds; {input:?} has a fraction")]
     Fractional { input: String },
-    #[error("failed to parse duration {input:?}: {reason} (use Go duration syntax such as 15s, 1m30s, 1h)")]
+    #[error(
+        "failed to parse duration {input:?}: {reason} (use Go duration syntax such as 15s, 1m30s, 1h)"
+    )]
     BadDuration { input: String, reason: String },
 }
 
@@ -124,11 +130,13 @@ impl std::str::FromStr for Window {
 
 /// Parses one RFC 3339 instant into whole Unix seconds.
 pub fn parse_instant(which: &'static str, input: &str) -> Result<i64, WindowError> {
-    let ts: Timestamp = input.parse().map_err(|e: jiff::Error| WindowError::BadInstant {
-        which,
-        input: input.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let ts: Timestamp = input
+        .parse()
+        .map_err(|e: jiff::Error| WindowError::BadInstant {
+            which,
+            input: input.to_owned(),
+            reason: e.to_string(),
+        })?;
     if ts.subsec_nanosecond() != 0 {
         return Err(WindowError::Fractional {
             input: input.to_owned(),

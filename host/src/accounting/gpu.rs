@@ -71,7 +71,10 @@ pub fn gpus(
         .filter_map(|(k, v)| priority(k).map(|p| (p, k, *v)))
         .min_by_key(|(p, _, _)| *p);
     if let Some((_, name, count)) = extended {
-        let model = model.or_else(|| name.strip_prefix("nvidia.com/mig-").map(|p| format!("MIG {p}")));
+        let model = model.or_else(|| {
+            name.strip_prefix("nvidia.com/mig-")
+                .map(|p| format!("MIG {p}"))
+        });
         return Ok(Some(Gpu {
             count,
             resource_name: name.clone(),
@@ -121,7 +124,13 @@ pub fn gpus(
             } else {
                 quantity::parse(t).ok().map(quantity::to_units_ceil)
             };
-            Some(bytes.ok_or_else(|| bad("gpu-memory", v, "expected MiB (e.g. 4096) or a quantity (e.g. 4Gi)"))?)
+            Some(bytes.ok_or_else(|| {
+                bad(
+                    "gpu-memory",
+                    v,
+                    "expected MiB (e.g. 4096) or a quantity (e.g. 4Gi)",
+                )
+            })?)
         }
         None => None,
     };
@@ -131,7 +140,10 @@ pub fn gpus(
     // A memory-only request holds a share of `devices` GPUs; without a fraction the share is
     // unknown here, so the count is the devices it occupies.
     let per_device = fraction.unwrap_or(1.0);
-    #[allow(clippy::cast_possible_truncation, reason = "fraction ≤ 1 and devices ≤ u32")]
+    #[allow(
+        clippy::cast_possible_truncation,
+        reason = "fraction ≤ 1 and devices ≤ u32"
+    )]
     let count = (per_device * f64::from(devices) * quantity::ONE as f64).round() as Nanos;
     Ok(Some(Gpu {
         count,

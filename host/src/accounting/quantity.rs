@@ -13,7 +13,9 @@ const NANO: i128 = 1_000_000_000;
 /// Why a quantity string could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantityError {
-    #[error("failed to parse quantity {0:?}: not a Kubernetes quantity (e.g. 500m, 2, 1.5Gi, 64Mi)")]
+    #[error(
+        "failed to parse quantity {0:?}: not a Kubernetes quantity (e.g. 500m, 2, 1.5Gi, 64Mi)"
+    )]
     Syntax(String),
     #[error("failed to use quantity {0:?}: negative resource amounts are not valid")]
     Negative(String),
@@ -121,7 +123,10 @@ pub fn to_units_ceil(n: Nanos) -> u64 {
 /// Nano-units to a float (for fractional counts such as GPU slices).
 pub fn to_f64(n: Nanos) -> f64 {
     // Exact for every realistic count; GPU counts are small integers or simple fractions.
-    #[allow(clippy::cast_precision_loss, reason = "counts far below 2^53 nano-units")]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "counts far below 2^53 nano-units"
+    )]
     let v = n as f64 / NANO as f64;
     v
 }
@@ -139,14 +144,21 @@ mod tests {
         assert_eq!(parse("2").map(to_milli_ceil), Ok(2000));
         assert_eq!(parse("0.5").map(to_milli_ceil), Ok(500));
         assert_eq!(parse("1.5").map(to_milli_ceil), Ok(1500));
-        assert_eq!(parse("100u").map(to_milli_ceil), Ok(1), "rounds up like MilliValue");
+        assert_eq!(
+            parse("100u").map(to_milli_ceil),
+            Ok(1),
+            "rounds up like MilliValue"
+        );
         assert_eq!(parse("250000000n").map(to_milli_ceil), Ok(250));
         assert_eq!(parse("64Mi").map(to_units_ceil), Ok(64 * 1024 * 1024));
         assert_eq!(parse("1.5Gi").map(to_units_ceil), Ok(1_610_612_736));
         assert_eq!(parse("4G").map(to_units_ceil), Ok(4_000_000_000));
         assert_eq!(parse("1e3").map(to_units_ceil), Ok(1000));
         assert_eq!(parse("1E3").map(to_units_ceil), Ok(1000));
-        assert_eq!(parse("2E").map(to_units_ceil), Ok(2_000_000_000_000_000_000));
+        assert_eq!(
+            parse("2E").map(to_units_ceil),
+            Ok(2_000_000_000_000_000_000)
+        );
         assert_eq!(parse("12e-1").map(to_milli_ceil), Ok(1200));
         assert_eq!(parse("128974848").map(to_units_ceil), Ok(128_974_848));
         assert_eq!(parse("129e6").map(to_units_ceil), Ok(129_000_000));

@@ -102,7 +102,10 @@ fn container_resources(
             &parse_list(cs.allocated_resources.as_ref(), &c.name)?,
         );
         if let Some(actual) = cs.resources.as_ref() {
-            max_into(&mut requests, &parse_list(actual.requests.as_ref(), &c.name)?);
+            max_into(
+                &mut requests,
+                &parse_list(actual.requests.as_ref(), &c.name)?,
+            );
             max_into(&mut limits, &parse_list(actual.limits.as_ref(), &c.name)?);
         }
     }
@@ -143,7 +146,10 @@ fn aggregate(
 
 /// Effective requests and limits of a pod.
 pub fn effective(spec: &PodSpec, status: Option<&PodStatus>) -> Result<Effective, AccountingError> {
-    fn find<'a>(statuses: Option<&'a Vec<ContainerStatus>>, name: &str) -> Option<&'a ContainerStatus> {
+    fn find<'a>(
+        statuses: Option<&'a Vec<ContainerStatus>>,
+        name: &str,
+    ) -> Option<&'a ContainerStatus> {
         statuses.and_then(|s| s.iter().find(|cs| cs.name == name))
     }
     let app_statuses = status.and_then(|s| s.container_statuses.as_ref());
@@ -158,7 +164,12 @@ pub fn effective(spec: &PodSpec, status: Option<&PodStatus>) -> Result<Effective
         .init_containers
         .iter()
         .flatten()
-        .map(|c| Ok((is_sidecar(c), container_resources(c, find(init_statuses, &c.name))?)))
+        .map(|c| {
+            Ok((
+                is_sidecar(c),
+                container_resources(c, find(init_statuses, &c.name))?,
+            ))
+        })
         .collect::<Result<Vec<_>, AccountingError>>()?;
 
     let mut requests = aggregate(&app, &init, |c| &c.0);
@@ -168,7 +179,11 @@ pub fn effective(spec: &PodSpec, status: Option<&PodStatus>) -> Result<Effective
     // some container requests or limits are tracked (cpu and memory always are).
     let mut names: BTreeSet<String> = ["cpu".to_owned(), "memory".to_owned()].into();
     names.extend(requests.keys().cloned());
-    let all: Vec<&ResourceList> = app.iter().map(|c| &c.1).chain(init.iter().map(|c| &(c.1).1)).collect();
+    let all: Vec<&ResourceList> = app
+        .iter()
+        .map(|c| &c.1)
+        .chain(init.iter().map(|c| &(c.1).1))
+        .collect();
     let mut unlimited: BTreeSet<String> = names
         .into_iter()
         .filter(|n| all.is_empty() || all.iter().any(|l| !l.contains_key(n)))

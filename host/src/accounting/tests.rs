@@ -122,16 +122,33 @@ fn in_place_resize_takes_the_max_of_spec_allocated_and_actual() {
         }
     });
     let a = alloc(&pod(v.clone()));
-    assert_eq!(a.cpu_request_millicores, 1500, "allocated 1500m beats spec 500m");
-    assert_eq!(a.memory_request_bytes, 1024 * 1024 * 1024, "spec 1Gi beats allocated 512Mi");
-    assert_eq!(a.cpu_limit_millicores, Some(3000), "actual limit 3 beats spec 1");
+    assert_eq!(
+        a.cpu_request_millicores, 1500,
+        "allocated 1500m beats spec 500m"
+    );
+    assert_eq!(
+        a.memory_request_bytes,
+        1024 * 1024 * 1024,
+        "spec 1Gi beats allocated 512Mi"
+    );
+    assert_eq!(
+        a.cpu_limit_millicores,
+        Some(3000),
+        "actual limit 3 beats spec 1"
+    );
     v["status"]["containerStatuses"][0]["allocatedResources"] = json!({"cpu": "200m"});
-    assert_eq!(alloc(&pod(v)).cpu_request_millicores, 750, "actual 750m beats spec 500m");
+    assert_eq!(
+        alloc(&pod(v)).cpu_request_millicores,
+        750,
+        "actual 750m beats spec 500m"
+    );
 }
 
 #[test]
 fn a_limit_without_a_request_defaults_the_request() {
-    let p = running(json!({"containers": [container("c", json!({}), json!({"cpu": "2", "memory": "128Mi"}))]}));
+    let p = running(
+        json!({"containers": [container("c", json!({}), json!({"cpu": "2", "memory": "128Mi"}))]}),
+    );
     let a = alloc(&p);
     assert_eq!(a.cpu_request_millicores, 2000);
     assert_eq!(a.memory_request_bytes, 128 * 1024 * 1024);
@@ -156,12 +173,20 @@ fn gpu_resources_of_each_kind() {
         assert_eq!(g.model.as_deref(), model, "{name}");
     }
     // The model comes from the node's labels.
-    let labels = [("nvidia.com/gpu.product".to_owned(), "NVIDIA-A100-SXM4-40GB".to_owned())].into();
-    let g = allocation(&with("nvidia.com/gpu", "1"), &Observations::default(), Some(&labels))
-        .expect("valid")
-        .expect("scheduled")
-        .gpu
-        .expect("gpu");
+    let labels = [(
+        "nvidia.com/gpu.product".to_owned(),
+        "NVIDIA-A100-SXM4-40GB".to_owned(),
+    )]
+    .into();
+    let g = allocation(
+        &with("nvidia.com/gpu", "1"),
+        &Observations::default(),
+        Some(&labels),
+    )
+    .expect("valid")
+    .expect("scheduled")
+    .gpu
+    .expect("gpu");
     assert_eq!(g.model.as_deref(), Some("NVIDIA-A100-SXM4-40GB"));
     // Two containers' GPUs add up.
     let p = running(json!({"containers": [
@@ -180,21 +205,34 @@ fn runai_fraction_annotations() {
             "status": {"phase": "Running", "conditions": scheduled("2026-01-01T00:00:00Z")}
         }))
     };
-    let g = alloc(&mk(json!({"gpu-fraction": "0.5", "gpu-fraction-num-devices": "2"})))
-        .gpu
-        .expect("fraction");
+    let g = alloc(&mk(
+        json!({"gpu-fraction": "0.5", "gpu-fraction-num-devices": "2"}),
+    ))
+    .gpu
+    .expect("fraction");
     assert_eq!(g.resource_name, gpu::RUNAI_FRACTION);
     assert_eq!(quantity::to_f64(g.count), 1.0);
     assert_eq!(g.fraction, Some(0.5));
-    let g = alloc(&mk(json!({"gpu-fraction": "0.25"}))).gpu.expect("fraction");
+    let g = alloc(&mk(json!({"gpu-fraction": "0.25"})))
+        .gpu
+        .expect("fraction");
     assert_eq!(quantity::to_f64(g.count), 0.25);
-    let g = alloc(&mk(json!({"gpu-memory": "4096"}))).gpu.expect("memory");
+    let g = alloc(&mk(json!({"gpu-memory": "4096"})))
+        .gpu
+        .expect("memory");
     assert_eq!(g.memory_bytes, Some(4096 * 1024 * 1024));
-    let g = alloc(&mk(json!({"gpu-memory": "2Gi", "gpu-fraction": "0.5"}))).gpu.expect("memory");
+    let g = alloc(&mk(json!({"gpu-memory": "2Gi", "gpu-fraction": "0.5"})))
+        .gpu
+        .expect("memory");
     assert_eq!(g.memory_bytes, Some(2 * 1024 * 1024 * 1024));
     assert!(alloc(&mk(json!({"user": "test"}))).gpu.is_none());
-    for bad in [json!({"gpu-fraction": "1.5"}), json!({"gpu-fraction": "half"}), json!({"gpu-fraction-num-devices": "0", "gpu-fraction": "0.5"})] {
-        let err = allocation(&mk(bad.clone()), &Observations::default(), None).expect_err("invalid");
+    for bad in [
+        json!({"gpu-fraction": "1.5"}),
+        json!({"gpu-fraction": "half"}),
+        json!({"gpu-fraction-num-devices": "0", "gpu-fraction": "0.5"}),
+    ] {
+        let err =
+            allocation(&mk(bad.clone()), &Observations::default(), None).expect_err("invalid");
         assert!(err.to_string().contains("gpu-fraction"), "{err} for {bad}");
     }
 }
@@ -206,7 +244,11 @@ fn never_scheduled_pods_hold_nothing() {
         "spec": {"containers": [container("c", json!({"cpu": "1"}), json!({}))]},
         "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
     }));
-    assert!(allocation(&p, &Observations::default(), None).expect("valid").is_none());
+    assert!(
+        allocation(&p, &Observations::default(), None)
+            .expect("valid")
+            .is_none()
+    );
 }
 
 #[test]
@@ -229,7 +271,14 @@ fn interval_ends_at_the_latest_finish_of_any_container() {
     }));
     let a = alloc(&p);
     let t0 = 1_767_225_600; // 2026-01-01T00:00:00Z
-    assert_eq!(a.interval, Interval { from: t0 + 10, until: Some(t0 + 65), estimated: false });
+    assert_eq!(
+        a.interval,
+        Interval {
+            from: t0 + 10,
+            until: Some(t0 + 65),
+            estimated: false
+        }
+    );
     // Partition [t0, t0+120) into 15 s windows: the seconds sum to the interval length.
     let whole = Window::new(t0, t0 + 120).expect("window");
     let total: u64 = whole.split(15).iter().map(|w| a.seconds_in(w)).sum();
@@ -249,10 +298,24 @@ fn terminal_without_finish_times_is_an_estimate() {
         ]}
     }));
     let t0 = 1_767_225_600;
-    let a = allocation(&p, &Observations::default(), None).expect("valid").expect("scheduled");
-    assert_eq!(a.interval, Interval { from: t0, until: Some(t0 + 30), estimated: true });
-    let seen = Observations { terminal_observed_at: Some(t0 + 42), deleted: None };
-    let a = allocation(&p, &seen, None).expect("valid").expect("scheduled");
+    let a = allocation(&p, &Observations::default(), None)
+        .expect("valid")
+        .expect("scheduled");
+    assert_eq!(
+        a.interval,
+        Interval {
+            from: t0,
+            until: Some(t0 + 30),
+            estimated: true
+        }
+    );
+    let seen = Observations {
+        terminal_observed_at: Some(t0 + 42),
+        deleted: None,
+    };
+    let a = allocation(&p, &seen, None)
+        .expect("valid")
+        .expect("scheduled");
     assert_eq!(a.interval.until, Some(t0 + 42));
 }
 
@@ -261,9 +324,24 @@ fn deletion_ends_a_running_pod() {
     let p = running(json!({"containers": [container("c", json!({"cpu": "1"}), json!({}))]}));
     let t0 = 1_767_225_600;
     for estimated in [false, true] {
-        let obs = Observations { terminal_observed_at: None, deleted: Some(Deletion { at: t0 + 7, estimated }) };
-        let a = allocation(&p, &obs, None).expect("valid").expect("scheduled");
-        assert_eq!(a.interval, Interval { from: t0, until: Some(t0 + 7), estimated });
+        let obs = Observations {
+            terminal_observed_at: None,
+            deleted: Some(Deletion {
+                at: t0 + 7,
+                estimated,
+            }),
+        };
+        let a = allocation(&p, &obs, None)
+            .expect("valid")
+            .expect("scheduled");
+        assert_eq!(
+            a.interval,
+            Interval {
+                from: t0,
+                until: Some(t0 + 7),
+                estimated
+            }
+        );
     }
 }
 

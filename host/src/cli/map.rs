@@ -87,7 +87,9 @@ pub enum MapCommandError {
     Interval(#[source] WindowError),
     #[error("invalid --mapper-timeout / EDGEMETER_MAPPER_TIMEOUT")]
     Timeout(#[source] WindowError),
-    #[error("invalid --mapper-config: {reason}; pass a JSON object such as '{{\"unit\": \"minute\"}}'")]
+    #[error(
+        "invalid --mapper-config: {reason}; pass a JSON object such as '{{\"unit\": \"minute\"}}'"
+    )]
     MapperConfig { reason: String },
     #[error(transparent)]
     Mapper(#[from] MapperError),
@@ -130,7 +132,8 @@ pub fn run(args: MapArgs) -> Result<(), MapCommandError> {
     let window = match &args.window {
         Some(w) => w.parse::<Window>().map_err(MapCommandError::Window)?,
         None => {
-            let len = window::parse_duration(&args.scrape_interval).map_err(MapCommandError::Interval)?;
+            let len =
+                window::parse_duration(&args.scrape_interval).map_err(MapCommandError::Interval)?;
             Window::ending_at(jiff::Timestamp::now(), len.max(Duration::from_secs(1)))
         }
     };
@@ -138,7 +141,11 @@ pub fn run(args: MapArgs) -> Result<(), MapCommandError> {
     let config = mapper_config(&args)?;
     let objects = input::read(&args.input)?;
     for (kind, n) in &objects.skipped_kinds {
-        tracing::warn!(kind, count = n, "skipping objects that are not Pods or Nodes");
+        tracing::warn!(
+            kind,
+            count = n,
+            "skipping objects that are not Pods or Nodes"
+        );
     }
 
     let cache_dir = match args.cache_dir.as_deref() {

@@ -17,7 +17,13 @@ pub struct Cli {
     pub log: String,
 
     /// Log format on stderr.
-    #[arg(long, env = "EDGEMETER_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "EDGEMETER_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
 
     #[command(subcommand)]

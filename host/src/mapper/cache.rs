@@ -111,5 +111,8 @@ fn store(dir: &Path, artifact: &Path, sum: &Path, bytes: &[u8]) -> std::io::Resu
         std::fs::rename(&tmp, path)
     };
     write_atomic(&artifact.to_path_buf(), bytes)?;
-    write_atomic(&sum.to_path_buf(), hex::encode(Sha256::digest(bytes)).as_bytes())
+    write_atomic(
+        &sum.to_path_buf(),
+        hex::encode(Sha256::digest(bytes)).as_bytes(),
+    )
 }

@@ -38,19 +38,29 @@ pub enum MapperError {
     },
     #[error("unknown built-in mapper {0:?}; available: builtin:kubernetes")]
     UnknownBuiltin(String),
-    #[error("failed to compile mapper {mapper}: {reason} (is it a WebAssembly component built for wasm32-wasip2 against guest-sdk/wit/mapper.wit?)")]
+    #[error(
+        "failed to compile mapper {mapper}: {reason} (is it a WebAssembly component built for wasm32-wasip2 against guest-sdk/wit/mapper.wit?)"
+    )]
     Compile { mapper: String, reason: String },
-    #[error("failed to load mapper {mapper}: it imports {import:?}, which mappers may not use (allowed: WASI cli/io/clocks/random and edgemeter:mapper/host)")]
+    #[error(
+        "failed to load mapper {mapper}: it imports {import:?}, which mappers may not use (allowed: WASI cli/io/clocks/random and edgemeter:mapper/host)"
+    )]
     ForbiddenImport { mapper: String, import: String },
-    #[error("failed to link mapper {mapper}: {reason} (does it implement world edgemeter:mapper/mapper@0.1.0?)")]
+    #[error(
+        "failed to link mapper {mapper}: {reason} (does it implement world edgemeter:mapper/mapper@0.1.0?)"
+    )]
     Link { mapper: String, reason: String },
-    #[error("mapper {mapper} was stopped after {elapsed:?}: it exceeded its time limit of {deadline:?}")]
+    #[error(
+        "mapper {mapper} was stopped after {elapsed:?}: it exceeded its time limit of {deadline:?}"
+    )]
     Timeout {
         mapper: String,
         deadline: Duration,
         elapsed: Duration,
     },
-    #[error("mapper {mapper} was stopped: memory limit of {limit} bytes exceeded (it tried to grow to {wanted} bytes)")]
+    #[error(
+        "mapper {mapper} was stopped: memory limit of {limit} bytes exceeded (it tried to grow to {wanted} bytes)"
+    )]
     MemoryExceeded {
         mapper: String,
         limit: usize,

@@ -230,32 +230,42 @@ impl MapperRuntime {
     /// Compiles (or loads from the cache) a mapper component and pre-links it.
     pub fn load(&self, name: &str, wasm: &[u8]) -> Result<LoadedMapper, MapperError> {
         let started = Instant::now();
-        let (component, cache) = cache::load_or_compile(&self.engine, wasm, self.cache_dir.as_deref())
-            .map_err(|e| MapperError::Compile {
-                mapper: name.to_owned(),
-                reason: format!("{e:#}"),
+        let (component, cache) =
+            cache::load_or_compile(&self.engine, wasm, self.cache_dir.as_deref()).map_err(|e| {
+                MapperError::Compile {
+                    mapper: name.to_owned(),
+                    reason: format!("{e:#}"),
+                }
             })?;
         let ty = component.component_type();
         for (import, _) in ty.imports(&self.engine) {
-            if !ALLOWED_IMPORT_PREFIXES.iter().any(|p| import.starts_with(p)) {
+            if !ALLOWED_IMPORT_PREFIXES
+                .iter()
+                .any(|p| import.starts_with(p))
+            {
                 return Err(MapperError::ForbiddenImport {
                     mapper: name.to_owned(),
                     import: import.to_owned(),
                 });
             }
         }
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| MapperError::Link {
-                mapper: name.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| MapperError::Link {
+                    mapper: name.to_owned(),
+                    reason: format!("{e:#}"),
+                })?;
         let pre = MapperPre::new(instance_pre).map_err(|e| MapperError::Link {
             mapper: name.to_owned(),
             reason: format!("{e:#}"),
         })?;
-        tracing::debug!(mapper = name, ?cache, elapsed_ms = started.elapsed().as_millis() as u64, "mapper loaded");
+        tracing::debug!(
+            mapper = name,
+            ?cache,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "mapper loaded"
+        );
         Ok(LoadedMapper {
             name: Arc::from(name),
             pre,
@@ -287,7 +297,13 @@ impl MapperRuntime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let ticks = self.limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1);
+        // +1: the current tick may be almost over, and a mapper must get its whole deadline.
+        let ticks = self
+            .limits
+            .deadline
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis())
+            + 1;
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
         (store, stdout, stderr)
@@ -315,6 +331,11 @@ impl std::fmt::Debug for LoadedMapper {
 impl LoadedMapper {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Outcome counters shared with the runtime this mapper was loaded by.
+    pub fn stats(&self) -> &Arc<MapperStats> {
+        self.runtime.stats()
     }
 
     /// Whether loading hit the compiled-component cache.
@@ -368,7 +389,10 @@ impl LoadedMapper {
                 wanted,
             };
         }
-        if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+        if matches!(
+            e.downcast_ref::<wasmtime::Trap>(),
+            Some(wasmtime::Trap::Interrupt)
+        ) {
             return MapperError::Timeout {
                 mapper,
                 deadline: self.runtime.limits.deadline,
@@ -390,12 +414,21 @@ impl LoadedMapper {
                 tracing::info!(mapper, stream, "{line}");
             }
             if dropped > 0 {
-                tracing::warn!(mapper, stream, dropped_bytes = dropped, "mapper output over the cap was dropped");
+                tracing::warn!(
+                    mapper,
+                    stream,
+                    dropped_bytes = dropped,
+                    "mapper output over the cap was dropped"
+                );
             }
         }
         let dropped = store.data().logs_dropped;
         if dropped > 0 {
-            tracing::warn!(mapper, dropped_lines = dropped, "mapper log lines over the cap were dropped");
+            tracing::warn!(
+                mapper,
+                dropped_lines = dropped,
+                "mapper log lines over the cap were dropped"
+            );
         }
     }
 

@@ -64,7 +64,8 @@ pub fn event_id(kind: SourceKind, uid: &str, window_start: i64, event_type: &str
 
 fn valid_extension_name(n: &str) -> bool {
     (1..=20).contains(&n.len())
-        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && n.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && !RESERVED.contains(&n)
 }
 
@@ -134,10 +135,17 @@ pub fn finalize(
         }
         let id = match (&e.id, &e.item_uid) {
             (Some(id), _) => id.clone(),
-            (None, Some(uid)) => event_id(envelope.source, uid, envelope.window_start, &e.event_type),
+            (None, Some(uid)) => {
+                event_id(envelope.source, uid, envelope.window_start, &e.event_type)
+            }
             (None, None) => {
                 let digest = hex::encode(Sha256::digest(format!("{}\n{}", e.subject, e.data)));
-                event_id(envelope.source, &digest, envelope.window_start, &e.event_type)
+                event_id(
+                    envelope.source,
+                    &digest,
+                    envelope.window_start,
+                    &e.event_type,
+                )
             }
         };
         let event = CloudEvent {
@@ -258,16 +266,23 @@ mod tests {
         e.time = Some("yesterday".into());
         cases.push((e, "not RFC 3339"));
         let mut e = event("u");
-        e.extensions = vec![bindings::Extension { name: "Bad-Name".into(), value: "x".into() }];
+        e.extensions = vec![bindings::Extension {
+            name: "Bad-Name".into(),
+            value: "x".into(),
+        }];
         cases.push((e, "extension name"));
         let mut e = event("u");
         e.data = format!(r#"{{"blob": "{}"}}"#, "x".repeat(2000));
         cases.push((e, "exceeds the limit"));
         for (e, want) in cases {
             let err = finalize("m", &envelope(), vec![e], 1024).expect_err(want);
-            assert!(err.to_string().contains(want), "{err} should contain {want:?}");
+            assert!(
+                err.to_string().contains(want),
+                "{err} should contain {want:?}"
+            );
         }
-        let err = finalize("m", &envelope(), vec![event("u"), event("u")], 1 << 16).expect_err("dup");
+        let err =
+            finalize("m", &envelope(), vec![event("u"), event("u")], 1 << 16).expect_err("dup");
         assert!(err.to_string().contains("duplicate"), "{err}");
     }
 }

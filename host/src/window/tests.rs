@@ -2,7 +2,9 @@ use super::*;
 
 #[test]
 fn parses_a_window_and_rejects_bad_ones() {
-    let w: Window = "2026-01-01T00:00:00Z/2026-01-01T00:01:00Z".parse().expect("valid");
+    let w: Window = "2026-01-01T00:00:00Z/2026-01-01T00:01:00Z"
+        .parse()
+        .expect("valid");
     assert_eq!(w.seconds(), 60);
     assert_eq!(w.to_string(), "2026-01-01T00:00:00Z/2026-01-01T00:01:00Z");
     assert!(matches!(
@@ -22,7 +24,9 @@ fn parses_a_window_and_rejects_bad_ones() {
         Err(WindowError::Fractional { .. })
     ));
     // Offsets are instants too.
-    let w: Window = "2026-01-01T01:00:00+01:00/2026-01-01T00:00:10Z".parse().expect("valid");
+    let w: Window = "2026-01-01T01:00:00+01:00/2026-01-01T00:00:10Z"
+        .parse()
+        .expect("valid");
     assert_eq!(w.seconds(), 10);
 }
 

@@ -118,8 +118,13 @@ pub fn info() -> MapperInfo {
     MapperInfo {
         name: "kubernetes".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        description: "Pods and PVCs to OpenMeter CloudEvents (kube-pod-exec-time, kube-pvc-allocation)".to_owned(),
-        event_types: vec!["kube-pod-exec-time".to_owned(), "kube-pvc-allocation".to_owned()],
+        description:
+            "Pods and PVCs to OpenMeter CloudEvents (kube-pod-exec-time, kube-pvc-allocation)"
+                .to_owned(),
+        event_types: vec![
+            "kube-pod-exec-time".to_owned(),
+            "kube-pvc-allocation".to_owned(),
+        ],
         item_kinds: vec![ItemKind::Pod, ItemKind::PersistentVolumeClaim],
     }
 }
@@ -141,7 +146,11 @@ fn int(v: u64) -> Value {
 
 fn float(v: f64) -> Value {
     if v.fract() == 0.0 && v >= 0.0 && v < 9.0e15 {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked whole and in range")]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "checked whole and in range"
+        )]
         return int(v as u64);
     }
     Number::from_f64(v).map_or(Value::Null, Value::Number)
@@ -149,10 +158,17 @@ fn float(v: f64) -> Value {
 
 /// `value × duration / unit` as exactly as JSON allows: an integer when it divides evenly.
 fn per_unit(value: f64, duration: u64, unit: Unit) -> Value {
-    #[allow(clippy::cast_precision_loss, reason = "durations are far below 2^53 seconds")]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "durations are far below 2^53 seconds"
+    )]
     let d = duration as f64;
     if value.fract() == 0.0 && value >= 0.0 && value < 9.0e15 {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked whole and in range")]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "checked whole and in range"
+        )]
         let product = u128::from(value as u64) * u128::from(duration);
         let div = u128::from(unit.seconds());
         if product % div == 0 {
@@ -210,7 +226,9 @@ fn merge_annotations(
             diagnostics.push(Diagnostic::for_item(
                 Level::Warn,
                 &item.uid,
-                format!("annotation {k} clashes with a built-in field; the built-in value was kept"),
+                format!(
+                    "annotation {k} clashes with a built-in field; the built-in value was kept"
+                ),
             ));
         } else {
             data.insert(key.to_owned(), Value::String(v.clone()));
@@ -228,35 +246,59 @@ fn pod_event(
     let duration = a.seconds;
     let mut data = Map::new();
     data.insert("pod_name".into(), Value::String(item.name.clone()));
-    data.insert("pod_namespace".into(), Value::String(item.namespace.clone()));
+    data.insert(
+        "pod_namespace".into(),
+        Value::String(item.namespace.clone()),
+    );
     data.insert("pod_uid".into(), Value::String(item.uid.clone()));
     if let Some(node) = &a.node_name {
         data.insert("node_name".into(), Value::String(node.clone()));
     }
     data.insert("duration_seconds".into(), int(duration));
-    #[allow(clippy::cast_precision_loss, reason = "resource amounts are far below 2^53")]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "resource amounts are far below 2^53"
+    )]
     let fields: [(&str, f64); 6] = [
         ("cpu_request_millicores", a.cpu_request_millicores as f64),
-        ("cpu_limit_millicores", a.cpu_limit_millicores.unwrap_or(0) as f64),
+        (
+            "cpu_limit_millicores",
+            a.cpu_limit_millicores.unwrap_or(0) as f64,
+        ),
         ("memory_request_bytes", a.memory_request_bytes as f64),
-        ("memory_limit_bytes", a.memory_limit_bytes.unwrap_or(0) as f64),
+        (
+            "memory_limit_bytes",
+            a.memory_limit_bytes.unwrap_or(0) as f64,
+        ),
         ("gpu_request_count", a.gpu.as_ref().map_or(0.0, |g| g.count)),
         ("gpu_limit_count", a.gpu.as_ref().map_or(0.0, |g| g.count)),
     ];
     for (name, value) in fields {
         data.insert(name.to_owned(), float(value));
-        data.insert(format!("{name}{}", cfg.unit.suffix()), per_unit(value, duration, cfg.unit));
+        data.insert(
+            format!("{name}{}", cfg.unit.suffix()),
+            per_unit(value, duration, cfg.unit),
+        );
     }
     if let Some(g) = &a.gpu {
         if let Some(model) = &g.model {
             data.insert("gpu_type".into(), Value::String(model.clone()));
         }
-        data.insert("gpu_resource".into(), Value::String(g.resource_name.clone()));
+        data.insert(
+            "gpu_resource".into(),
+            Value::String(g.resource_name.clone()),
+        );
     }
     if a.estimated {
         data.insert("allocation_estimated".into(), Value::Bool(true));
     }
-    merge_annotations(&ann, &cfg.data_annotation_prefix, item, &mut data, diagnostics);
+    merge_annotations(
+        &ann,
+        &cfg.data_annotation_prefix,
+        item,
+        &mut data,
+        diagnostics,
+    );
     let mut e = CloudEvent::new(
         &cfg.source,
         &cfg.event_type,
@@ -276,7 +318,10 @@ fn pvc_event(
     let a = &item.allocation;
     let mut data = Map::new();
     data.insert("pvc_name".into(), Value::String(item.name.clone()));
-    data.insert("pvc_namespace".into(), Value::String(item.namespace.clone()));
+    data.insert(
+        "pvc_namespace".into(),
+        Value::String(item.namespace.clone()),
+    );
     data.insert("pvc_uid".into(), Value::String(item.uid.clone()));
     if let Some(class) = &a.storage_class {
         data.insert("storage_class".into(), Value::String(class.clone()));
@@ -284,10 +329,19 @@ fn pvc_event(
     data.insert("duration_seconds".into(), int(a.seconds));
     let bytes = a.storage_bytes.unwrap_or(0);
     data.insert("storage_request_bytes".into(), int(bytes));
-    #[allow(clippy::cast_precision_loss, reason = "storage sizes are far below 2^53")]
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "storage sizes are far below 2^53"
+    )]
     let per = per_unit(bytes as f64, a.seconds, cfg.unit);
     data.insert(format!("storage_request_bytes{}", cfg.unit.suffix()), per);
-    merge_annotations(&ann, &cfg.data_annotation_prefix, item, &mut data, diagnostics);
+    merge_annotations(
+        &ann,
+        &cfg.data_annotation_prefix,
+        item,
+        &mut data,
+        diagnostics,
+    );
     let mut e = CloudEvent::new(
         &cfg.source,
         &cfg.pvc_event_type,
@@ -309,7 +363,9 @@ pub fn map(snapshot: &Snapshot) -> Result<Mapped, MapError> {
         }
         match item.kind {
             ItemKind::Pod => events.push(pod_event(&cfg, item, &mut diagnostics)?),
-            ItemKind::PersistentVolumeClaim => events.push(pvc_event(&cfg, item, &mut diagnostics)?),
+            ItemKind::PersistentVolumeClaim => {
+                events.push(pvc_event(&cfg, item, &mut diagnostics)?)
+            }
             ItemKind::RunaiWorkload => diagnostics.push(Diagnostic::for_item(
                 Level::Warn,
                 &item.uid,

@@ -4,7 +4,7 @@
 //! - `"loop"`: spins forever (the epoch deadline must stop it);
 //! - `"alloc"`: tries to allocate and touch 1 GiB (the memory limit must refuse it);
 //! - `"trap"`: executes `unreachable` via a panic (reported as a trap);
-//! - `"flood"`: writes 10 MiB to stdout and 1,000 log lines (capped by the host), then maps;
+//! - `"flood"`: writes 1 MiB to stdout and 1,000 log lines (capped by the host), then maps;
 //! - `"invalid"`: returns an event whose data is not a JSON object;
 //! - `"env"`: reports what the sandbox exposes (env vars, preopened files) in an event;
 //! - anything else: one well-formed event per item (`type` `hostile-ok`).
@@ -69,7 +69,7 @@ impl Guest for Hostile {
             "trap" => panic!("hostile mapper traps on purpose"),
             "flood" => {
                 let line = "x".repeat(1023);
-                for _ in 0..10 * 1024 {
+                for _ in 0..1024 {
                     println!("{line}");
                 }
                 for i in 0..1000 {

@@ -1,0 +1,238 @@
+//! `edgemeter map` as a user runs it: the real binary, real fixture files, stdout/stderr and
+//! exit codes.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn fixture(rel: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(rel)
+        .display()
+        .to_string()
+}
+
+fn edgemeter(args: &[&str]) -> Output {
+    let cache =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/edgemeter-test-mapper-cache");
+    Command::new(env!("CARGO_BIN_EXE_edgemeter"))
+        .args(args)
+        .env("EDGEMETER_CACHE_DIR", cache)
+        .env_remove("SCRAPE_INTERVAL")
+        .env_remove("EDGEMETER_MAPPER_CONFIG")
+        .output()
+        .expect("edgemeter runs")
+}
+
+fn lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+const PODLIST: &str = "kubernetes/podlist-kube-system.kind-v1.36.json";
+const HOUR: &str = "2026-06-15T04:00:00Z/2026-06-15T05:00:00Z";
+
+#[test]
+fn maps_a_podlist_to_one_event_per_line() {
+    let out = edgemeter(&["map", "--input", &fixture(PODLIST), "--window", HOUR]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = lines(&out);
+    assert_eq!(events.len(), 8);
+    let coredns = events
+        .iter()
+        .find(|e| e["data"]["pod_name"] == "coredns-589f44dc88-4fpns")
+        .expect("coredns event");
+    assert_eq!(coredns["data"]["duration_seconds"], 2696);
+    assert_eq!(
+        coredns["data"]["cpu_request_millicores_per_second"],
+        269_600
+    );
+    assert_eq!(coredns["time"], "2026-06-15T05:00:00Z");
+    assert_eq!(coredns["specversion"], "1.0");
+}
+
+#[test]
+fn unit_and_mapper_config_flags_shape_the_event() {
+    let out = edgemeter(&[
+        "map",
+        "--input",
+        &fixture(PODLIST),
+        "--window",
+        HOUR,
+        "--unit",
+        "minute",
+        "--mapper-config",
+        r#"{"event_type": "pod-usage", "source": "cluster-eu-1"}"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for e in lines(&out) {
+        assert_eq!(e["type"], "pod-usage");
+        assert_eq!(e["source"], "cluster-eu-1");
+        assert!(e["data"].get("cpu_request_millicores_per_minute").is_some());
+    }
+}
+
+#[test]
+fn without_a_window_the_last_scrape_interval_is_billed() {
+    // The kube-system pods are still running, so each holds the whole default window.
+    let out = Command::new(env!("CARGO_BIN_EXE_edgemeter"))
+        .args(["map", "--input", &fixture(PODLIST), "--cache-dir", "none"])
+        .env("SCRAPE_INTERVAL", "1m30s")
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = lines(&out);
+    assert_eq!(events.len(), 8);
+    assert!(events.iter().all(|e| e["data"]["duration_seconds"] == 90));
+}
+
+#[test]
+fn pods_without_time_in_the_window_emit_nothing() {
+    let out = edgemeter(&[
+        "map",
+        "--input",
+        &fixture("kubernetes/pod-failed-job.kind-v1.36.json"),
+        "--window",
+        "2026-06-15T05:00:00Z/2026-06-15T06:00:00Z",
+    ]);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    let out = edgemeter(&[
+        "map",
+        "--input",
+        &fixture("kubernetes/seed-pods.openmeter-demo.yaml"),
+        "--window",
+        HOUR,
+    ]);
+    assert!(
+        out.status.success(),
+        "YAML manifests without status are read, and bill nothing"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+fn fails_with(args: &[&str], needle: &str) {
+    let out = edgemeter(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} must fail");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout on failure: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        stderr.contains(needle),
+        "stderr for {args:?} should contain {needle:?}: {stderr}"
+    );
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad_json = dir.path().join("bad.json");
+    std::fs::write(&bad_json, "{\"kind\": \"Pod\", ").expect("write");
+    let not_wasm = dir.path().join("mapper.wasm");
+    std::fs::write(&not_wasm, "hello").expect("write");
+    let bad_json = bad_json.display().to_string();
+    let not_wasm = not_wasm.display().to_string();
+    let podlist = fixture(PODLIST);
+
+    fails_with(
+        &["map", "--input", "/nonexistent/pods.json", "--window", HOUR],
+        "failed to read /nonexistent/pods.json",
+    );
+    fails_with(
+        &["map", "--input", &bad_json, "--window", HOUR],
+        "failed to parse",
+    );
+    fails_with(
+        &[
+            "map",
+            "--input",
+            &podlist,
+            "--window",
+            "2026-06-15T05:00:00Z",
+        ],
+        "invalid --window",
+    );
+    fails_with(
+        &[
+            "map",
+            "--input",
+            &podlist,
+            "--window",
+            "2026-06-15T05:00:00Z/2026-06-15T04:00:00Z",
+        ],
+        "is not after its start",
+    );
+    fails_with(
+        &[
+            "map",
+            "--input",
+            &podlist,
+            "--window",
+            HOUR,
+            "--mapper-config",
+            "[1]",
+        ],
+        "invalid --mapper-config",
+    );
+    fails_with(
+        &[
+            "map",
+            "--input",
+            &podlist,
+            "--window",
+            HOUR,
+            "--mapper-config",
+            r#"{"unit": "fortnight"}"#,
+        ],
+        "rejected its configuration",
+    );
+    fails_with(
+        &[
+            "map",
+            "--input",
+            &podlist,
+            "--window",
+            HOUR,
+            "--mapper",
+            "/nonexistent/m.wasm",
+        ],
+        "failed to read mapper",
+    );
+    fails_with(
+        &[
+            "map", "--input", &podlist, "--window", HOUR, "--mapper", &not_wasm,
+        ],
+        "failed to compile mapper",
+    );
+    fails_with(
+        &[
+            "map",
+            "--input",
+            &podlist,
+            "--window",
+            HOUR,
+            "--mapper",
+            "builtin:nope",
+        ],
+        "unknown built-in mapper",
+    );
+}

@@ -1,0 +1,230 @@
+//! Hostile mappers (built from `tests/mappers/hostile` as a real wasm32-wasip2 component) are
+//! contained: a loop is stopped at the deadline, a 1 GiB allocation is refused, a trap is
+//! reported, floods are capped, the sandbox exposes nothing; after each failure the same
+//! loaded mapper maps the next snapshot normally.
+
+use std::time::Duration;
+
+use edgemeter::mapper::bindings::{Allocation, Envelope, Item, ItemKind, Snapshot, SourceKind};
+use edgemeter::mapper::cache::CacheOutcome;
+use edgemeter::mapper::{LoadedMapper, MapperError, MapperLimits, MapperRuntime};
+use edgemeter_tests::{hostile_wasm, shared_cache_dir};
+
+const DEADLINE: Duration = Duration::from_millis(300);
+
+fn snapshot(mode: &str) -> Snapshot {
+    let allocation = Allocation {
+        seconds: 15,
+        allocated_from: Some(0),
+        allocated_until: None,
+        estimated: false,
+        cpu_request_millicores: 100,
+        cpu_limit_millicores: None,
+        memory_request_bytes: 1,
+        memory_limit_bytes: None,
+        gpu: None,
+        storage_bytes: None,
+        storage_class: None,
+        node_name: None,
+        phase: None,
+    };
+    Snapshot {
+        envelope: Envelope {
+            source: SourceKind::Kubernetes,
+            window_start: 1_767_225_600,
+            window_end: 1_767_225_615,
+            window_start_rfc3339: "2026-01-01T00:00:00Z".into(),
+            window_end_rfc3339: "2026-01-01T00:00:15Z".into(),
+            collector_id: "test".into(),
+            cluster_id: String::new(),
+            config: mode.into(),
+        },
+        items: (0..3)
+            .map(|i| Item {
+                kind: ItemKind::Pod,
+                namespace: "ns".into(),
+                name: format!("pod-{i}"),
+                uid: format!("uid-{i}"),
+                object: "{}".into(),
+                allocation: allocation.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn hostile() -> LoadedMapper {
+    hostile_with(DEADLINE)
+}
+
+fn hostile_with(deadline: Duration) -> LoadedMapper {
+    let limits = MapperLimits {
+        deadline,
+        ..MapperLimits::default()
+    };
+    let runtime = MapperRuntime::new(limits, Some(shared_cache_dir())).expect("runtime");
+    runtime
+        .load("hostile", &hostile_wasm())
+        .expect("hostile mapper loads")
+}
+
+fn maps_normally(m: &LoadedMapper) {
+    let events = m
+        .map_events(&snapshot("ok"), 64 * 1024)
+        .expect("healthy call after a failure");
+    assert_eq!(events.len(), 3);
+    assert!(events.iter().all(|e| e.event_type == "hostile-ok"));
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_at_the_deadline() {
+    let m = hostile();
+    match m.map_snapshot(&snapshot("loop")) {
+        Err(MapperError::Timeout {
+            deadline, elapsed, ..
+        }) => {
+            assert_eq!(deadline, DEADLINE);
+            assert!(
+                elapsed >= DEADLINE,
+                "stopped only after its deadline: {elapsed:?}"
+            );
+            // Not a speed claim: a generous bound that fails only if the deadline is ignored.
+            assert!(
+                elapsed < DEADLINE * 20,
+                "the loop was stopped ({elapsed:?})"
+            );
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    maps_normally(&m);
+}
+
+#[test]
+fn a_one_gib_allocation_is_refused() {
+    let m = hostile();
+    match m.map_snapshot(&snapshot("alloc")) {
+        Err(MapperError::MemoryExceeded { limit, wanted, .. }) => {
+            assert_eq!(limit, 256 * 1024 * 1024, "default limit");
+            assert!(wanted > limit);
+        }
+        other => panic!("expected the memory limit, got {other:?}"),
+    }
+    maps_normally(&m);
+}
+
+#[test]
+fn a_trap_is_reported_and_contained() {
+    let m = hostile();
+    match m.map_snapshot(&snapshot("trap")) {
+        Err(e @ MapperError::Trap { .. }) => {
+            assert!(e.to_string().contains("map-snapshot"), "{e}");
+        }
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    maps_normally(&m);
+}
+
+#[test]
+fn output_floods_are_capped_and_do_not_fail_the_call() {
+    // 1 MiB of stdout and 1,000 log lines against a 64 KiB / 200-line cap; a long deadline so
+    // that only the cap is under test (debug builds write slowly).
+    let m = hostile_with(Duration::from_secs(30));
+    let events = m
+        .map_events(&snapshot("flood"), 64 * 1024)
+        .expect("flood is capped, not fatal");
+    assert_eq!(events.len(), 3);
+}
+
+#[test]
+fn invalid_events_fail_the_snapshot_with_the_reason() {
+    let m = hostile();
+    let err = m
+        .map_events(&snapshot("invalid"), 64 * 1024)
+        .expect_err("data is an array");
+    assert!(
+        matches!(err, MapperError::InvalidEvents { count: 3, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("data must be a JSON object"),
+        "{err}"
+    );
+    maps_normally(&m);
+}
+
+#[test]
+fn the_sandbox_exposes_no_environment_and_no_files() {
+    // The host process has environment variables (PATH at least); the guest must see none.
+    assert!(std::env::vars().count() > 0);
+    let m = hostile();
+    let events = m
+        .map_events(&snapshot("env"), 64 * 1024)
+        .expect("env mode maps");
+    let data = &events[0].data;
+    assert_eq!(
+        data["env_vars"], 0,
+        "no environment variables reach the guest"
+    );
+    assert_eq!(data["can_read_root"], false, "no preopened directories");
+}
+
+#[test]
+fn failures_are_counted() {
+    let m = hostile();
+    let runtime_stats = m.stats();
+    let _ = m.map_snapshot(&snapshot("loop"));
+    let _ = m.map_snapshot(&snapshot("alloc"));
+    let _ = m.map_snapshot(&snapshot("trap"));
+    maps_normally(&m);
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(runtime_stats.timeouts.load(Relaxed), 1);
+    assert_eq!(runtime_stats.memory_exceeded.load(Relaxed), 1);
+    assert_eq!(runtime_stats.traps.load(Relaxed), 1);
+    assert_eq!(runtime_stats.failures.load(Relaxed), 3);
+    assert_eq!(runtime_stats.calls.load(Relaxed), 4);
+    assert_eq!(runtime_stats.events.load(Relaxed), 3);
+}
+
+#[test]
+fn compiled_components_are_cached_and_corrupt_entries_are_recompiled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wasm = hostile_wasm();
+    let load = || {
+        MapperRuntime::new(MapperLimits::default(), Some(dir.path().to_path_buf()))
+            .expect("runtime")
+            .load("hostile", &wasm)
+            .expect("loads")
+    };
+    assert_eq!(load().cache_outcome(), CacheOutcome::Miss);
+    let hit = load();
+    assert_eq!(hit.cache_outcome(), CacheOutcome::Hit);
+    maps_normally(&hit);
+
+    // Corrupt the artifact: the checksum catches it, the mapper is recompiled and works.
+    let artifact = std::fs::read_dir(dir.path())
+        .expect("cache dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .expect("a cached artifact");
+    let mut bytes = std::fs::read(&artifact).expect("read artifact");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&artifact, &bytes).expect("corrupt artifact");
+    let again = load();
+    assert_eq!(again.cache_outcome(), CacheOutcome::Miss);
+    maps_normally(&again);
+    assert_eq!(load().cache_outcome(), CacheOutcome::Hit, "rewritten");
+}
+
+#[test]
+fn garbage_is_not_a_mapper() {
+    let runtime = MapperRuntime::new(MapperLimits::default(), None).expect("runtime");
+    let err = runtime
+        .load("junk", b"not wasm at all")
+        .expect_err("garbage");
+    assert!(matches!(err, MapperError::Compile { .. }), "{err}");
+    assert!(
+        err.to_string().contains("wasm32-wasip2"),
+        "says what is expected: {err}"
+    );
+}
