@@ -26,6 +26,10 @@
 )]
 
 /// Bindings generated from `wit/mapper.wit`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "generated export glue passes flattened records"
+)]
 pub mod bindings {
     wit_bindgen::generate!({
         world: "mapper",

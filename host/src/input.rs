@@ -119,10 +119,10 @@ pub fn parse(name: &str, text: &str) -> Result<Objects, InputError> {
                     .filter(|k| !k.is_empty())
                     .map(str::to_owned);
                 for mut item in items.clone() {
-                    if item.get("kind").is_none() {
-                        if let (Some(k), Some(obj)) = (&item_kind, item.as_object_mut()) {
-                            obj.insert("kind".to_owned(), Value::String(k.clone()));
-                        }
+                    if item.get("kind").is_none()
+                        && let (Some(k), Some(obj)) = (&item_kind, item.as_object_mut())
+                    {
+                        obj.insert("kind".to_owned(), Value::String(k.clone()));
                     }
                     flat.push(item);
                 }
@@ -131,10 +131,11 @@ pub fn parse(name: &str, text: &str) -> Result<Objects, InputError> {
         }
     }
     for obj in &mut flat {
-        if obj.get("kind").is_none() && obj.pointer("/spec/containers").is_some() {
-            if let Some(o) = obj.as_object_mut() {
-                o.insert("kind".to_owned(), Value::String("Pod".to_owned()));
-            }
+        if obj.get("kind").is_none()
+            && obj.pointer("/spec/containers").is_some()
+            && let Some(o) = obj.as_object_mut()
+        {
+            o.insert("kind".to_owned(), Value::String("Pod".to_owned()));
         }
     }
     for (index, obj) in flat.into_iter().enumerate() {

@@ -72,6 +72,12 @@ pub fn pod_allocation_record(a: &PodAllocation, window: &Window) -> Allocation {
     }
 }
 
+/// A sorted list of key/value pairs from an optional map.
+pub fn pairs(map: Option<&BTreeMap<String, String>>) -> Vec<(String, String)> {
+    map.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
+}
+
 /// A pod the snapshot could not include, and why (logged; never silently dropped).
 #[derive(Debug)]
 pub struct Skipped {
@@ -152,6 +158,8 @@ pub fn pod_snapshot(
                         meta.name.as_deref().unwrap_or_default()
                     )
                 }),
+            labels: pairs(meta.labels.as_ref()),
+            annotations: pairs(meta.annotations.as_ref()),
             object: p.raw.to_string(),
             allocation,
         });

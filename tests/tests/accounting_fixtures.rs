@@ -8,6 +8,9 @@ use edgemeter_tests::{fixture_text, ts};
 
 const MI: u64 = 1024 * 1024;
 
+/// (pod name, cpu request m, cpu limit m, memory request, memory limit, seconds in window)
+type Expected = (&'static str, u64, Option<u64>, u64, Option<u64>, u64);
+
 fn pods(rel: &str) -> input::Objects {
     input::parse(rel, &fixture_text(rel)).expect("fixture parses")
 }
@@ -23,11 +26,11 @@ fn kube_system_podlist_requests_and_seconds() {
     let window =
         Window::new(ts("2026-06-15T04:00:00Z"), ts("2026-06-15T05:00:00Z")).expect("window");
 
-    // name prefix → (cpu req m, cpu limit m, mem req, mem limit, seconds in window)
+    // name → (cpu req m, cpu limit m, mem req, mem limit, seconds in window)
     // coredns: scheduled 04:15:04 → 05:00:00 = 2696 s; requests 100m/70Mi, limit memory 170Mi.
     // static pods (etcd, apiserver, controller-manager, scheduler): scheduled 04:14:45 → 2715 s.
     // kindnet, kube-proxy: scheduled 04:14:52 → 2708 s.
-    let expected: [(&str, u64, Option<u64>, u64, Option<u64>, u64); 8] = [
+    let expected: [Expected; 8] = [
         (
             "coredns-589f44dc88-4fpns",
             100,

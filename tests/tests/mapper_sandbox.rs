@@ -45,6 +45,8 @@ fn snapshot(mode: &str) -> Snapshot {
                 namespace: "ns".into(),
                 name: format!("pod-{i}"),
                 uid: format!("uid-{i}"),
+                labels: vec![],
+                annotations: vec![],
                 object: "{}".into(),
                 allocation: allocation.clone(),
             })

@@ -129,23 +129,12 @@ pub fn info() -> MapperInfo {
     }
 }
 
-#[derive(Deserialize)]
-struct ObjectMeta {
-    #[serde(default)]
-    annotations: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize)]
-struct Object {
-    metadata: ObjectMeta,
-}
-
 fn int(v: u64) -> Value {
     Value::Number(Number::from(v))
 }
 
 fn float(v: f64) -> Value {
-    if v.fract() == 0.0 && v >= 0.0 && v < 9.0e15 {
+    if v.fract() == 0.0 && (0.0..9.0e15).contains(&v) {
         #[allow(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
@@ -163,7 +152,7 @@ fn per_unit(value: f64, duration: u64, unit: Unit) -> Value {
         reason = "durations are far below 2^53 seconds"
     )]
     let d = duration as f64;
-    if value.fract() == 0.0 && value >= 0.0 && value < 9.0e15 {
+    if value.fract() == 0.0 && (0.0..9.0e15).contains(&value) {
         #[allow(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
@@ -171,37 +160,23 @@ fn per_unit(value: f64, duration: u64, unit: Unit) -> Value {
         )]
         let product = u128::from(value as u64) * u128::from(duration);
         let div = u128::from(unit.seconds());
-        if product % div == 0 {
-            if let Ok(v) = u64::try_from(product / div) {
-                return int(v);
-            }
+        if product % div == 0
+            && let Ok(v) = u64::try_from(product / div)
+        {
+            return int(v);
         }
     }
     float(value * d / unit.seconds() as f64)
 }
 
-fn annotations(item: &Item) -> Result<BTreeMap<String, String>, MapError> {
-    serde_json::from_str::<Object>(&item.object)
-        .map(|o| o.metadata.annotations)
-        .map_err(|e| {
-            MapError::InvalidInput(format!(
-                "{} {}/{}: object is not a Kubernetes object: {e}",
-                kind_name(item.kind),
-                item.namespace,
-                item.name
-            ))
-        })
+fn annotations(item: &Item) -> BTreeMap<&str, &str> {
+    item.annotations
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
 }
 
-fn kind_name(k: ItemKind) -> &'static str {
-    match k {
-        ItemKind::Pod => "pod",
-        ItemKind::PersistentVolumeClaim => "pvc",
-        ItemKind::RunaiWorkload => "runai workload",
-    }
-}
-
-fn subject(ann: &BTreeMap<String, String>, key: &str, fallback: &str) -> String {
+fn subject(ann: &BTreeMap<&str, &str>, key: &str, fallback: &str) -> String {
     ann.get(key)
         .map(|s| s.trim())
         .filter(|s| !s.is_empty())
@@ -212,7 +187,7 @@ fn subject(ann: &BTreeMap<String, String>, key: &str, fallback: &str) -> String 
 /// Adds every `<prefix>KEY` annotation as `data.KEY` unless a built-in field has that name
 /// (built-in fields win: they are what meters bill on); clashes become diagnostics.
 fn merge_annotations(
-    ann: &BTreeMap<String, String>,
+    ann: &BTreeMap<&str, &str>,
     prefix: &str,
     item: &Item,
     data: &mut Map<String, Value>,
@@ -231,7 +206,7 @@ fn merge_annotations(
                 ),
             ));
         } else {
-            data.insert(key.to_owned(), Value::String(v.clone()));
+            data.insert(key.to_owned(), Value::String((*v).to_owned()));
         }
     }
 }
@@ -241,7 +216,7 @@ fn pod_event(
     item: &Item,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Result<CloudEvent, MapError> {
-    let ann = annotations(item)?;
+    let ann = annotations(item);
     let a = &item.allocation;
     let duration = a.seconds;
     let mut data = Map::new();
@@ -314,7 +289,7 @@ fn pvc_event(
     item: &Item,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Result<CloudEvent, MapError> {
-    let ann = annotations(item)?;
+    let ann = annotations(item);
     let a = &item.allocation;
     let mut data = Map::new();
     data.insert("pvc_name".into(), Value::String(item.name.clone()));
