@@ -372,6 +372,8 @@ pub struct PodTruth {
     pub name: String,
     /// Node it runs on.
     pub node: String,
+    /// Creation (`creationTimestamp`).
+    pub created_at: u64,
     /// `PodScheduled` lastTransitionTime.
     pub scheduled_at: u64,
     /// `finishedAt`, or the deletion for [`PodEnd::Deleted`].
@@ -392,6 +394,14 @@ impl PodTruth {
     /// Seconds from scheduling to the end: what must be billed as `duration_seconds`.
     pub fn allocated_seconds(&self) -> u64 {
         self.ended_at - self.scheduled_at
+    }
+
+    /// When the pod object disappears from the API, if it does.
+    pub fn removed_at(&self) -> Option<u64> {
+        match self.end {
+            PodEnd::Deleted => Some(self.ended_at),
+            PodEnd::Succeeded | PodEnd::Failed => self.deleted_at,
+        }
     }
 
     /// CPU millicore-seconds that must be billed.
@@ -535,6 +545,7 @@ pub fn generate(config: &GeneratorConfig) -> Generated {
             namespace,
             name,
             node,
+            created_at: created,
             scheduled_at,
             ended_at,
             end,
@@ -552,7 +563,7 @@ pub fn generate(config: &GeneratorConfig) -> Generated {
 /// an API pod with a native sidecar and an init container; a 2-GPU training job with a
 /// checkpoint PVC that finishes after ~3 minutes; a MIG inference pod deleted while running;
 /// and short batch jobs (3–9 s, shorter than a 15 s window) every 25 s, one of them failing.
-pub fn demo() -> Scenario {
+pub fn demo_scenario() -> Scenario {
     let mut s = Scenario::default();
     let ns = |x: &str| x.to_owned();
     s.push(
@@ -834,6 +845,38 @@ steps:
         assert!(cluster.get(ResourceKind::Pod, "ml", "train").is_none());
     }
 
+    #[tokio::test]
+    async fn realtime_player_applies_steps_at_their_wall_clock_time() {
+        let cluster = Cluster::new();
+        // Start one second in the past: the first steps are due at once, the last one second later.
+        let start = Timestamp::now().max(cluster.now()) - SignedDuration::from_secs(1);
+        let scenario = Scenario::from_yaml(YAML).expect("parses");
+        let short = Scenario {
+            steps: scenario.steps.into_iter().filter(|s| s.at <= 2).collect(),
+        };
+        let mut player = ScenarioPlayer::new(&short, start.max(cluster.now()));
+        let start = player.start();
+        tokio::time::timeout(Duration::from_secs(30), player.play_realtime(&cluster))
+            .await
+            .expect("finishes in bounded time")
+            .expect("plays");
+        assert!(player.is_done());
+        assert!(
+            Timestamp::now() >= player.time_of(2).expect("ts"),
+            "did not run ahead of the wall clock"
+        );
+        let pod = cluster.get(ResourceKind::Pod, "ml", "train").expect("pod");
+        let scheduled: Timestamp = pod["status"]["conditions"][0]["lastTransitionTime"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("timestamp");
+        assert_eq!(
+            scheduled.as_second() - start.as_second(),
+            2,
+            "stamped with the step time"
+        );
+    }
+
     #[test]
     fn a_failing_step_names_its_index() {
         let mut s = Scenario::default();
@@ -937,7 +980,7 @@ steps:
 
     #[test]
     fn demo_scenario_plays_cleanly() {
-        let scenario = demo();
+        let scenario = demo_scenario();
         let cluster = Cluster::new();
         ScenarioPlayer::new(&scenario, cluster.now())
             .run_to_end(&cluster)
