@@ -691,7 +691,7 @@ fn list(shared: &Shared, kind: ResourceKind, namespace: Option<&str>, q: &Query)
                 metadata["continue"] = Value::String(encode_continue(rv, next));
                 metadata["remainingItemCount"] = json!(page.remaining);
             }
-            let items: Vec<&Value> = page.items.iter().map(|o| o.as_ref()).collect();
+            let items: Vec<ListItem<'_>> = page.items.iter().map(|o| ListItem(o)).collect();
             json_response(
                 StatusCode::OK,
                 &json!({
@@ -703,6 +703,29 @@ fn list(shared: &Shared, kind: ResourceKind, namespace: Option<&str>, q: &Query)
             status_response(&status(410, "Expired", CONTINUE_EXPIRED))
         }
         Err(err) => status_response(&store_error_status(&err)),
+    }
+}
+
+/// A list item as the API server writes it: the object without `kind` and `apiVersion` (those
+/// are on the list itself). Watch events, by contrast, carry full objects.
+struct ListItem<'a>(&'a Value);
+
+impl Serialize for ListItem<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self.0.as_object() {
+            Some(fields) => {
+                let kept = fields
+                    .iter()
+                    .filter(|(k, _)| *k != "kind" && *k != "apiVersion");
+                let mut map = serializer.serialize_map(None)?;
+                for (k, v) in kept {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+            None => self.0.serialize(serializer),
+        }
     }
 }
 
