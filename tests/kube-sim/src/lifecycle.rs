@@ -171,6 +171,27 @@ impl Cluster {
         })
     }
 
+    /// Changes one object in place (one MODIFIED event), e.g. to relabel a pod or to record an
+    /// in-place resize in `status.containerStatuses[].allocatedResources`. The closure gets the
+    /// object and the clock as RFC 3339.
+    pub fn modify(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value, &str),
+    ) -> Result<Value, ClusterError> {
+        self.step(
+            "modify",
+            kind,
+            ObjectKey::new(namespace, name),
+            |obj, now| {
+                change(obj, now);
+                Ok(())
+            },
+        )
+    }
+
     /// Creates a node (Ready).
     pub fn create_node(&self, node: &NodeTemplate) -> Result<Value, ClusterError> {
         self.create_from(

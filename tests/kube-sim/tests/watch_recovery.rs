@@ -7,7 +7,7 @@ mod common;
 use common::{bounded, client, converged, eventually, spawn_mirror, start};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, WatchEvent, WatchParams};
+use kube::api::{Api, ResourceExt, WatchEvent, WatchParams};
 use kube::runtime::watcher;
 use kube_sim::{ContainerTemplate, NodeTemplate, PodOutcome, PodTemplate, ResourceKind, Verb};
 
@@ -385,4 +385,134 @@ async fn timed_out_watch_ends_with_final_chunk() {
         "{}",
         String::from_utf8_lossy(&received)
     );
+}
+
+/// Like the watch cache: an update that takes an object out of a selector is a DELETED event
+/// (previous content, the update's resourceVersion); one that brings it in is ADDED.
+#[tokio::test]
+async fn selector_transitions_become_added_and_deleted() {
+    let sim = start(kube_sim::Cluster::new()).await;
+    let cluster = sim.cluster().clone();
+    cluster
+        .create_pod(&pod("a", "p").label("app", "web"))
+        .expect("pod");
+    let api: Api<Pod> = Api::namespaced(client(&sim).await, "a");
+    let wp = WatchParams::default()
+        .labels("app=web")
+        .disable_bookmarks()
+        .timeout(30);
+    let mut stream = api
+        .watch(&wp, &cluster.resource_version().to_string())
+        .await
+        .expect("watch")
+        .boxed();
+    let relabel = |app: &'static str| {
+        move |p: &mut serde_json::Value, _: &str| {
+            p["metadata"]["labels"]["app"] = serde_json::json!(app)
+        }
+    };
+    let out = cluster
+        .modify(ResourceKind::Pod, "a", "p", relabel("db"))
+        .expect("relabel");
+    match bounded("leaves the selector", stream.next())
+        .await
+        .expect("open")
+        .expect("event")
+    {
+        WatchEvent::Deleted(p) => {
+            assert_eq!(
+                p.labels().get("app").map(String::as_str),
+                Some("web"),
+                "previous content"
+            );
+            assert_eq!(
+                p.metadata.resource_version,
+                out["metadata"]["resourceVersion"]
+                    .as_str()
+                    .map(str::to_owned)
+            );
+        }
+        other => panic!("expected DELETED, got {other:?}"),
+    }
+    cluster
+        .modify(ResourceKind::Pod, "a", "p", relabel("db"))
+        .expect("still out");
+    cluster
+        .modify(ResourceKind::Pod, "a", "p", relabel("web"))
+        .expect("back in");
+    match bounded("enters the selector", stream.next())
+        .await
+        .expect("open")
+        .expect("event")
+    {
+        WatchEvent::Added(p) => assert_eq!(p.labels().get("app").map(String::as_str), Some("web")),
+        other => panic!("expected ADDED, got {other:?}"),
+    }
+    cluster
+        .create_pod(&pod("b", "other-namespace").label("app", "web"))
+        .expect("pod");
+    cluster
+        .modify(ResourceKind::Pod, "a", "p", relabel("web"))
+        .expect("touch");
+    match bounded("in-selector update", stream.next())
+        .await
+        .expect("open")
+        .expect("event")
+    {
+        WatchEvent::Modified(p) => assert_eq!(
+            p.metadata.name.as_deref(),
+            Some("p"),
+            "namespace b filtered out"
+        ),
+        other => panic!("expected MODIFIED, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn send_initial_events_is_validated_like_upstream() {
+    let sim = start(kube_sim::Cluster::new()).await;
+    let api: Api<Pod> = Api::all(client(&sim).await);
+    // kube refuses to build initial_events() without bookmarks itself, so go through the raw path.
+    let addr = sim.addr();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "GET /api/v1/pods?watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    bounded("response", tcp.read_to_end(&mut raw))
+        .await
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("allowWatchBookmarks"), "{text}");
+    // With bookmarks it is a streaming list: state, then the initial-events-end bookmark.
+    sim.cluster().create_pod(&pod("a", "p")).expect("pod");
+    let wp = WatchParams::default().initial_events().timeout(30);
+    let mut stream = api.watch(&wp, "0").await.expect("watch").boxed();
+    assert!(matches!(
+        bounded("state", stream.next()).await,
+        Some(Ok(WatchEvent::Added(_)))
+    ));
+    match bounded("end bookmark", stream.next())
+        .await
+        .expect("open")
+        .expect("event")
+    {
+        WatchEvent::Bookmark(b) => {
+            assert_eq!(
+                b.metadata
+                    .annotations
+                    .get("k8s.io/initial-events-end")
+                    .map(String::as_str),
+                Some("true")
+            );
+            assert_eq!(
+                b.metadata.resource_version,
+                sim.cluster().resource_version().to_string()
+            );
+        }
+        other => panic!("expected the initial-events-end bookmark, got {other:?}"),
+    }
 }
