@@ -125,6 +125,65 @@ fn image_of(pod: &Value, field: &str, name: &str) -> String {
         .to_owned()
 }
 
+/// The scheduler binds a pending pod to `node`.
+fn schedule(pod: &mut Value, node: &str, now: &str) -> Result<(), String> {
+    if str_at(pod, "/status/phase") != Some("Pending") || str_at(pod, "/spec/nodeName").is_some() {
+        return Err("the pod is not pending and unscheduled".into());
+    }
+    pod["spec"]["nodeName"] = json!(node);
+    set_condition(pod, "PodScheduled", "True", now, None);
+    Ok(())
+}
+
+/// The kubelet starts a scheduled pod's containers.
+fn start(pod: &mut Value, now: &str) -> Result<(), String> {
+    if str_at(pod, "/status/phase") != Some("Pending") || str_at(pod, "/spec/nodeName").is_none() {
+        return Err("the pod is not scheduled and pending".into());
+    }
+    let uid = str_at(pod, "/metadata/uid").unwrap_or_default().to_owned();
+    let running = json!({"running": {"startedAt": now}});
+    let init: Vec<Value> = names(pod, "initContainers")
+        .into_iter()
+        .map(|(n, sidecar)| {
+            let image = image_of(pod, "initContainers", &n);
+            if sidecar {
+                status_of(&uid, &n, &image, true, running.clone())
+            } else {
+                let done = json!({"terminated": {
+                    "exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now,
+                    "containerID": container_id(&uid, &n),
+                }});
+                status_of(&uid, &n, &image, false, done)
+            }
+        })
+        .collect();
+    let apps: Vec<Value> = names(pod, "containers")
+        .into_iter()
+        .map(|(n, _)| {
+            let image = image_of(pod, "containers", &n);
+            status_of(&uid, &n, &image, true, running.clone())
+        })
+        .collect();
+    let st = &mut pod["status"];
+    st["phase"] = json!("Running");
+    st["startTime"] = json!(now);
+    st["hostIP"] = json!("10.0.0.1");
+    st["podIP"] = json!("10.244.0.10");
+    st["containerStatuses"] = json!(apps);
+    if !init.is_empty() {
+        st["initContainerStatuses"] = json!(init);
+    }
+    for ty in [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+    ] {
+        set_condition(pod, ty, "True", now, None);
+    }
+    Ok(())
+}
+
 impl Cluster {
     fn now_string(state: &ClusterState) -> String {
         rfc3339(state.clock)
@@ -212,6 +271,28 @@ impl Cluster {
         self.create_from(ResourceKind::Pod, key, |uid, now| pod.to_object(uid, now))
     }
 
+    /// Creates a pod that is already scheduled on `node` and running, as one ADDED event (a pod
+    /// that existed before anyone watched; handy for large benchmarks). Scheduled and started at
+    /// the clock.
+    pub fn create_running_pod(&self, pod: &PodTemplate, node: &str) -> Result<Value, ClusterError> {
+        let key = ObjectKey::new(&pod.namespace, &pod.name);
+        let kind = ResourceKind::Pod;
+        self.write(|s| {
+            let uid = new_uid(s, kind, &key);
+            let now = Self::now_string(s);
+            let mut obj = pod.to_object(&uid, &now);
+            schedule(&mut obj, node, &now)
+                .and_then(|()| start(&mut obj, &now))
+                .map_err(|reason| ClusterError::Transition {
+                    action: "create running",
+                    kind,
+                    key,
+                    reason,
+                })?;
+            Ok((*s.store.create(kind, obj)?).clone())
+        })
+    }
+
     /// Binds a pending pod to `node`: `spec.nodeName` and `PodScheduled=True` at the clock.
     pub fn schedule_pod(
         &self,
@@ -221,14 +302,7 @@ impl Cluster {
     ) -> Result<Value, ClusterError> {
         let key = ObjectKey::new(namespace, name);
         self.step("schedule", ResourceKind::Pod, key, |pod, now| {
-            if str_at(pod, "/status/phase") != Some("Pending")
-                || str_at(pod, "/spec/nodeName").is_some()
-            {
-                return Err("the pod is not pending and unscheduled".into());
-            }
-            pod["spec"]["nodeName"] = json!(node);
-            set_condition(pod, "PodScheduled", "True", now, None);
-            Ok(())
+            schedule(pod, node, now)
         })
     }
 
@@ -236,48 +310,7 @@ impl Cluster {
     /// and app containers running since the clock, phase Running.
     pub fn start_pod(&self, namespace: &str, name: &str) -> Result<Value, ClusterError> {
         let key = ObjectKey::new(namespace, name);
-        self.step("start", ResourceKind::Pod, key, |pod, now| {
-            if str_at(pod, "/status/phase") != Some("Pending") || str_at(pod, "/spec/nodeName").is_none() {
-                return Err("the pod is not scheduled and pending".into());
-            }
-            let uid = str_at(pod, "/metadata/uid").unwrap_or_default().to_owned();
-            let running = json!({"running": {"startedAt": now}});
-            let init: Vec<Value> = names(pod, "initContainers")
-                .into_iter()
-                .map(|(n, sidecar)| {
-                    let image = image_of(pod, "initContainers", &n);
-                    if sidecar {
-                        status_of(&uid, &n, &image, true, running.clone())
-                    } else {
-                        let done = json!({"terminated": {
-                            "exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now,
-                            "containerID": container_id(&uid, &n),
-                        }});
-                        status_of(&uid, &n, &image, false, done)
-                    }
-                })
-                .collect();
-            let apps: Vec<Value> = names(pod, "containers")
-                .into_iter()
-                .map(|(n, _)| {
-                    let image = image_of(pod, "containers", &n);
-                    status_of(&uid, &n, &image, true, running.clone())
-                })
-                .collect();
-            let st = &mut pod["status"];
-            st["phase"] = json!("Running");
-            st["startTime"] = json!(now);
-            st["hostIP"] = json!("10.0.0.1");
-            st["podIP"] = json!("10.244.0.10");
-            st["containerStatuses"] = json!(apps);
-            if !init.is_empty() {
-                st["initContainerStatuses"] = json!(init);
-            }
-            for ty in ["PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready"] {
-                set_condition(pod, ty, "True", now, None);
-            }
-            Ok(())
-        })
+        self.step("start", ResourceKind::Pod, key, start)
     }
 
     /// Ends a pod at the clock. From Running, every running container terminates (`finishedAt`
@@ -524,6 +557,22 @@ mod tests {
             c.set_time(ts("2026-03-01T09:00:00Z")).is_err(),
             "clock never goes back"
         );
+    }
+
+    #[test]
+    fn running_pod_in_one_event() {
+        let c = Cluster::new();
+        let before = c.resource_version();
+        let tpl =
+            PodTemplate::new("ns", "svc").container(ContainerTemplate::new("a").cpu("1", None));
+        let pod = c.create_running_pod(&tpl, "n1").expect("create");
+        assert_eq!(c.resource_version(), before + 1, "one write");
+        assert_eq!(pod["status"]["phase"], "Running");
+        assert_eq!(pod["spec"]["nodeName"], "n1");
+        assert_eq!(pod["status"]["conditions"][0]["type"], "PodScheduled");
+        assert!(c.create_running_pod(&tpl, "n1").is_err(), "already exists");
+        c.finish_pod("ns", "svc", PodOutcome::Succeeded)
+            .expect("it can finish like any pod");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!   state with the changes after `X` undone (each change keeps the previous object).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -374,10 +375,13 @@ impl Store {
         let overlay = self.overlay_at(kind, at)?;
         let empty = BTreeMap::new();
         let current = self.objects.get(&kind).unwrap_or(&empty);
-        let after = |k: &ObjectKey| start.is_none_or(|s| k > s);
+        let from = match start {
+            Some(s) => Bound::Excluded(s),
+            None => Bound::Unbounded,
+        };
         // Merge current objects with the overlay; the overlay wins on equal keys.
-        let mut cur = current.iter().filter(|(k, _)| after(k)).peekable();
-        let mut ovl = overlay.iter().filter(|(k, _)| after(k)).peekable();
+        let mut cur = current.range((from, Bound::Unbounded)).peekable();
+        let mut ovl = overlay.range((from, Bound::Unbounded)).peekable();
         let mut items = Vec::new();
         let mut next = None;
         let mut remaining = 0usize;
