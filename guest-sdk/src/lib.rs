@@ -25,18 +25,23 @@
     reason = "wit-bindgen generates types without Debug for some items"
 )]
 
-wit_bindgen::generate!({
-    world: "mapper",
-    path: "wit",
-    default_bindings_module: "edgemeter_guest",
-    pub_export_macro: true,
-    export_macro_name: "export_mapper",
-    generate_all,
-});
+/// Bindings generated from `wit/mapper.wit`.
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "mapper",
+        path: "wit",
+        default_bindings_module: "edgemeter_guest::bindings",
+        pub_export_macro: true,
+        export_macro_name: "export_mapper",
+        generate_all,
+    });
+}
 
-pub use edgemeter::mapper::types::{
+pub use bindings::{Guest, MapError, Mapped, MapperInfo, Snapshot};
+
+pub use bindings::edgemeter::mapper::types::{
     Allocation, CloudEvent, Diagnostic, Envelope, Extension, GpuAllocation, Item, ItemKind, Level,
-    MapError, Mapped, MapperInfo, Snapshot, SourceKind,
+    SourceKind,
 };
 
 /// Write a line to the collector's log. Off-WASM (native tests and benchmarks) it goes to
@@ -44,7 +49,7 @@ pub use edgemeter::mapper::types::{
 pub fn log(level: Level, message: &str) {
     #[cfg(target_arch = "wasm32")]
     {
-        edgemeter::mapper::host::log(level, message);
+        bindings::edgemeter::mapper::host::log(level, message);
     }
     #[cfg(not(target_arch = "wasm32"))]
     {
