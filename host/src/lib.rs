@@ -4,4 +4,8 @@
 //! See `docs/architecture.md` for the flow; each module's docs state its formats and invariants.
 
 pub mod event;
+pub mod http;
+pub mod metrics;
+pub mod queue;
+pub mod sinks;
 pub mod window;
