@@ -69,7 +69,7 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     let when = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
-    let when = SystemTime::try_from(when).ok()?;
+    let when = SystemTime::from(when);
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 

@@ -33,7 +33,8 @@ pub struct Work {
 
 impl Work {
     fn new(events: Vec<QueuedEvent>) -> Self {
-        let todo = vec![0..events.len()];
+        let mut todo = Vec::with_capacity(8);
+        todo.push(0..events.len());
         Work { events, todo }
     }
 

@@ -11,10 +11,8 @@ use crate::queue::{Queue, QueueConfig};
 
 fn headers(retry_after: Option<&str>) -> HeaderMap {
     let mut h = HeaderMap::new();
-    if let Some(v) = retry_after {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(RETRY_AFTER, v);
-        }
+    if let Some(Ok(v)) = retry_after.map(HeaderValue::from_str) {
+        h.insert(RETRY_AFTER, v);
     }
     h
 }
