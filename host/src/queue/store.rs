@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -142,8 +142,10 @@ struct Inner {
     watermarks: sled::Tree,
     dead: sled::Tree,
     max_bytes: u64,
-    pending_events: AtomicU64,
-    pending_bytes: AtomicU64,
+    /// Signed so that adds and subtracts commute: the sink may ack a commit's events before
+    /// `commit_window` has added them here; the sum is exact once both are done.
+    pending_events: AtomicI64,
+    pending_bytes: AtomicI64,
     /// Woken after every commit so a waiting sink can send at once.
     new_events: Notify,
 }
@@ -164,9 +166,14 @@ impl std::fmt::Debug for Queue {
     }
 }
 
-fn stored_bytes(json_len: usize) -> u64 {
-    // usize -> u64 is lossless on every platform Rust supports.
-    (json_len as u64).saturating_add(8)
+fn stored_bytes(json_len: usize) -> i64 {
+    i64::try_from(json_len)
+        .unwrap_or(i64::MAX)
+        .saturating_add(8)
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn unix_now() -> i64 {
@@ -225,10 +232,10 @@ impl Queue {
         let events = open_tree(keys::EVENTS)?;
         let watermarks = open_tree(keys::WATERMARKS)?;
         let dead = open_tree(keys::DEAD)?;
-        let (mut count, mut bytes) = (0u64, 0u64);
+        let (mut events_found, mut bytes) = (0i64, 0i64);
         for item in events.iter() {
             let (_, value) = item.map_err(|source| QueueError::Scan { source })?;
-            count += 1;
+            events_found += 1;
             bytes = bytes.saturating_add(stored_bytes(value.len()));
         }
         Ok(Queue {
@@ -238,8 +245,8 @@ impl Queue {
                 watermarks,
                 dead,
                 max_bytes: config.max_bytes,
-                pending_events: AtomicU64::new(count),
-                pending_bytes: AtomicU64::new(bytes),
+                pending_events: AtomicI64::new(events_found),
+                pending_bytes: AtomicI64::new(bytes),
                 new_events: Notify::new(),
             }),
         })
@@ -267,6 +274,10 @@ impl Queue {
     /// transaction, then flushes. If the queue holds `max_bytes` or more, nothing is written and
     /// `Ok(CommitOutcome::Full)` is returned. A watermark below the stored one is refused
     /// ([`QueueError::WatermarkRegressed`]) and nothing is written.
+    ///
+    /// Blocking (sled I/O and an fsync): from async code call it in `spawn_blocking`. The
+    /// `max_bytes` check is not atomic with other committers, so concurrent commits can
+    /// overshoot the bound by one window each.
     pub fn commit_window(
         &self,
         source: &str,
@@ -285,7 +296,7 @@ impl Queue {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let added_bytes: u64 = encoded.iter().map(|j| stored_bytes(j.len())).sum();
+        let added_bytes: i64 = encoded.iter().map(|j| stored_bytes(j.len())).sum();
         let wm_value = keys::watermark_value(watermark);
         let result = (&self.inner.events, &self.inner.watermarks).transaction(|(ev, wm)| {
             if let Some(current) = wm.get(source.as_bytes())? {
@@ -312,13 +323,9 @@ impl Queue {
             }
             Err(TransactionError::Storage(source)) => return Err(QueueError::Write { source }),
         }
+        // Count before the flush: the events are visible to the sink from here on.
+        self.add_pending(count(encoded.len()), added_bytes);
         self.flush()?;
-        self.inner
-            .pending_events
-            .fetch_add(encoded.len() as u64, Ordering::SeqCst);
-        self.inner
-            .pending_bytes
-            .fetch_add(added_bytes, Ordering::SeqCst);
         if !encoded.is_empty() {
             self.inner.new_events.notify_one();
         }
@@ -343,7 +350,7 @@ impl Queue {
     /// Deletes delivered events (call only after the receiver answered 2xx), then flushes.
     pub fn ack(&self, delivered: &[QueuedEvent]) -> Result<(), QueueError> {
         let result = self.inner.events.transaction(|ev| {
-            let mut removed = (0u64, 0u64);
+            let mut removed = (0i64, 0i64);
             for e in delivered {
                 if let Some(old) = ev.remove(&keys::seq_key(e.seq)[..])? {
                     removed.0 += 1;
@@ -352,10 +359,9 @@ impl Queue {
             }
             Ok::<_, ConflictableTransactionError<()>>(removed)
         });
-        let (count, bytes) = result.map_err(storage_error)?;
-        self.flush()?;
-        self.sub_pending(count, bytes);
-        Ok(())
+        let (removed, bytes) = result.map_err(storage_error)?;
+        self.add_pending(-removed, -bytes);
+        self.flush()
     }
 
     /// Moves events the receiver refused for good into `dead`, in one transaction, then flushes.
@@ -386,7 +392,7 @@ impl Queue {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let result = (&self.inner.events, &self.inner.dead).transaction(|(ev, dead)| {
-            let mut removed = (0u64, 0u64);
+            let mut removed = (0i64, 0i64);
             for (e, letter) in refused.iter().zip(&letters) {
                 if let Some(old) = ev.remove(&keys::seq_key(e.seq)[..])? {
                     removed.0 += 1;
@@ -396,10 +402,9 @@ impl Queue {
             }
             Ok::<_, ConflictableTransactionError<()>>(removed)
         });
-        let (count, bytes) = result.map_err(storage_error)?;
-        self.flush()?;
-        self.sub_pending(count, bytes);
-        Ok(())
+        let (removed, bytes) = result.map_err(storage_error)?;
+        self.add_pending(-removed, -bytes);
+        self.flush()
     }
 
     /// All dead letters, oldest first.
@@ -443,7 +448,7 @@ impl Queue {
             })
             .collect::<Result<Vec<_>, QueueError>>()?;
         let result = (&self.inner.events, &self.inner.dead).transaction(|(ev, dead)| {
-            let mut moved = (0u64, 0u64);
+            let mut moved = (0i64, 0i64);
             for (key, json) in &letters {
                 if dead.remove(key)?.is_some() {
                     ev.insert(&keys::seq_key(ev.generate_id()?)[..], json.as_slice())?;
@@ -453,24 +458,31 @@ impl Queue {
             }
             Ok::<_, ConflictableTransactionError<()>>(moved)
         });
-        let (count, bytes) = result.map_err(storage_error)?;
+        let (moved, bytes) = result.map_err(storage_error)?;
+        self.add_pending(moved, bytes);
         self.flush()?;
-        self.inner.pending_events.fetch_add(count, Ordering::SeqCst);
-        self.inner.pending_bytes.fetch_add(bytes, Ordering::SeqCst);
-        if count > 0 {
+        if moved > 0 {
             self.inner.new_events.notify_one();
         }
-        Ok(count)
+        Ok(moved.unsigned_abs())
     }
 
     /// Undelivered events.
     pub fn pending_events(&self) -> u64 {
-        self.inner.pending_events.load(Ordering::SeqCst)
+        self.inner
+            .pending_events
+            .load(Ordering::SeqCst)
+            .max(0)
+            .unsigned_abs()
     }
 
     /// Bytes of undelivered events (key + value), the number `max_bytes` bounds.
     pub fn pending_bytes(&self) -> u64 {
-        self.inner.pending_bytes.load(Ordering::SeqCst)
+        self.inner
+            .pending_bytes
+            .load(Ordering::SeqCst)
+            .max(0)
+            .unsigned_abs()
     }
 
     /// Counts for operators and metrics.
@@ -523,21 +535,11 @@ impl Queue {
             .map_err(|source| QueueError::Flush { source })
     }
 
-    fn sub_pending(&self, count: u64, bytes: u64) {
-        // Only removals that actually happened are subtracted, so these never underflow; the
-        // saturating update keeps that true even if that reasoning ever breaks.
-        let _ = self
-            .inner
+    fn add_pending(&self, events: i64, bytes: i64) {
+        self.inner
             .pending_events
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
-                Some(v.saturating_sub(count))
-            });
-        let _ = self
-            .inner
-            .pending_bytes
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
-                Some(v.saturating_sub(bytes))
-            });
+            .fetch_add(events, Ordering::SeqCst);
+        self.inner.pending_bytes.fetch_add(bytes, Ordering::SeqCst);
     }
 }
 
