@@ -168,7 +168,7 @@ async fn refused_connections_are_retried_until_the_receiver_comes_up() -> anyhow
     let mut refused = 0.0;
     for _ in 0..3000 {
         refused = h
-            .metric("edgemeter_sink_requests_total{result=\"TransportError\"}")
+            .metric("edgemeter_sink_requests_total{result=\"transport_error\"}")
             .unwrap_or(0.0);
         if refused >= 3.0 {
             break;
@@ -307,7 +307,7 @@ async fn a_401_pauses_delivery_and_readiness_until_the_server_accepts_again() ->
     assert!(
         metrics
             .1
-            .contains("edgemeter_sink_requests_total{result=\"Paused\"}"),
+            .contains("edgemeter_sink_requests_total{result=\"paused\"}"),
         "{}",
         metrics.1
     );

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -20,8 +20,8 @@ use prometheus_client::registry::Registry;
 
 use crate::queue::Queue;
 
-/// How one ingest request ended.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+/// How one ingest request ended (label `result`, snake_case).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum RequestResult {
     Accepted,
     Retry,
@@ -29,6 +29,25 @@ pub enum RequestResult {
     Split,
     DeadLetter,
     Paused,
+}
+
+impl RequestResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestResult::Accepted => "accepted",
+            RequestResult::Retry => "retry",
+            RequestResult::TransportError => "transport_error",
+            RequestResult::Split => "split",
+            RequestResult::DeadLetter => "dead_letter",
+            RequestResult::Paused => "paused",
+        }
+    }
+}
+
+impl EncodeLabelValue for RequestResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
