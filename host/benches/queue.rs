@@ -34,7 +34,10 @@ fn event(k: u64, i: usize) -> CloudEvent {
     data.insert("pod_namespace".into(), serde_json::json!("team-a"));
     data.insert("duration_seconds".into(), serde_json::json!(60));
     data.insert("cpu_request_millicores".into(), serde_json::json!(500));
-    data.insert("memory_request_bytes".into(), serde_json::json!(1_073_741_824u64));
+    data.insert(
+        "memory_request_bytes".into(),
+        serde_json::json!(1_073_741_824u64),
+    );
     CloudEvent {
         specversion: "1.0".into(),
         id: format!("bench-{k}-{i}"),
@@ -223,7 +226,9 @@ fn main() -> anyhow::Result<()> {
         windows * BATCH,
         ours
     );
-    println!("| same work, raw sled (transaction + flush, batch remove + flush) | {raw:.0} events/s |");
+    println!(
+        "| same work, raw sled (transaction + flush, batch remove + flush) | {raw:.0} events/s |"
+    );
     println!("| Queue / raw sled | {:.2} |", ours / raw);
     for batch_size in [100u32, 1000] {
         let d = drain_backlog(dir.path(), backlog, batch_size)?;
