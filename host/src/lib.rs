@@ -9,4 +9,8 @@ pub mod event;
 pub mod input;
 pub mod mapper;
 pub mod snapshot;
+pub mod http;
+pub mod metrics;
+pub mod queue;
+pub mod sinks;
 pub mod window;

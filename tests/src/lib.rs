@@ -1,6 +1,253 @@
 //! Shared helpers for the workspace integration tests.
+//!
+//! [`Receiver`] is a real HTTP server on 127.0.0.1 standing in for the OpenMeter ingest API: it
+//! records every request and answers from a script (204, 5xx after partially ingesting, 429 with
+//! Retry-After, 400 for a poison event, 401).
 
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use tokio_util::sync::CancellationToken;
+
+/// How the receiver answers one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Ingest the batch, answer 204.
+    Accept,
+    /// Ingest the first half of the batch, then answer 500 (a partial ingestion).
+    PartialThen500,
+    /// Ingest nothing, answer this status with a problem+json body.
+    Status(u16),
+    /// Ingest nothing, answer 429 with this `Retry-After` value.
+    TooManyRequests { retry_after: String },
+}
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub at: Instant,
+    pub content_type: Option<String>,
+    pub authorization: Option<String>,
+    /// The ids of the events in the body, in order (empty if the body was not a JSON array).
+    pub ids: Vec<String>,
+    pub body: Vec<u8>,
+    /// The status answered.
+    pub status: u16,
+}
+
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// Scripted replies, used first, one per request.
+    pub script: VecDeque<Reply>,
+    /// The reply once the script is used up.
+    pub default: Option<Reply>,
+    /// Batches containing an event whose id starts with this are refused whole with 400.
+    pub poison_prefix: Option<String>,
+    /// Delay before answering each request.
+    pub delay: Duration,
+    pub requests: Vec<Request>,
+    /// Ingested events by (source, id): every copy received, as JSON text.
+    pub ingested: BTreeMap<(String, String), Vec<String>>,
+}
+
+impl Recorded {
+    /// Distinct (source, id) ingested.
+    pub fn distinct(&self) -> usize {
+        self.ingested.len()
+    }
+
+    /// All copies ingested, duplicates included.
+    pub fn copies(&self) -> usize {
+        self.ingested.values().map(Vec::len).sum()
+    }
+}
+
+/// A loopback stand-in for the OpenMeter ingest API.
+#[derive(Debug)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    shared: Arc<Mutex<Recorded>>,
+    stop: CancellationToken,
+}
+
+impl Receiver {
+    /// Starts on a free loopback port.
+    pub async fn start() -> anyhow::Result<Receiver> {
+        Self::start_on("127.0.0.1:0".parse()?).await
+    }
+
+    /// Starts on `addr` (a loopback address).
+    pub async fn start_on(addr: SocketAddr) -> anyhow::Result<Receiver> {
+        anyhow::ensure!(addr.ip().is_loopback(), "tests only listen on loopback");
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Mutex::new(Recorded {
+            default: Some(Reply::Accept),
+            ..Recorded::default()
+        }));
+        let stop = CancellationToken::new();
+        let app = Router::new()
+            .route("/api/v1/events", post(ingest))
+            .with_state(shared.clone());
+        let token = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+        });
+        Ok(Receiver { addr, shared, stop })
+    }
+
+    /// The base URL to configure as `OPENMETER_URL`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What has been received so far (and the script, to change it).
+    pub fn state(&self) -> MutexGuard<'_, Recorded> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits (polling every 10 ms, at most `limit`) until `done` holds; false on time-out.
+    pub async fn wait_until(&self, limit: Duration, done: impl Fn(&Recorded) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if done(&self.state()) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        done(&self.state())
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn problem(status: StatusCode, detail: &str) -> Response {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn ingest(
+    State(shared): State<Arc<Mutex<Recorded>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let delay = shared.lock().map(|s| s.delay).unwrap_or_default();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let events: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap_or_default();
+    let ids: Vec<String> = events
+        .iter()
+        .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let content_type = text(header::CONTENT_TYPE);
+    let reply = if content_type.as_deref() != Some("application/cloudevents-batch+json") {
+        // The v1 handler compares the header string exactly.
+        Reply::Status(400)
+    } else if s
+        .poison_prefix
+        .as_deref()
+        .is_some_and(|p| ids.iter().any(|id| id.starts_with(p)))
+    {
+        Reply::Status(400)
+    } else {
+        s.script
+            .pop_front()
+            .or_else(|| s.default.clone())
+            .unwrap_or(Reply::Accept)
+    };
+    let ingest_count = match reply {
+        Reply::Accept => events.len(),
+        Reply::PartialThen500 => events.len() / 2,
+        _ => 0,
+    };
+    for e in events.iter().take(ingest_count) {
+        let key = (
+            e["source"].as_str().unwrap_or_default().to_owned(),
+            e["id"].as_str().unwrap_or_default().to_owned(),
+        );
+        s.ingested.entry(key).or_default().push(e.to_string());
+    }
+    let response = match &reply {
+        Reply::Accept => StatusCode::NO_CONTENT.into_response(),
+        Reply::PartialThen500 => problem(StatusCode::INTERNAL_SERVER_ERROR, "partial ingestion"),
+        Reply::Status(code) => {
+            let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_REQUEST);
+            problem(status, &format!("refused with {code}: poison or scripted"))
+        }
+        Reply::TooManyRequests { retry_after } => {
+            let mut r = problem(StatusCode::TOO_MANY_REQUESTS, "slow down");
+            if let Ok(v) = header::HeaderValue::from_str(retry_after) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+    };
+    s.requests.push(Request {
+        at: Instant::now(),
+        content_type,
+        authorization: text(header::AUTHORIZATION),
+        ids,
+        body: body.to_vec(),
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+/// A synthetic event of window `k` (deterministic id from `k` and `i`), stamped with `run` so a
+/// test can tell which process committed it.
+pub fn synthetic_event(k: i64, i: usize, run: u32) -> edgemeter::event::CloudEvent {
+    let mut data = serde_json::Map::new();
+    data.insert("window".into(), serde_json::json!(k));
+    data.insert("run".into(), serde_json::json!(run));
+    data.insert("seconds".into(), serde_json::json!(60));
+    edgemeter::event::CloudEvent {
+        specversion: "1.0".into(),
+        id: format!("w{k}-e{i}"),
+        source: SYNTHETIC_SOURCE.into(),
+        event_type: "synthetic.usage".into(),
+        subject: format!("item-{i}"),
+        time: edgemeter::window::rfc3339((k + 1) * WINDOW_SECONDS),
+        data,
+        extensions: BTreeMap::new(),
+    }
+}
+
+/// Source name and window length of the synthetic producer.
+pub const SYNTHETIC_SOURCE: &str = "synthetic";
+pub const WINDOW_SECONDS: i64 = 60;
 
 /// Path of a file under `tests/fixtures/`.
 pub fn fixture(rel: &str) -> PathBuf {

@@ -42,6 +42,9 @@ pub enum Command {
     /// Turn Kubernetes objects from a file into CloudEvents (one JSON per line on stdout),
     /// through a mapper. This is also how mapper authors test a mapper.
     Map(map::MapArgs),
+    /// Inspect and repair the delivery queue: stats, dead letters, retry (safe while the
+    /// daemon is stopped; a clear error if it holds the lock).
+    Queue(crate::queue::cli::QueueArgs),
 }
 
 /// Why a command failed.
@@ -49,11 +52,14 @@ pub enum Command {
 pub enum CliError {
     #[error(transparent)]
     Map(#[from] map::MapCommandError),
+    #[error(transparent)]
+    Queue(#[from] crate::queue::cli::QueueCliError),
 }
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Map(args) => map::run(args).map_err(CliError::from),
+        Command::Queue(args) => crate::queue::cli::run(args).map_err(CliError::from),
     }
 }

@@ -1,0 +1,101 @@
+//! The collector's own HTTP endpoints (plain HTTP, meant for the pod network / kubelet probes):
+//!
+//! - `GET /metrics`: Prometheus/OpenMetrics text of [`crate::metrics::Metrics`].
+//! - `GET /healthz`: liveness, 200 while the process serves requests at all.
+//! - `GET /readyz`: readiness, 200 when the queue answers reads **and** delivery is not paused
+//!   by an authentication/configuration answer from OpenMeter (401/403/404...); otherwise 503
+//!   with the reason. A paused sink keeps billing into the queue (nothing is lost), but the
+//!   operator must act, so the pod shows not-ready. Retrying 5xx/429 does not affect readiness:
+//!   those are the receiver's trouble and heal by themselves.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::queue::Queue;
+
+/// Why the server stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("failed to serve HTTP: {source}")]
+    Serve {
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the handlers read.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    pub queue: Queue,
+    pub metrics: Metrics,
+}
+
+/// The routes, for embedding or testing.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    shutdown: CancellationToken,
+) -> Result<(), HttpError> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(|source| HttpError::Serve { source })
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    state.metrics.observe_queue(&state.queue);
+    match state.metrics.encode() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failed to encode metrics\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `(ready, reason)` for the current state.
+pub fn readiness(state: &HttpState) -> (bool, &'static str) {
+    if !state.queue.is_healthy() {
+        (false, "queue does not answer reads\n")
+    } else if state.metrics.sink.paused.get() != 0 {
+        (
+            false,
+            "delivery paused: OpenMeter refuses the token or the configuration\n",
+        )
+    } else {
+        (true, "ready\n")
+    }
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    match readiness(&state) {
+        (true, reason) => (StatusCode::OK, reason).into_response(),
+        (false, reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
+}

@@ -1,0 +1,177 @@
+//! Prometheus metrics: one [`prometheus_client`] registry for the whole process.
+//!
+//! [`Metrics`] is cheap to clone (every metric is an `Arc` inside) and is handed to each
+//! component; a component's metrics live in its own struct field (`sink`, `queue`, ...). To add
+//! metrics for a new component, add a struct here and register it in [`Metrics::new`]. Queue
+//! gauges are read from the queue at scrape time ([`Metrics::observe_queue`]), so they are
+//! exact without the queue knowing about metrics.
+//!
+//! All names are prefixed `edgemeter_`.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::queue::Queue;
+
+/// How one ingest request ended (label `result`, snake_case).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum RequestResult {
+    Accepted,
+    Retry,
+    TransportError,
+    Split,
+    DeadLetter,
+    Paused,
+}
+
+impl RequestResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestResult::Accepted => "accepted",
+            RequestResult::Retry => "retry",
+            RequestResult::TransportError => "transport_error",
+            RequestResult::Split => "split",
+            RequestResult::DeadLetter => "dead_letter",
+            RequestResult::Paused => "paused",
+        }
+    }
+}
+
+impl EncodeLabelValue for RequestResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub result: RequestResult,
+}
+
+/// Delivery to OpenMeter.
+#[derive(Debug, Clone)]
+pub struct SinkMetrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub events_delivered: Counter,
+    pub events_dead_lettered: Counter,
+    pub request_duration: Histogram,
+    /// 1 while delivery is paused by 401/403 or a misconfiguration answer.
+    pub paused: Gauge,
+}
+
+impl SinkMetrics {
+    pub fn request(&self, result: RequestResult) {
+        self.requests.get_or_create(&RequestLabels { result }).inc();
+    }
+}
+
+/// The queue, read at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct QueueMetrics {
+    pub pending_events: Gauge<u64, AtomicU64>,
+    pub pending_bytes: Gauge<u64, AtomicU64>,
+    pub dead_letters: Gauge<u64, AtomicU64>,
+    pub size_on_disk: Gauge<u64, AtomicU64>,
+}
+
+/// Every metric of the process and the registry that exposes them.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    pub sink: SinkMetrics,
+    pub queue: QueueMetrics,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("edgemeter");
+        let sink = SinkMetrics {
+            requests: Family::default(),
+            events_delivered: Counter::default(),
+            events_dead_lettered: Counter::default(),
+            request_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            paused: Gauge::default(),
+        };
+        let queue = QueueMetrics::default();
+        registry.register(
+            "sink_requests",
+            "Ingest requests by how they ended",
+            sink.requests.clone(),
+        );
+        registry.register(
+            "sink_events_delivered",
+            "Events the ingest API accepted (2xx)",
+            sink.events_delivered.clone(),
+        );
+        registry.register(
+            "sink_events_dead_lettered",
+            "Events the ingest API refused for good, moved to the dead letters",
+            sink.events_dead_lettered.clone(),
+        );
+        registry.register(
+            "sink_request_duration_seconds",
+            "Duration of ingest requests",
+            sink.request_duration.clone(),
+        );
+        registry.register(
+            "sink_paused",
+            "1 while delivery is paused by an authentication or configuration answer",
+            sink.paused.clone(),
+        );
+        registry.register(
+            "queue_pending_events",
+            "Events waiting for delivery",
+            queue.pending_events.clone(),
+        );
+        registry.register(
+            "queue_pending_bytes",
+            "Bytes of events waiting for delivery (bounded by the queue's max bytes)",
+            queue.pending_bytes.clone(),
+        );
+        registry.register(
+            "queue_dead_letters",
+            "Events refused for good, waiting for an operator",
+            queue.dead_letters.clone(),
+        );
+        registry.register(
+            "queue_size_on_disk_bytes",
+            "Size of the queue's sled database on disk",
+            queue.size_on_disk.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            sink,
+            queue,
+        }
+    }
+
+    /// Copies the queue's counts into the queue gauges.
+    pub fn observe_queue(&self, queue: &Queue) {
+        self.queue.pending_events.set(queue.pending_events());
+        self.queue.pending_bytes.set(queue.pending_bytes());
+        if let Ok(stats) = queue.stats() {
+            self.queue.dead_letters.set(stats.dead_letters);
+            self.queue.size_on_disk.set(stats.size_on_disk);
+        }
+    }
+
+    /// The OpenMetrics text exposition of every registered metric.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

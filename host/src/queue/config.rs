@@ -1,0 +1,44 @@
+//! Queue configuration.
+
+use std::path::PathBuf;
+
+/// Default location of the queue directory.
+pub const DEFAULT_QUEUE_DIR: &str = "/var/lib/edgemeter/queue";
+
+/// What to do when sled reports the database as corrupt on open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CorruptionPolicy {
+    /// Rename the directory to `<dir>.corrupt-<unix seconds>`, log ERROR, start fresh (daemon).
+    #[default]
+    MoveAside,
+    /// Return [`super::QueueError::Corrupt`] and touch nothing (operator CLI).
+    Fail,
+}
+
+/// Where the queue lives and how big it may grow.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueueConfig {
+    /// Directory of the sled database holding undelivered events, dead letters and watermarks.
+    #[arg(long = "queue-dir", env = "EDGEMETER_QUEUE_DIR", default_value = DEFAULT_QUEUE_DIR)]
+    pub path: PathBuf,
+    /// Stop accepting new windows while undelivered events take at least this many bytes.
+    #[arg(long = "queue-max-bytes", env = "EDGEMETER_QUEUE_MAX_BYTES", default_value_t = 1 << 30)]
+    pub max_bytes: u64,
+    /// sled page cache size in bytes.
+    #[arg(long = "queue-cache-bytes", env = "EDGEMETER_QUEUE_CACHE_BYTES", default_value_t = 64 << 20)]
+    pub cache_bytes: u64,
+    #[arg(skip)]
+    pub on_corruption: CorruptionPolicy,
+}
+
+impl QueueConfig {
+    /// Defaults for a queue at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        QueueConfig {
+            path: path.into(),
+            max_bytes: 1 << 30,
+            cache_bytes: 64 << 20,
+            on_corruption: CorruptionPolicy::MoveAside,
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The durable delivery queue (sled).
+//!
+//! The queue is where billing becomes durable: the daemon writes a window's events and the
+//! source's new watermark in one transaction, and a sink reads the oldest events, sends them, and
+//! deletes them only after the receiver accepted them.
+//!
+//! # On-disk layout
+//!
+//! One sled database (a directory, default `/var/lib/edgemeter/queue`) with three trees. All
+//! integers are big-endian so that sled's byte order is numeric order.
+//!
+//! | tree          | key                              | value                                        |
+//! |---------------|----------------------------------|----------------------------------------------|
+//! | `events`      | `seq: u64` (8 bytes)             | one [`CloudEvent`] as compact JSON            |
+//! | `watermarks`  | source name (UTF-8)              | `billed_up_to: i64` Unix seconds (8 bytes)    |
+//! | `dead`        | `seq: u64` (8 bytes)             | a [`DeadLetter`] as JSON (event + reason)     |
+//!
+//! `seq` comes from sled's `generate_id`, which is unique and increasing across restarts, so
+//! iterating `events` from the start yields events in enqueue order (oldest first). The JSON in
+//! `events` is exactly what goes on the wire: a batch body is `[` + values joined by `,` + `]`.
+//!
+//! # Invariants
+//!
+//! 1. **Window watermark rule.** [`Queue::commit_window`] inserts a window's events *and* sets
+//!    the source's watermark in one sled transaction, then flushes. After a crash either both
+//!    are on disk or neither is: a window is re-billed (with the same deterministic ids) only if
+//!    its commit never happened, and never after. Watermarks only move forward.
+//! 2. **Ack = delete after 2xx.** An event leaves `events` only through [`Queue::ack`] (the
+//!    receiver answered 2xx) or [`Queue::dead_letter`] (moved to `dead` in one transaction). Both
+//!    flush, so a crash re-sends at most the one batch that was in flight; the receiver dedupes
+//!    on (`source`, `id`).
+//! 3. **One consumer.** Only one sink reads and deletes at a time (sled's file lock already
+//!    keeps a second process out; within the process the daemon runs one sink per queue).
+//! 4. **Bounded.** `pending_bytes` (key + value bytes in `events`) is kept in memory, recomputed
+//!    by a scan on open. When it is at or over `max_bytes`, `commit_window` writes nothing and
+//!    returns [`CommitOutcome::Full`]; the watermark stays, so the window is billed later, longer.
+//!    Dead letters are not counted (they are few and need an operator anyway).
+//! 5. **Corruption.** If sled reports corruption on open, the directory is renamed to
+//!    `<dir>.corrupt-<unix seconds>`, an ERROR is logged, and a fresh queue starts (the
+//!    watermarks restart too, so the next tick bills from the sources' own history). sled
+//!    reports corruption of its own metadata (`conf`, snapshots); a bad checksum in the data
+//!    log is instead treated as a torn write and recovered up to. Either way events and
+//!    watermarks are lost or kept *together* (one log, one transaction), so a window is never
+//!    half-billed: it is billed again with the same ids and the receiver dedupes.
+//!
+//! The key layout and batch-body encoding are pure functions in `keys`; `store` does the I/O.
+
+mod config;
+mod keys;
+mod store;
+
+pub mod cli;
+
+pub use config::{CorruptionPolicy, QueueConfig};
+pub use keys::batch_body;
+pub use store::{CommitOutcome, DeadLetter, Queue, QueueError, QueueStats, QueuedEvent};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,571 @@
+//! The sled-backed queue: the only code here that touches the disk.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{IVec, Transactional};
+use tokio::sync::Notify;
+
+use super::config::{CorruptionPolicy, QueueConfig};
+use super::keys;
+use crate::event::CloudEvent;
+
+/// Why a queue operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("failed to open the queue at {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error(
+        "failed to open the queue at {path}: it is corrupt ({source}); move it aside or remove it"
+    )]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("failed to move the corrupt queue {path} aside to {to}: {source}")]
+    MoveAside {
+        path: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to scan the queue on open: {source}")]
+    Scan {
+        #[source]
+        source: sled::Error,
+    },
+    #[error("failed to read the queue: {source}")]
+    Read {
+        #[source]
+        source: sled::Error,
+    },
+    #[error("failed to write the queue: {source}")]
+    Write {
+        #[source]
+        source: sled::Error,
+    },
+    #[error("failed to flush the queue to disk: {source}")]
+    Flush {
+        #[source]
+        source: sled::Error,
+    },
+    #[error("failed to encode event {id:?} as JSON: {source}")]
+    Encode {
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("failed to decode the stored {what} under key {key}: {reason}")]
+    Decode {
+        what: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error(
+        "failed to commit a window for source {source_name:?}: its watermark would move back from {current} to {requested}"
+    )]
+    WatermarkRegressed {
+        source_name: String,
+        current: i64,
+        requested: i64,
+    },
+}
+
+/// What [`Queue::commit_window`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Events and watermark are on disk.
+    Committed,
+    /// The queue is at or over `max_bytes`: nothing was written, the watermark did not move.
+    Full,
+}
+
+/// One undelivered event as stored: its sequence number and its JSON, ready for the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedEvent {
+    seq: u64,
+    json: IVec,
+}
+
+impl QueuedEvent {
+    /// Position in the queue (increasing in enqueue order).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The event's JSON exactly as it is sent.
+    pub fn json(&self) -> &[u8] {
+        &self.json
+    }
+}
+
+/// An event the receiver refused for good, kept for an operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Sequence number the event had in `events`.
+    pub seq: u64,
+    /// Unix seconds when it was dead-lettered.
+    pub dead_at: i64,
+    /// HTTP status of the refusal, when there was one.
+    pub status: Option<u16>,
+    /// Why (e.g. the problem+json `detail` of a 400).
+    pub reason: String,
+    /// The event as it was queued.
+    pub event: serde_json::Value,
+}
+
+/// Counts for operators and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueStats {
+    pub pending_events: u64,
+    pub pending_bytes: u64,
+    pub max_bytes: u64,
+    pub dead_letters: u64,
+    /// Unix seconds "billed up to", per source.
+    pub watermarks: Vec<(String, i64)>,
+    /// sled's view of the directory size (lags deletes until sled reclaims segments).
+    pub size_on_disk: u64,
+}
+
+struct Inner {
+    db: sled::Db,
+    events: sled::Tree,
+    watermarks: sled::Tree,
+    dead: sled::Tree,
+    max_bytes: u64,
+    /// Signed so that adds and subtracts commute: the sink may ack a commit's events before
+    /// `commit_window` has added them here; the sum is exact once both are done.
+    pending_events: AtomicI64,
+    pending_bytes: AtomicI64,
+    /// Woken after every commit so a waiting sink can send at once.
+    new_events: Notify,
+}
+
+/// The durable queue. Cheap to clone: all clones share one database.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("pending_events", &self.pending_events())
+            .field("pending_bytes", &self.pending_bytes())
+            .field("max_bytes", &self.inner.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn stored_bytes(json_len: usize) -> i64 {
+    i64::try_from(json_len)
+        .unwrap_or(i64::MAX)
+        .saturating_add(8)
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn open_db(config: &QueueConfig) -> Result<sled::Db, sled::Error> {
+    sled::Config::new()
+        .path(&config.path)
+        .cache_capacity(config.cache_bytes)
+        .open()
+}
+
+impl Queue {
+    /// Opens (or creates) the queue. A corrupt database is moved aside and replaced by an empty
+    /// one when `config.on_corruption` is [`CorruptionPolicy::MoveAside`].
+    pub fn open(config: &QueueConfig) -> Result<Queue, QueueError> {
+        let db = match open_db(config) {
+            Ok(db) => db,
+            Err(source @ sled::Error::Corruption { .. }) => match config.on_corruption {
+                CorruptionPolicy::Fail => {
+                    return Err(QueueError::Corrupt {
+                        path: config.path.clone(),
+                        source,
+                    });
+                }
+                CorruptionPolicy::MoveAside => {
+                    let to = move_aside(&config.path)?;
+                    tracing::error!(
+                        path = %config.path.display(),
+                        moved_to = %to.display(),
+                        error = %source,
+                        "queue database is corrupt: moved it aside and started an empty queue; undelivered events in it are not sent"
+                    );
+                    open_db(config).map_err(|source| QueueError::Open {
+                        path: config.path.clone(),
+                        source,
+                    })?
+                }
+            },
+            Err(source) => {
+                return Err(QueueError::Open {
+                    path: config.path.clone(),
+                    source,
+                });
+            }
+        };
+        let open_tree = |name: &str| {
+            db.open_tree(name).map_err(|source| QueueError::Open {
+                path: config.path.clone(),
+                source,
+            })
+        };
+        let events = open_tree(keys::EVENTS)?;
+        let watermarks = open_tree(keys::WATERMARKS)?;
+        let dead = open_tree(keys::DEAD)?;
+        let (mut events_found, mut bytes) = (0i64, 0i64);
+        for item in events.iter() {
+            let (_, value) = item.map_err(|source| QueueError::Scan { source })?;
+            events_found += 1;
+            bytes = bytes.saturating_add(stored_bytes(value.len()));
+        }
+        Ok(Queue {
+            inner: Arc::new(Inner {
+                db,
+                events,
+                watermarks,
+                dead,
+                max_bytes: config.max_bytes,
+                pending_events: AtomicI64::new(events_found),
+                pending_bytes: AtomicI64::new(bytes),
+                new_events: Notify::new(),
+            }),
+        })
+    }
+
+    /// "Billed up to" for `source`, in Unix seconds; `None` before its first commit.
+    pub fn watermark(&self, source: &str) -> Result<Option<i64>, QueueError> {
+        let value = self
+            .inner
+            .watermarks
+            .get(source.as_bytes())
+            .map_err(|source| QueueError::Read { source })?;
+        value
+            .map(|v| {
+                keys::parse_watermark(&v).ok_or_else(|| QueueError::Decode {
+                    what: "watermark",
+                    key: source.to_owned(),
+                    reason: format!("expected 8 bytes, found {}", v.len()),
+                })
+            })
+            .transpose()
+    }
+
+    /// Enqueues a window's events AND advances `source`'s watermark to `watermark` in one sled
+    /// transaction, then flushes. If the queue holds `max_bytes` or more, nothing is written and
+    /// `Ok(CommitOutcome::Full)` is returned. A watermark below the stored one is refused
+    /// ([`QueueError::WatermarkRegressed`]) and nothing is written.
+    ///
+    /// Blocking (sled I/O and an fsync): from async code call it in `spawn_blocking`. The
+    /// `max_bytes` check is not atomic with other committers, so concurrent commits can
+    /// overshoot the bound by one window each.
+    pub fn commit_window(
+        &self,
+        source: &str,
+        watermark: i64,
+        events: &[CloudEvent],
+    ) -> Result<CommitOutcome, QueueError> {
+        if self.pending_bytes() >= self.inner.max_bytes {
+            return Ok(CommitOutcome::Full);
+        }
+        let encoded = events
+            .iter()
+            .map(|e| {
+                serde_json::to_vec(e).map_err(|source| QueueError::Encode {
+                    id: e.id.clone(),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let added_bytes: i64 = encoded.iter().map(|j| stored_bytes(j.len())).sum();
+        let wm_value = keys::watermark_value(watermark);
+        let result = (&self.inner.events, &self.inner.watermarks).transaction(|(ev, wm)| {
+            if let Some(current) = wm.get(source.as_bytes())? {
+                let current = keys::parse_watermark(&current).unwrap_or(i64::MIN);
+                if current > watermark {
+                    return Err(ConflictableTransactionError::Abort(current));
+                }
+            }
+            for json in &encoded {
+                let seq = ev.generate_id()?;
+                ev.insert(&keys::seq_key(seq)[..], json.as_slice())?;
+            }
+            wm.insert(source.as_bytes(), &wm_value[..])?;
+            Ok(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(current)) => {
+                return Err(QueueError::WatermarkRegressed {
+                    source_name: source.to_owned(),
+                    current,
+                    requested: watermark,
+                });
+            }
+            Err(TransactionError::Storage(source)) => return Err(QueueError::Write { source }),
+        }
+        // Count before the flush: the events are visible to the sink from here on.
+        self.add_pending(count(encoded.len()), added_bytes);
+        self.flush()?;
+        if !encoded.is_empty() {
+            self.inner.new_events.notify_one();
+        }
+        Ok(CommitOutcome::Committed)
+    }
+
+    /// Up to `max` of the oldest undelivered events, oldest first. Does not remove them.
+    pub fn peek(&self, max: usize) -> Result<Vec<QueuedEvent>, QueueError> {
+        let mut out = Vec::with_capacity(max.min(4096));
+        for item in self.inner.events.iter().take(max) {
+            let (key, json) = item.map_err(|source| QueueError::Read { source })?;
+            let seq = keys::parse_seq(&key).ok_or_else(|| QueueError::Decode {
+                what: "event key",
+                key: format!("{key:?}"),
+                reason: format!("expected 8 bytes, found {}", key.len()),
+            })?;
+            out.push(QueuedEvent { seq, json });
+        }
+        Ok(out)
+    }
+
+    /// Deletes delivered events (call only after the receiver answered 2xx), then flushes.
+    pub fn ack(&self, delivered: &[QueuedEvent]) -> Result<(), QueueError> {
+        let result = self.inner.events.transaction(|ev| {
+            let mut removed = (0i64, 0i64);
+            for e in delivered {
+                if let Some(old) = ev.remove(&keys::seq_key(e.seq)[..])? {
+                    removed.0 += 1;
+                    removed.1 += stored_bytes(old.len());
+                }
+            }
+            Ok::<_, ConflictableTransactionError<()>>(removed)
+        });
+        let (removed, bytes) = result.map_err(storage_error)?;
+        self.add_pending(-removed, -bytes);
+        self.flush()
+    }
+
+    /// Moves events the receiver refused for good into `dead`, in one transaction, then flushes.
+    pub fn dead_letter(
+        &self,
+        refused: &[QueuedEvent],
+        status: Option<u16>,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let dead_at = unix_now();
+        let letters = refused
+            .iter()
+            .map(|e| {
+                let event = serde_json::from_slice(e.json()).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(e.json()).into_owned())
+                });
+                let letter = DeadLetter {
+                    seq: e.seq,
+                    dead_at,
+                    status,
+                    reason: reason.to_owned(),
+                    event,
+                };
+                serde_json::to_vec(&letter).map_err(|source| QueueError::Encode {
+                    id: format!("dead letter {}", e.seq),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let result = (&self.inner.events, &self.inner.dead).transaction(|(ev, dead)| {
+            let mut removed = (0i64, 0i64);
+            for (e, letter) in refused.iter().zip(&letters) {
+                if let Some(old) = ev.remove(&keys::seq_key(e.seq)[..])? {
+                    removed.0 += 1;
+                    removed.1 += stored_bytes(old.len());
+                    dead.insert(&keys::seq_key(e.seq)[..], letter.as_slice())?;
+                }
+            }
+            Ok::<_, ConflictableTransactionError<()>>(removed)
+        });
+        let (removed, bytes) = result.map_err(storage_error)?;
+        self.add_pending(-removed, -bytes);
+        self.flush()
+    }
+
+    /// All dead letters, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        self.inner
+            .dead
+            .iter()
+            .map(|item| {
+                let (key, value) = item.map_err(|source| QueueError::Read { source })?;
+                serde_json::from_slice(&value).map_err(|e| QueueError::Decode {
+                    what: "dead letter",
+                    key: keys::parse_seq(&key)
+                        .map_or_else(|| format!("{key:?}"), |s| s.to_string()),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Moves every dead letter back to the tail of `events` (new sequence numbers), in one
+    /// transaction, then flushes. Returns how many were moved.
+    pub fn retry_dead_letters(&self) -> Result<u64, QueueError> {
+        let letters = self
+            .inner
+            .dead
+            .iter()
+            .map(|item| {
+                let (key, value) = item.map_err(|source| QueueError::Read { source })?;
+                let letter: DeadLetter =
+                    serde_json::from_slice(&value).map_err(|e| QueueError::Decode {
+                        what: "dead letter",
+                        key: format!("{key:?}"),
+                        reason: e.to_string(),
+                    })?;
+                let json =
+                    serde_json::to_vec(&letter.event).map_err(|source| QueueError::Encode {
+                        id: format!("dead letter {}", letter.seq),
+                        source,
+                    })?;
+                Ok((key, json))
+            })
+            .collect::<Result<Vec<_>, QueueError>>()?;
+        let result = (&self.inner.events, &self.inner.dead).transaction(|(ev, dead)| {
+            let mut moved = (0i64, 0i64);
+            for (key, json) in &letters {
+                if dead.remove(key)?.is_some() {
+                    ev.insert(&keys::seq_key(ev.generate_id()?)[..], json.as_slice())?;
+                    moved.0 += 1;
+                    moved.1 += stored_bytes(json.len());
+                }
+            }
+            Ok::<_, ConflictableTransactionError<()>>(moved)
+        });
+        let (moved, bytes) = result.map_err(storage_error)?;
+        self.add_pending(moved, bytes);
+        self.flush()?;
+        if moved > 0 {
+            self.inner.new_events.notify_one();
+        }
+        Ok(moved.unsigned_abs())
+    }
+
+    /// Undelivered events.
+    pub fn pending_events(&self) -> u64 {
+        self.inner
+            .pending_events
+            .load(Ordering::SeqCst)
+            .max(0)
+            .unsigned_abs()
+    }
+
+    /// Bytes of undelivered events (key + value), the number `max_bytes` bounds.
+    pub fn pending_bytes(&self) -> u64 {
+        self.inner
+            .pending_bytes
+            .load(Ordering::SeqCst)
+            .max(0)
+            .unsigned_abs()
+    }
+
+    /// Counts for operators and metrics.
+    pub fn stats(&self) -> Result<QueueStats, QueueError> {
+        let watermarks = self
+            .inner
+            .watermarks
+            .iter()
+            .map(|item| {
+                let (key, value) = item.map_err(|source| QueueError::Read { source })?;
+                let name = String::from_utf8_lossy(&key).into_owned();
+                let wm = keys::parse_watermark(&value).ok_or_else(|| QueueError::Decode {
+                    what: "watermark",
+                    key: name.clone(),
+                    reason: format!("expected 8 bytes, found {}", value.len()),
+                })?;
+                Ok((name, wm))
+            })
+            .collect::<Result<Vec<_>, QueueError>>()?;
+        Ok(QueueStats {
+            pending_events: self.pending_events(),
+            pending_bytes: self.pending_bytes(),
+            max_bytes: self.inner.max_bytes,
+            dead_letters: self.inner.dead.len() as u64,
+            watermarks,
+            size_on_disk: self
+                .inner
+                .db
+                .size_on_disk()
+                .map_err(|source| QueueError::Read { source })?,
+        })
+    }
+
+    /// Waits until a commit (or a dead-letter retry) adds events. A commit made while nobody
+    /// waits is remembered, so the next call returns at once.
+    pub async fn wait_for_events(&self) {
+        self.inner.new_events.notified().await;
+    }
+
+    /// Whether the database still answers reads (for readiness).
+    pub fn is_healthy(&self) -> bool {
+        self.inner.events.first().is_ok()
+    }
+
+    fn flush(&self) -> Result<(), QueueError> {
+        self.inner
+            .db
+            .flush()
+            .map(|_| ())
+            .map_err(|source| QueueError::Flush { source })
+    }
+
+    fn add_pending(&self, events: i64, bytes: i64) {
+        self.inner
+            .pending_events
+            .fetch_add(events, Ordering::SeqCst);
+        self.inner.pending_bytes.fetch_add(bytes, Ordering::SeqCst);
+    }
+}
+
+fn storage_error(e: TransactionError<()>) -> QueueError {
+    match e {
+        TransactionError::Storage(source) => QueueError::Write { source },
+        TransactionError::Abort(()) => QueueError::Write {
+            source: sled::Error::ReportableBug("transaction aborted without a reason".to_owned()),
+        },
+    }
+}
+
+/// Renames a corrupt queue directory to `<dir>.corrupt-<unix seconds>` (adding `-N` if taken).
+fn move_aside(path: &Path) -> Result<PathBuf, QueueError> {
+    let stamp = unix_now();
+    let base = path.as_os_str().to_owned();
+    let mut to = PathBuf::from(format!("{}.corrupt-{stamp}", base.to_string_lossy()));
+    let mut n = 1;
+    while to.exists() && n < 1000 {
+        to = PathBuf::from(format!("{}.corrupt-{stamp}-{n}", base.to_string_lossy()));
+        n += 1;
+    }
+    std::fs::rename(path, &to).map_err(|source| QueueError::MoveAside {
+        path: path.to_owned(),
+        to: to.clone(),
+        source,
+    })?;
+    Ok(to)
+}

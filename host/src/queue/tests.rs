@@ -1,0 +1,320 @@
+//! Queue tests on real sled files in temporary directories.
+
+use std::collections::BTreeMap;
+
+use super::cli::{QueueArgs, QueueCommand, run_to};
+use super::*;
+use crate::event::CloudEvent;
+
+fn event(window: i64, i: usize) -> CloudEvent {
+    let mut data = serde_json::Map::new();
+    data.insert("seconds".into(), serde_json::json!(60));
+    CloudEvent {
+        specversion: "1.0".into(),
+        id: format!("w{window}-e{i}"),
+        source: "test".into(),
+        event_type: "pod.cpu".into(),
+        subject: format!("pod-{i}"),
+        time: crate::window::rfc3339(window),
+        data,
+        extensions: BTreeMap::new(),
+    }
+}
+
+fn events(window: i64, n: usize) -> Vec<CloudEvent> {
+    (0..n).map(|i| event(window, i)).collect()
+}
+
+fn open(dir: &tempfile::TempDir) -> anyhow::Result<Queue> {
+    Ok(Queue::open(&QueueConfig::new(dir.path().join("q")))?)
+}
+
+fn ids(batch: &[QueuedEvent]) -> anyhow::Result<Vec<String>> {
+    batch
+        .iter()
+        .map(|e| Ok(serde_json::from_slice::<CloudEvent>(e.json())?.id))
+        .collect()
+}
+
+#[test]
+fn commit_stores_events_in_order_and_sets_the_watermark() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let q = open(&dir)?;
+    assert_eq!(q.watermark("k8s")?, None);
+    assert_eq!(
+        q.commit_window("k8s", 60, &events(0, 3))?,
+        CommitOutcome::Committed
+    );
+    assert_eq!(
+        q.commit_window("k8s", 120, &events(60, 2))?,
+        CommitOutcome::Committed
+    );
+    assert_eq!(q.watermark("k8s")?, Some(120));
+    assert_eq!(q.watermark("runai")?, None);
+    let batch = q.peek(10)?;
+    assert_eq!(
+        ids(&batch)?,
+        ["w0-e0", "w0-e1", "w0-e2", "w60-e0", "w60-e1"]
+    );
+    assert!(batch.windows(2).all(|w| w[0].seq() < w[1].seq()));
+    // What is stored is the event, byte for byte as it goes on the wire.
+    let back: CloudEvent = serde_json::from_slice(batch[0].json())?;
+    assert_eq!(back, event(0, 0));
+    assert_eq!(q.pending_events(), 5);
+    assert_eq!(ids(&q.peek(2)?)?, ["w0-e0", "w0-e1"]);
+    Ok(())
+}
+
+#[test]
+fn an_empty_window_still_advances_the_watermark() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let q = open(&dir)?;
+    assert_eq!(q.commit_window("k8s", 60, &[])?, CommitOutcome::Committed);
+    assert_eq!(q.watermark("k8s")?, Some(60));
+    assert_eq!(q.pending_events(), 0);
+    Ok(())
+}
+
+#[test]
+fn a_watermark_never_moves_back_and_a_refused_commit_writes_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let q = open(&dir)?;
+    q.commit_window("k8s", 120, &events(60, 1))?;
+    let err = q.commit_window("k8s", 60, &events(0, 4));
+    assert!(
+        matches!(
+            err,
+            Err(QueueError::WatermarkRegressed {
+                current: 120,
+                requested: 60,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(q.watermark("k8s")?, Some(120));
+    assert_eq!(q.pending_events(), 1);
+    assert_eq!(q.peek(10)?.len(), 1);
+    // Same watermark again (an idempotent re-commit of nothing) is allowed.
+    assert_eq!(q.commit_window("k8s", 120, &[])?, CommitOutcome::Committed);
+    Ok(())
+}
+
+#[test]
+fn a_full_queue_writes_nothing_and_keeps_the_watermark() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = QueueConfig::new(dir.path().join("q"));
+    config.max_bytes = 1;
+    let q = Queue::open(&config)?;
+    // Empty queue: below the bound, accepted even though the window itself is bigger.
+    assert_eq!(
+        q.commit_window("k8s", 60, &events(0, 2))?,
+        CommitOutcome::Committed
+    );
+    assert_eq!(
+        q.commit_window("k8s", 120, &events(60, 2))?,
+        CommitOutcome::Full
+    );
+    assert_eq!(q.watermark("k8s")?, Some(60));
+    assert_eq!(q.pending_events(), 2);
+    // Once delivered, the queue accepts again.
+    q.ack(&q.peek(10)?)?;
+    assert_eq!(
+        q.commit_window("k8s", 120, &events(60, 2))?,
+        CommitOutcome::Committed
+    );
+    assert_eq!(q.watermark("k8s")?, Some(120));
+    Ok(())
+}
+
+#[test]
+fn ack_deletes_and_counts_survive_a_reopen() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let q = open(&dir)?;
+    q.commit_window("k8s", 60, &events(0, 5))?;
+    let bytes_all = q.pending_bytes();
+    let first = q.peek(2)?;
+    q.ack(&first)?;
+    // Acking the same events again removes nothing more.
+    q.ack(&first)?;
+    assert_eq!(q.pending_events(), 3);
+    let left = q.pending_bytes();
+    assert!(left < bytes_all);
+    drop(q);
+    let q = open(&dir)?;
+    assert_eq!(q.pending_events(), 3);
+    assert_eq!(q.pending_bytes(), left);
+    assert_eq!(q.watermark("k8s")?, Some(60));
+    assert_eq!(ids(&q.peek(10)?)?, ["w0-e2", "w0-e3", "w0-e4"]);
+    // Sequence numbers keep increasing across a reopen: new events come after old ones.
+    q.commit_window("k8s", 120, &events(60, 1))?;
+    assert_eq!(ids(&q.peek(10)?)?, ["w0-e2", "w0-e3", "w0-e4", "w60-e0"]);
+    Ok(())
+}
+
+#[test]
+fn dead_letters_are_kept_listed_and_retried_at_the_tail() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let q = open(&dir)?;
+    q.commit_window("k8s", 60, &events(0, 3))?;
+    let batch = q.peek(3)?;
+    q.dead_letter(&batch[1..2], Some(400), "data must be an object")?;
+    assert_eq!(q.pending_events(), 2);
+    let letters = q.dead_letters()?;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].status, Some(400));
+    assert_eq!(letters[0].reason, "data must be an object");
+    assert_eq!(letters[0].event["id"], "w0-e1");
+    assert_eq!(q.stats()?.dead_letters, 1);
+    assert_eq!(q.retry_dead_letters()?, 1);
+    assert!(q.dead_letters()?.is_empty());
+    assert_eq!(ids(&q.peek(10)?)?, ["w0-e0", "w0-e2", "w0-e1"]);
+    // The retried event is the same event, byte for byte equal after decoding.
+    let back: CloudEvent = serde_json::from_slice(q.peek(10)?[2].json())?;
+    assert_eq!(back, event(0, 1));
+    Ok(())
+}
+
+#[test]
+fn a_corrupt_database_is_moved_aside_and_a_fresh_one_starts() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("q");
+    {
+        let q = Queue::open(&QueueConfig::new(&path))?;
+        q.commit_window("k8s", 60, &events(0, 3))?;
+    }
+    corrupt(&path)?;
+    let mut strict = QueueConfig::new(&path);
+    strict.on_corruption = CorruptionPolicy::Fail;
+    let err = Queue::open(&strict);
+    assert!(matches!(err, Err(QueueError::Corrupt { .. })), "{err:?}");
+    assert!(path.exists(), "the strict policy must not move anything");
+
+    let q = Queue::open(&QueueConfig::new(&path))?;
+    assert_eq!(q.pending_events(), 0);
+    assert_eq!(q.watermark("k8s")?, None);
+    let aside: Vec<_> = std::fs::read_dir(dir.path())?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("q.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    Ok(())
+}
+
+/// Damages sled's persisted configuration (`conf`), which sled checks on open and reports as
+/// `Error::Corruption`. (A damaged data-log tail is different: sled treats a bad checksum there
+/// as a torn write and recovers up to it, see the module docs.)
+fn corrupt(path: &std::path::Path) -> anyhow::Result<()> {
+    let file = path.join("conf");
+    anyhow::ensure!(file.exists(), "sled has no conf file at {}", file.display());
+    std::fs::write(&file, "segment_size 524288\nthis line is damaged\n")?;
+    Ok(())
+}
+
+#[test]
+fn a_damaged_data_log_loses_events_and_watermarks_together() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("q");
+    {
+        let q = Queue::open(&QueueConfig::new(&path))?;
+        q.commit_window("k8s", 60, &events(0, 3))?;
+    }
+    // Flip every byte of the data log after its first 16: every record's checksum fails.
+    let file = path.join("db");
+    let mut bytes = std::fs::read(&file)?;
+    anyhow::ensure!(bytes.len() > 64, "sled data file unexpectedly small");
+    for b in bytes.iter_mut().skip(16) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&file, bytes)?;
+    // sled recovers up to the damage (a torn write, to it) instead of reporting corruption.
+    // Because events and watermark were one transaction, they are lost together: the window is
+    // billed again from the source's history, never half-billed.
+    let q = Queue::open(&QueueConfig::new(&path))?;
+    assert_eq!((q.pending_events(), q.watermark("k8s")?), (0, None));
+    Ok(())
+}
+
+#[test]
+fn batch_body_is_the_json_array_of_the_stored_events() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let q = open(&dir)?;
+    let sent = events(0, 3);
+    q.commit_window("k8s", 60, &sent)?;
+    let batch = q.peek(3)?;
+    let body = batch_body(batch.iter().map(QueuedEvent::json));
+    let back: Vec<CloudEvent> = serde_json::from_slice(&body)?;
+    assert_eq!(back, sent);
+    assert_eq!(batch_body(std::iter::empty()), b"[]");
+    Ok(())
+}
+
+fn cli(dir: &std::path::Path, command: QueueCommand) -> anyhow::Result<String> {
+    let mut out = Vec::new();
+    run_to(
+        QueueArgs {
+            queue_dir: dir.to_owned(),
+            command,
+        },
+        &mut out,
+    )?;
+    Ok(String::from_utf8(out)?)
+}
+
+#[test]
+fn cli_prints_stats_lists_and_retries_dead_letters() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("q");
+    {
+        let q = Queue::open(&QueueConfig::new(&path))?;
+        q.commit_window("k8s", 1_767_225_600, &events(0, 3))?;
+        let batch = q.peek(1)?;
+        q.dead_letter(&batch, Some(400), "bad\tdata")?;
+    }
+    let stats = cli(&path, QueueCommand::Stats)?;
+    assert!(stats.contains("pending events:  2"), "{stats}");
+    assert!(stats.contains("dead letters:    1"), "{stats}");
+    assert!(stats.contains("k8s  2026-01-01T00:00:00Z"), "{stats}");
+
+    let table = cli(&path, QueueCommand::DeadLetters { json: false })?;
+    assert!(table.contains("\t400\ttest\tw0-e0\tbad data"), "{table}");
+    let json = cli(&path, QueueCommand::DeadLetters { json: true })?;
+    let letter: DeadLetter = serde_json::from_str(json.trim())?;
+    assert_eq!(letter.event["id"], "w0-e0");
+
+    let retried = cli(&path, QueueCommand::RetryDeadLetters)?;
+    assert!(retried.contains("moved 1 dead letters"), "{retried}");
+    assert!(cli(&path, QueueCommand::Stats)?.contains("pending events:  3"));
+    assert!(cli(&path, QueueCommand::DeadLetters { json: false })?.contains("no dead letters"));
+    Ok(())
+}
+
+#[test]
+fn cli_refuses_a_missing_directory_without_creating_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("nope");
+    let err = run_to(
+        QueueArgs {
+            queue_dir: path.clone(),
+            command: QueueCommand::Stats,
+        },
+        &mut Vec::new(),
+    );
+    assert!(
+        matches!(err, Err(cli::QueueCliError::Missing { .. })),
+        "{err:?}"
+    );
+    assert!(!path.exists());
+    Ok(())
+}
+
+#[test]
+fn cli_refuses_a_queue_locked_by_a_running_daemon() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("q");
+    let _daemon = Queue::open(&QueueConfig::new(&path))?;
+    let err = cli(&path, QueueCommand::Stats);
+    assert!(err.is_err(), "opened a queue another handle holds: {err:?}");
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! OpenMeter sink configuration (flags and environment).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::window::parse_duration;
+
+/// A bearer token. Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(value: impl Into<String>) -> Self {
+        Token(value.into())
+    }
+
+    /// The secret itself: only for the `Authorization` header.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for Token {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Token(s.trim().to_owned()))
+    }
+}
+
+/// Where and how to deliver to OpenMeter.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OpenMeterConfig {
+    /// OpenMeter base URL; events go to `{url}/api/v1/events`.
+    #[arg(long = "openmeter-url", env = "OPENMETER_URL")]
+    pub url: reqwest::Url,
+    /// API token sent as `Authorization: Bearer <token>` (omit for an unauthenticated server).
+    #[arg(
+        long = "openmeter-token",
+        env = "OPENMETER_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<Token>,
+    /// Events per request.
+    #[arg(long = "batch-size", env = "BATCH_SIZE", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
+    /// Longest a partial batch waits for more events before it is sent (Go syntax: 10s, 1m).
+    #[arg(long = "batch-period", env = "BATCH_PERIOD", default_value = "10s", value_parser = parse_duration)]
+    pub batch_period: Duration,
+    /// PEM file of CA certificates to trust in addition to the built-in roots.
+    #[arg(long = "ca-bundle", env = "OPENMETER_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Timeout of one ingest request, connect included.
+    #[arg(long = "request-timeout", env = "OPENMETER_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// First retry delay; later ones double (full jitter) up to `--retry-max`.
+    #[arg(long = "retry-initial", env = "OPENMETER_RETRY_INITIAL", default_value = "1s", value_parser = parse_duration)]
+    pub retry_initial: Duration,
+    /// Longest delay between retries; also caps a server's Retry-After.
+    #[arg(long = "retry-max", env = "OPENMETER_RETRY_MAX", default_value = "5m", value_parser = parse_duration)]
+    pub retry_max: Duration,
+    /// Delay between probes while paused by 401/403 or a misconfiguration answer (404, 415, ...).
+    #[arg(long = "pause-retry", env = "OPENMETER_PAUSE_RETRY", default_value = "1m", value_parser = parse_duration)]
+    pub pause_retry: Duration,
+}
+
+impl OpenMeterConfig {
+    /// Defaults (as the flags have them) for a receiver at `url`.
+    pub fn new(url: reqwest::Url) -> Self {
+        OpenMeterConfig {
+            url,
+            token: None,
+            batch_size: 100,
+            batch_period: Duration::from_secs(10),
+            ca_bundle: None,
+            request_timeout: Duration::from_secs(30),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            pause_retry: Duration::from_secs(60),
+        }
+    }
+
+    /// `{url}/api/v1/events`, keeping any path prefix of `url`.
+    pub fn events_url(&self) -> String {
+        format!("{}/api/v1/events", self.url.as_str().trim_end_matches('/'))
+    }
+}

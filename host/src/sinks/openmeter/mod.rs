@@ -1,0 +1,343 @@
+//! The OpenMeter sink: delivers queued CloudEvents to `POST {url}/api/v1/events`.
+//!
+//! Wire rules (from the ingest API): the body is a JSON array of CloudEvents with
+//! `Content-Type: application/cloudevents-batch+json` exactly; 204 means accepted; errors are
+//! `application/problem+json`; the API dedupes on (`source`, `id`), and a 5xx may follow a
+//! partial ingestion, so whole batches are re-sent and dedupe makes that safe.
+//!
+//! Parts:
+//! - `config`: flags and environment ([`OpenMeterConfig`]); the token never appears in logs.
+//! - `classify`: the pure retry decision ([`classify()`] → [`Action`]).
+//! - `state`: the pure delivery state machine ([`step`]).
+//! - this file: the driver, which performs the state machine's outputs — reads and acks the
+//!   queue, POSTs with reqwest, waits with the backoff crate's exponential delays (full jitter:
+//!   each delay is uniform in `[0, 2 × current interval]`, the interval doubling up to
+//!   `--retry-max`), raised to the server's `Retry-After` and capped at `--retry-max`.
+//!
+//! Shutdown is honoured between requests: a request in flight is answered (or times out) and
+//! its ack written first. Undelivered events stay in the queue for the next start.
+
+mod classify;
+mod config;
+mod state;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, SystemTime};
+
+use backoff::ExponentialBackoff;
+use backoff::backoff::Backoff;
+use reqwest::header::CONTENT_TYPE;
+use tokio_util::sync::CancellationToken;
+
+pub use classify::{Action, classify, classify_transport_error, retry_after, retry_delay};
+pub use config::{OpenMeterConfig, Token};
+/// The URL type of [`OpenMeterConfig::url`].
+pub use reqwest::Url;
+pub use state::{Input, Output, State, start, step};
+
+use crate::metrics::{Metrics, RequestResult};
+use crate::queue::{Queue, QueueError, QueuedEvent, batch_body};
+
+/// The exact media type the v1 ingest handler accepts.
+pub const CONTENT_TYPE_BATCH: &str = "application/cloudevents-batch+json";
+
+/// Longest problem detail kept for logs and dead letters.
+const MAX_DETAIL_CHARS: usize = 2000;
+
+/// Why the delivery loop stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("failed to read the CA bundle {path}: {source}")]
+    ReadCaBundle {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to parse the CA bundle {path} as PEM certificates: {source}")]
+    ParseCaBundle {
+        path: std::path::PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("failed to build the HTTP client: {source}")]
+    Client {
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("failed to use the queue while delivering: {source}")]
+    Queue {
+        #[source]
+        source: QueueError,
+    },
+    #[error("failed to run a queue operation on the blocking pool: {source}")]
+    Join {
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("failed to deliver: the delivery state machine stopped on an unexpected input")]
+    StateMachine,
+}
+
+/// Builds the HTTP client: request timeout and extra CA certificates.
+pub fn build_client(config: &OpenMeterConfig) -> Result<reqwest::Client, SinkError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(config.request_timeout)
+        .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("edgemeter/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &config.ca_bundle {
+        let pem = std::fs::read(path).map_err(|source| SinkError::ReadCaBundle {
+            path: path.clone(),
+            source,
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+            SinkError::ParseCaBundle {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|source| SinkError::Client { source })
+}
+
+fn new_backoff(config: &OpenMeterConfig) -> ExponentialBackoff {
+    backoff::ExponentialBackoffBuilder::new()
+        .with_initial_interval(config.retry_initial)
+        .with_multiplier(2.0)
+        .with_randomization_factor(1.0)
+        .with_max_interval(config.retry_max)
+        .with_max_elapsed_time(None)
+        .build()
+}
+
+/// Runs the delivery loop until `shutdown` is cancelled. Returns an error only when the queue
+/// fails (the daemon should then stop: nothing can be acked).
+pub async fn run(
+    queue: Queue,
+    config: OpenMeterConfig,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), SinkError> {
+    let client = build_client(&config)?;
+    let url = config.events_url();
+    let batch_size = usize::try_from(config.batch_size).unwrap_or(100).max(1);
+    let mut backoff = new_backoff(&config);
+    let (mut output, mut state) = start(batch_size);
+    tracing::info!(url = %url, batch_size, batch_period = ?config.batch_period, "delivering to OpenMeter");
+    loop {
+        let input = match output {
+            Output::Stop => {
+                if state == State::Stopped {
+                    tracing::info!("OpenMeter delivery stopped");
+                    return Ok(());
+                }
+                return Err(SinkError::StateMachine);
+            }
+            Output::Load { max } => {
+                if shutdown.is_cancelled() {
+                    Input::Shutdown
+                } else {
+                    let q = queue.clone();
+                    Input::Loaded(blocking(move || q.peek(max)).await?)
+                }
+            }
+            Output::WaitForEvents => {
+                tokio::select! {
+                    () = shutdown.cancelled() => Input::Shutdown,
+                    () = queue.wait_for_events() => Input::Done,
+                    () = tokio::time::sleep(config.batch_period) => Input::Done,
+                }
+            }
+            Output::Linger => linger(&queue, batch_size, config.batch_period, &shutdown).await,
+            Output::Send(events) => {
+                if shutdown.is_cancelled() {
+                    Input::Shutdown
+                } else {
+                    send(&client, &url, &config, &events, &metrics).await
+                }
+            }
+            Output::Ack(events) => {
+                backoff.reset();
+                metrics.sink.paused.set(0);
+                let n = events.len() as u64;
+                let q = queue.clone();
+                blocking(move || q.ack(&events)).await?;
+                metrics.sink.events_delivered.inc_by(n);
+                Input::Done
+            }
+            Output::DeadLetter {
+                events,
+                status,
+                reason,
+            } => {
+                backoff.reset();
+                metrics.sink.paused.set(0);
+                let n = events.len() as u64;
+                let ids: Vec<String> = events.iter().map(|e| event_id(e.json())).collect();
+                tracing::error!(
+                    status = status.unwrap_or(0),
+                    reason = %reason,
+                    ids = ?ids,
+                    "OpenMeter refused events for good: moved them to the dead letters (see `edgemeter queue dead-letters`)"
+                );
+                let q = queue.clone();
+                blocking(move || q.dead_letter(&events, status, &reason)).await?;
+                metrics.sink.events_dead_lettered.inc_by(n);
+                Input::Done
+            }
+            Output::Retry { after } => {
+                let jittered = backoff.next_backoff().unwrap_or(config.retry_max);
+                let delay = retry_delay(jittered, after, config.retry_max);
+                tracing::debug!(delay = ?delay, retry_after = ?after, "waiting before re-sending the batch");
+                sleep_or_shutdown(delay, &shutdown).await
+            }
+            Output::Pause { auth } => {
+                metrics.sink.paused.set(1);
+                tracing::error!(
+                    auth,
+                    retry_in = ?config.pause_retry,
+                    "OpenMeter delivery paused: the server refuses every request until an operator fixes the {}",
+                    if auth { "token (OPENMETER_TOKEN)" } else { "configuration (OPENMETER_URL)" }
+                );
+                sleep_or_shutdown(config.pause_retry, &shutdown).await
+            }
+        };
+        (output, state) = step(state, input, batch_size);
+    }
+}
+
+/// Runs a blocking queue operation (sled reads, writes and fsyncs) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, QueueError> + Send + 'static,
+) -> Result<T, SinkError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| SinkError::Join { source })?
+        .map_err(|source| SinkError::Queue { source })
+}
+
+async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> Input {
+    tokio::select! {
+        () = shutdown.cancelled() => Input::Shutdown,
+        () = tokio::time::sleep(delay) => Input::Done,
+    }
+}
+
+/// Waits until a full batch is pending or `period` passed (bounded by `period`).
+async fn linger(
+    queue: &Queue,
+    batch_size: usize,
+    period: Duration,
+    shutdown: &CancellationToken,
+) -> Input {
+    let deadline = tokio::time::Instant::now() + period;
+    let full = batch_size as u64;
+    while queue.pending_events() < full {
+        tokio::select! {
+            () = shutdown.cancelled() => return Input::Shutdown,
+            () = queue.wait_for_events() => {}
+            () = tokio::time::sleep_until(deadline) => return Input::Done,
+        }
+    }
+    Input::Done
+}
+
+/// POSTs one batch and classifies the answer.
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    config: &OpenMeterConfig,
+    events: &[QueuedEvent],
+    metrics: &Metrics,
+) -> Input {
+    let body = batch_body(events.iter().map(QueuedEvent::json));
+    let mut request = client
+        .post(url)
+        .header(CONTENT_TYPE, CONTENT_TYPE_BATCH)
+        .body(body);
+    if let Some(token) = &config.token {
+        request = request.bearer_auth(token.expose());
+    }
+    let started = tokio::time::Instant::now();
+    let result = request.send().await;
+    let (action, status, detail) = match result {
+        Ok(response) => {
+            let status = response.status();
+            let action = classify(status, response.headers(), events.len(), SystemTime::now());
+            let detail = if status.is_success() {
+                String::new()
+            } else {
+                problem_detail(&response.text().await.unwrap_or_default())
+            };
+            (action, Some(status.as_u16()), detail)
+        }
+        Err(e) => (classify_transport_error(), None, error_chain(&e)),
+    };
+    metrics
+        .sink
+        .request_duration
+        .observe(started.elapsed().as_secs_f64());
+    let result = match (action, status) {
+        (Action::Ack, _) => RequestResult::Accepted,
+        (Action::Retry { .. }, None) => RequestResult::TransportError,
+        (Action::Retry { .. }, Some(_)) => RequestResult::Retry,
+        (Action::Split, _) => RequestResult::Split,
+        (Action::DeadLetter, _) => RequestResult::DeadLetter,
+        (Action::Pause { .. }, _) => RequestResult::Paused,
+    };
+    metrics.sink.request(result);
+    if !matches!(action, Action::Ack) {
+        tracing::warn!(
+            status = status.unwrap_or(0),
+            events = events.len(),
+            action = ?action,
+            detail = %detail,
+            "OpenMeter did not accept a batch"
+        );
+    }
+    Input::Answered {
+        action,
+        status,
+        detail,
+    }
+}
+
+/// The `detail` (or `title`) of a problem+json body, else the body itself, shortened.
+pub fn problem_detail(body: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let text = parsed
+        .as_ref()
+        .and_then(|v| {
+            v.get("detail")
+                .or_else(|| v.get("title"))
+                .and_then(|d| d.as_str())
+        })
+        .unwrap_or(body)
+        .trim();
+    text.chars().take(MAX_DETAIL_CHARS).collect()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn event_id(json: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    serde_json::from_slice::<Id>(json).map_or_else(|_| "?".to_owned(), |e| e.id)
+}

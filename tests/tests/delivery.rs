@@ -1,0 +1,372 @@
+//! The real queue and the real OpenMeter sink against a real loopback receiver.
+
+use std::time::Duration;
+
+use edgemeter::http::{HttpState, serve};
+use edgemeter::metrics::Metrics;
+use edgemeter::queue::{CommitOutcome, Queue, QueueConfig};
+use edgemeter::sinks::openmeter::{self, OpenMeterConfig, SinkError, Token, Url};
+use edgemeter_tests::{Receiver, Reply, SYNTHETIC_SOURCE, synthetic_event};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    queue: Queue,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    sink: Option<JoinHandle<Result<(), SinkError>>>,
+}
+
+fn config(url: &str) -> anyhow::Result<OpenMeterConfig> {
+    let mut c = OpenMeterConfig::new(Url::parse(url)?);
+    c.token = Some(Token::new("test-token"));
+    c.batch_size = 100;
+    c.batch_period = Duration::from_millis(50);
+    c.request_timeout = Duration::from_secs(5);
+    c.retry_initial = Duration::from_millis(10);
+    c.retry_max = Duration::from_secs(2);
+    c.pause_retry = Duration::from_millis(50);
+    Ok(c)
+}
+
+/// A queue with `windows` windows of `per_window` events committed.
+fn filled(windows: i64, per_window: usize) -> anyhow::Result<(tempfile::TempDir, Queue)> {
+    let dir = tempfile::tempdir()?;
+    let queue = Queue::open(&QueueConfig::new(dir.path().join("q")))?;
+    for k in 0..windows {
+        let events: Vec<_> = (0..per_window).map(|i| synthetic_event(k, i, 0)).collect();
+        let outcome = queue.commit_window(SYNTHETIC_SOURCE, (k + 1) * 60, &events)?;
+        anyhow::ensure!(outcome == CommitOutcome::Committed);
+    }
+    Ok((dir, queue))
+}
+
+impl Harness {
+    fn start(windows: i64, per_window: usize, config: OpenMeterConfig) -> anyhow::Result<Self> {
+        let (dir, queue) = filled(windows, per_window)?;
+        let metrics = Metrics::new();
+        let shutdown = CancellationToken::new();
+        let sink = tokio::spawn(openmeter::run(
+            queue.clone(),
+            config,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        Ok(Harness {
+            _dir: dir,
+            queue,
+            metrics,
+            shutdown,
+            sink: Some(sink),
+        })
+    }
+
+    async fn drained(&self) -> bool {
+        for _ in 0..3000 {
+            if self.queue.pending_events() == 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(sink) = self.sink.take() {
+            tokio::time::timeout(LIMIT, sink).await???;
+        }
+        Ok(())
+    }
+
+    fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self.metrics.encode()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .ok_or_else(|| anyhow::anyhow!("no metric {name} in\n{text}"))
+    }
+}
+
+fn expected_ids(windows: i64, per_window: usize) -> Vec<(String, String)> {
+    let mut ids: Vec<_> = (0..windows)
+        .flat_map(|k| {
+            (0..per_window).map(move |i| (SYNTHETIC_SOURCE.to_owned(), format!("w{k}-e{i}")))
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_every_event_in_batches_with_the_exact_headers_then_deletes_them()
+-> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let mut h = Harness::start(5, 50, config(&receiver.url())?)?;
+    assert!(h.drained().await, "queue did not drain");
+    h.stop().await?;
+    let s = receiver.state();
+    let got: Vec<_> = s.ingested.keys().cloned().collect();
+    assert_eq!(got, expected_ids(5, 50));
+    assert_eq!(s.copies(), 250, "no duplicates without failures");
+    assert_eq!(s.requests.len(), 3, "250 events in batches of 100");
+    for r in &s.requests {
+        assert_eq!(
+            r.content_type.as_deref(),
+            Some("application/cloudevents-batch+json")
+        );
+        assert_eq!(r.authorization.as_deref(), Some("Bearer test-token"));
+        assert!(r.ids.len() <= 100);
+        assert_eq!(r.status, 204);
+    }
+    // Oldest first: the first request carries window 0.
+    assert_eq!(s.requests[0].ids[0], "w0-e0");
+    assert_eq!(h.metric("edgemeter_sink_events_delivered_total")?, 250.0);
+    assert_eq!(h.queue.peek(10)?.len(), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_ingestion_with_500_resends_the_whole_batch_and_dedupe_completes_it()
+-> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    receiver.state().script.extend([
+        Reply::PartialThen500,
+        Reply::Status(503),
+        Reply::PartialThen500,
+    ]);
+    let mut h = Harness::start(1, 30, config(&receiver.url())?)?;
+    assert!(h.drained().await, "queue did not drain");
+    h.stop().await?;
+    let s = receiver.state();
+    assert_eq!(
+        s.ingested.keys().cloned().collect::<Vec<_>>(),
+        expected_ids(1, 30)
+    );
+    let statuses: Vec<u16> = s.requests.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [500, 503, 500, 204]);
+    // Every attempt carried the same whole batch, byte for byte.
+    assert!(s.requests.iter().all(|r| r.body == s.requests[0].body));
+    assert_eq!(s.requests[0].ids.len(), 30);
+    // The first half was ingested three times (two partial ingestions, one success).
+    assert_eq!(
+        s.ingested[&(SYNTHETIC_SOURCE.to_owned(), "w0-e0".to_owned())].len(),
+        3
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_connections_are_retried_until_the_receiver_comes_up() -> anyhow::Result<()> {
+    // Reserve a loopback port, then free it: connecting to it is refused.
+    let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await?
+        .local_addr()?;
+    let mut h = Harness::start(1, 10, config(&format!("http://{addr}"))?)?;
+    let mut refused = 0.0;
+    for _ in 0..3000 {
+        refused = h
+            .metric("edgemeter_sink_requests_total{result=\"transport_error\"}")
+            .unwrap_or(0.0);
+        if refused >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused >= 3.0, "sink did not retry refused connections");
+    assert_eq!(
+        h.queue.pending_events(),
+        10,
+        "nothing is deleted without a 2xx"
+    );
+    let receiver = Receiver::start_on(addr).await?;
+    assert!(
+        h.drained().await,
+        "queue did not drain once the receiver came up"
+    );
+    h.stop().await?;
+    assert_eq!(
+        receiver
+            .state()
+            .ingested
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>(),
+        expected_ids(1, 10)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_retry_after_is_honoured_before_the_resend() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    receiver.state().script.push_back(Reply::TooManyRequests {
+        retry_after: "1".into(),
+    });
+    // Backoff alone would retry within ~20 ms; the server asked for one second.
+    let mut h = Harness::start(1, 5, config(&receiver.url())?)?;
+    assert!(h.drained().await, "queue did not drain");
+    h.stop().await?;
+    let s = receiver.state();
+    assert_eq!(s.requests.len(), 2);
+    assert_eq!((s.requests[0].status, s.requests[1].status), (429, 204));
+    let waited = s.requests[1].at.duration_since(s.requests[0].at);
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "re-sent after only {waited:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_is_isolated_and_dead_lettered_while_the_rest_is_delivered()
+-> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    receiver.state().poison_prefix = Some("w0-e13".into());
+    let mut h = Harness::start(1, 40, config(&receiver.url())?)?;
+    assert!(h.drained().await, "queue did not drain");
+    h.stop().await?;
+    let s = receiver.state();
+    let mut expected = expected_ids(1, 40);
+    expected.retain(|(_, id)| id != "w0-e13");
+    assert_eq!(s.ingested.keys().cloned().collect::<Vec<_>>(), expected);
+    assert_eq!(
+        s.copies(),
+        39,
+        "healthy events are sent once they are in an accepted slice"
+    );
+    let dead = h.queue.dead_letters()?;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].event["id"], "w0-e13");
+    assert_eq!(dead[0].status, Some(400));
+    assert_eq!(dead[0].reason, "refused with 400: poison or scripted");
+    assert_eq!(h.metric("edgemeter_sink_events_dead_lettered_total")?, 1.0);
+    // Bisection: log2(40) rounds of splitting, not one request per event.
+    assert!(s.requests.len() < 20, "{} requests", s.requests.len());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_pauses_delivery_and_readiness_until_the_server_accepts_again() -> anyhow::Result<()>
+{
+    let receiver = Receiver::start().await?;
+    receiver.state().default = Some(Reply::Status(401));
+    let mut h = Harness::start(1, 10, config(&receiver.url())?)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let http_addr = listener.local_addr()?;
+    let http_stop = CancellationToken::new();
+    let server = tokio::spawn(serve(
+        listener,
+        HttpState {
+            queue: h.queue.clone(),
+            metrics: h.metrics.clone(),
+        },
+        http_stop.clone(),
+    ));
+    let probes = receiver
+        .wait_until(LIMIT, |s| {
+            s.requests.iter().filter(|r| r.status == 401).count() >= 3
+        })
+        .await;
+    assert!(probes, "sink did not keep probing while paused");
+    let ready = get(http_addr, "/readyz").await?;
+    assert_eq!(ready.0, 503, "{}", ready.1);
+    assert!(ready.1.contains("paused"), "{}", ready.1);
+    assert_eq!(get(http_addr, "/healthz").await?.0, 200);
+    assert_eq!(
+        h.queue.pending_events(),
+        10,
+        "a 401 must not delete or dead-letter anything"
+    );
+    assert!(h.queue.dead_letters()?.is_empty());
+    assert_eq!(h.metric("edgemeter_sink_paused")?, 1.0);
+
+    receiver.state().default = Some(Reply::Accept);
+    assert!(
+        h.drained().await,
+        "queue did not drain after the token was accepted"
+    );
+    assert_eq!(h.metric("edgemeter_sink_paused")?, 0.0);
+    assert_eq!(get(http_addr, "/readyz").await?.0, 200);
+    let metrics = get(http_addr, "/metrics").await?;
+    assert_eq!(metrics.0, 200);
+    assert!(
+        metrics
+            .1
+            .contains("edgemeter_sink_events_delivered_total 10"),
+        "{}",
+        metrics.1
+    );
+    assert!(
+        metrics.1.contains("edgemeter_queue_pending_events 0"),
+        "{}",
+        metrics.1
+    );
+    assert!(
+        metrics
+            .1
+            .contains("edgemeter_sink_requests_total{result=\"paused\"}"),
+        "{}",
+        metrics.1
+    );
+    h.stop().await?;
+    http_stop.cancel();
+    tokio::time::timeout(LIMIT, server).await???;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_batch_waits_for_the_batch_period_and_goes_out_as_one_request()
+-> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let mut c = config(&receiver.url())?;
+    c.batch_period = Duration::from_millis(300);
+    let mut h = Harness::start(3, 1, c)?;
+    assert!(h.drained().await, "queue did not drain");
+    h.stop().await?;
+    let s = receiver.state();
+    assert_eq!(s.requests.len(), 1);
+    assert_eq!(s.requests[0].ids, ["w0-e0", "w1-e0", "w2-e0"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_a_long_backoff_returns_promptly_and_keeps_the_events() -> anyhow::Result<()>
+{
+    let receiver = Receiver::start().await?;
+    receiver.state().default = Some(Reply::TooManyRequests {
+        retry_after: "3600".into(),
+    });
+    let mut c = config(&receiver.url())?;
+    c.retry_max = Duration::from_secs(3600);
+    let mut h = Harness::start(1, 4, c)?;
+    assert!(receiver.wait_until(LIMIT, |s| !s.requests.is_empty()).await);
+    // stop() waits at most LIMIT: the hour-long Retry-After must not hold shutdown.
+    h.stop().await?;
+    assert_eq!(h.queue.pending_events(), 4);
+    assert_eq!(receiver.state().requests.len(), 1);
+    Ok(())
+}
+
+/// A plain HTTP/1.1 GET over a loopback TCP stream: (status, body).
+async fn get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut response)).await??;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("bad response {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
