@@ -5,12 +5,13 @@
 
 pub mod accounting;
 pub mod cli;
+pub mod daemon;
 pub mod event;
+pub mod http;
 pub mod input;
 pub mod mapper;
-pub mod snapshot;
-pub mod http;
 pub mod metrics;
 pub mod queue;
 pub mod sinks;
+pub mod snapshot;
 pub mod window;

@@ -1,0 +1,337 @@
+//! The biller end to end, with real parts: the built-in WASM mapper (and the hostile one), a
+//! real sled queue in a temporary directory, and pods with known allocation intervals. The sum
+//! of billed `duration_seconds` per pod must equal its true allocation inside the billed span,
+//! across consecutive windows, restarts, downtime splits, mapper failures and a full queue.
+
+use std::collections::BTreeMap;
+
+use edgemeter::accounting::{self, Observations};
+use edgemeter::daemon::{Biller, Idle, MeteredSource, Plan, TickOutcome};
+use edgemeter::mapper::bindings::{Item, SourceKind};
+use edgemeter::mapper::{LoadedMapper, MapperLimits, MapperRuntime, builtin};
+use edgemeter::queue::{Queue, QueueConfig};
+use edgemeter::snapshot::{self, Identity, PodObject};
+use edgemeter::window::Window;
+use edgemeter_tests::{hostile_wasm, shared_cache_dir};
+use serde_json::{Value, json};
+
+const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+
+fn rfc(t: i64) -> String {
+    edgemeter::window::rfc3339(t)
+}
+
+/// A pod scheduled at `from` (relative to T0), finished at `until` (None = running).
+fn pod(name: &str, from: i64, until: Option<i64>, cpu: &str) -> PodObject {
+    let mut status = json!({
+        "phase": "Running",
+        "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": rfc(T0 + from)}],
+    });
+    if let Some(u) = until {
+        status["phase"] = json!("Succeeded");
+        status["containerStatuses"] = json!([{"name": "c", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "finishedAt": rfc(T0 + u)}}}]);
+    }
+    PodObject::from_value(json!({
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}")},
+        "spec": {"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": cpu}}}]},
+        "status": status,
+    }))
+    .expect("pod")
+}
+
+struct FixedSource {
+    pods: Vec<PodObject>,
+    in_sync: bool,
+    forgotten: Vec<String>,
+}
+
+impl MeteredSource for FixedSource {
+    fn name(&self) -> &str {
+        "kubernetes"
+    }
+    fn kind(&self) -> SourceKind {
+        SourceKind::Kubernetes
+    }
+    fn in_sync(&self) -> bool {
+        self.in_sync
+    }
+    fn items(&self, window: &Window) -> Vec<Item> {
+        let env = snapshot::envelope(SourceKind::Kubernetes, window, &Identity::default(), "{}");
+        snapshot::pod_snapshot(env, &self.pods, &BTreeMap::new())
+            .0
+            .items
+    }
+    fn forget_billed(&mut self, watermark: i64) {
+        let (gone, kept): (Vec<PodObject>, Vec<PodObject>) = self.pods.drain(..).partition(|p| {
+            accounting::allocation(&p.pod, &Observations::default(), None)
+                .ok()
+                .flatten()
+                .and_then(|a| a.interval.until)
+                .is_some_and(|u| u <= watermark)
+        });
+        self.forgotten
+            .extend(gone.into_iter().filter_map(|p| p.pod.metadata.name));
+        self.pods = kept;
+    }
+}
+
+fn source() -> FixedSource {
+    FixedSource {
+        pods: vec![
+            pod("short", 3, Some(7), "100m"), // shorter than an interval
+            pod("spanning", 10, Some(95), "250m"),
+            pod("running", 20, None, "1"),
+            pod("late", 130, Some(200), "500m"), // starts after the first windows
+        ],
+        in_sync: true,
+        forgotten: vec![],
+    }
+}
+
+fn mapper(wasm: &[u8], name: &str) -> LoadedMapper {
+    MapperRuntime::new(MapperLimits::default(), Some(shared_cache_dir()))
+        .expect("runtime")
+        .load(name, wasm)
+        .expect("mapper loads")
+}
+
+fn builtin_mapper() -> LoadedMapper {
+    mapper(builtin::KUBERNETES_WASM, builtin::KUBERNETES)
+}
+
+fn plan() -> Plan {
+    Plan {
+        interval: 15,
+        max_window: 3600,
+        settle: 0,
+    }
+}
+
+fn biller(queue: &Queue, m: LoadedMapper, config: &str) -> Biller {
+    Biller::new(
+        plan(),
+        m,
+        queue.clone(),
+        Identity::default(),
+        config.to_owned(),
+        "kubernetes",
+        T0,
+    )
+    .expect("biller")
+}
+
+/// Drains the queue: (pod name → total duration_seconds, pod name → total cpu millicore-seconds).
+fn drain(queue: &Queue) -> (BTreeMap<String, u64>, BTreeMap<String, u64>, usize) {
+    let mut secs = BTreeMap::new();
+    let mut cpu = BTreeMap::new();
+    let mut n = 0;
+    loop {
+        let batch = queue.peek(1000).expect("peek");
+        if batch.is_empty() {
+            break;
+        }
+        for e in &batch {
+            let v: Value = serde_json::from_slice(e.json()).expect("json");
+            let name = v["data"]["pod_name"].as_str().expect("pod_name").to_owned();
+            *secs.entry(name.clone()).or_insert(0) +=
+                v["data"]["duration_seconds"].as_u64().expect("int");
+            *cpu.entry(name).or_insert(0) += v["data"]["cpu_request_millicores_per_second"]
+                .as_u64()
+                .expect("int");
+            n += 1;
+        }
+        queue.ack(&batch).expect("ack");
+    }
+    (secs, cpu, n)
+}
+
+fn truth(until: i64) -> BTreeMap<String, u64> {
+    // Allocation of each pod inside [T0, T0 + until), by hand from the intervals above.
+    let clip = |from: i64, to: Option<i64>| {
+        let to = to.unwrap_or(until).min(until);
+        u64::try_from((to - from.min(to)).max(0)).expect("non-negative")
+    };
+    [
+        ("short", clip(3, Some(7))),
+        ("spanning", clip(10, Some(95))),
+        ("running", clip(20, None)),
+        ("late", clip(130, Some(200))),
+    ]
+    .into_iter()
+    .filter(|(_, s)| *s > 0)
+    .map(|(n, s)| (n.to_owned(), s))
+    .collect()
+}
+
+#[test]
+fn consecutive_ticks_bill_every_second_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
+    let mut b = biller(&queue, builtin_mapper(), "{}");
+    let mut src = source();
+    for now in [5, 17, 40, 41, 100, 150, 250] {
+        match b.tick(&mut src, T0 + now) {
+            TickOutcome::Billed {
+                windows: 1,
+                watermark,
+                ..
+            } => assert_eq!(watermark, T0 + now),
+            other => panic!("tick at {now}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        b.tick(&mut src, T0 + 250),
+        TickOutcome::Idle(Idle::NothingNew)
+    ));
+    let (secs, cpu, _) = drain(&queue);
+    assert_eq!(secs, truth(250));
+    assert_eq!(cpu["spanning"], 250 * 85, "millicore-seconds too");
+    assert_eq!(cpu["running"], 1000 * 230);
+    assert_eq!(queue.watermark("kubernetes").expect("wm"), Some(T0 + 250));
+    // Finished pods billed to their end are forgotten; the running one is kept.
+    src.forgotten.sort();
+    assert_eq!(src.forgotten, ["late", "short", "spanning"]);
+}
+
+#[test]
+fn a_restart_resumes_from_the_stored_watermark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
+        let mut b = biller(&queue, builtin_mapper(), "{}");
+        assert!(matches!(
+            b.tick(&mut source(), T0 + 60),
+            TickOutcome::Billed { .. }
+        ));
+    }
+    let queue = Queue::open(&QueueConfig::new(dir.path())).expect("reopen");
+    let mut b = biller(&queue, builtin_mapper(), "{}");
+    assert_eq!(
+        b.watermark(),
+        T0 + 60,
+        "not the start time: the stored watermark"
+    );
+    assert!(matches!(
+        b.tick(&mut source(), T0 + 250),
+        TickOutcome::Billed { windows: 1, .. }
+    ));
+    let (secs, _, _) = drain(&queue);
+    assert_eq!(
+        secs,
+        truth(250),
+        "no second billed twice or lost across the restart"
+    );
+}
+
+#[test]
+fn downtime_longer_than_the_maximum_window_is_split_into_intervals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
+    let mut b = Biller::new(
+        Plan {
+            interval: 15,
+            max_window: 60,
+            settle: 0,
+        },
+        builtin_mapper(),
+        queue.clone(),
+        Identity::default(),
+        "{}".into(),
+        "kubernetes",
+        T0,
+    )
+    .expect("biller");
+    match b.tick(&mut source(), T0 + 250) {
+        TickOutcome::Billed { windows, .. } => assert_eq!(windows, 17, "250 s in 15 s windows"),
+        other => panic!("{other:?}"),
+    }
+    let (secs, _, events) = drain(&queue);
+    assert_eq!(secs, truth(250));
+    assert!(events > 17, "fine-grained events, one per pod per window");
+}
+
+#[test]
+fn nothing_is_billed_while_the_source_is_out_of_sync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
+    let mut b = biller(&queue, builtin_mapper(), "{}");
+    let mut src = source();
+    src.in_sync = false;
+    assert!(matches!(
+        b.tick(&mut src, T0 + 100),
+        TickOutcome::Idle(Idle::NotInSync)
+    ));
+    assert_eq!(b.watermark(), T0);
+    src.in_sync = true;
+    assert!(matches!(
+        b.tick(&mut src, T0 + 100),
+        TickOutcome::Billed { .. }
+    ));
+    assert_eq!(
+        drain(&queue).0,
+        truth(100),
+        "the outage is covered by the next window"
+    );
+}
+
+#[test]
+fn a_failing_mapper_keeps_the_watermark_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
+    let mut bad = biller(&queue, mapper(&hostile_wasm(), "hostile"), "trap");
+    let mut src = source();
+    match bad.tick(&mut src, T0 + 100) {
+        TickOutcome::MapperFailed {
+            windows: 0,
+            watermark,
+            ..
+        } => assert_eq!(watermark, T0),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        queue.watermark("kubernetes").expect("wm"),
+        None,
+        "nothing committed"
+    );
+    assert_eq!(drain(&queue).2, 0);
+    // The operator fixes the mapper: the whole span is billed.
+    let mut good = biller(&queue, builtin_mapper(), "{}");
+    assert!(matches!(
+        good.tick(&mut src, T0 + 100),
+        TickOutcome::Billed { .. }
+    ));
+    assert_eq!(drain(&queue).0, truth(100));
+}
+
+#[test]
+fn a_full_queue_stops_windows_and_catches_up_after_delivery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = QueueConfig::new(dir.path());
+    cfg.max_bytes = 1; // full as soon as anything is pending
+    let queue = Queue::open(&cfg).expect("queue");
+    let mut b = biller(&queue, builtin_mapper(), "{}");
+    let mut src = source();
+    assert!(matches!(
+        b.tick(&mut src, T0 + 40),
+        TickOutcome::Billed { windows: 1, .. }
+    ));
+    match b.tick(&mut src, T0 + 100) {
+        TickOutcome::QueueFull {
+            windows: 0,
+            watermark,
+        } => assert_eq!(watermark, T0 + 40),
+        other => panic!("{other:?}"),
+    }
+    let (mut secs, _, _) = drain(&queue);
+    // Delivered: space again. The next window covers everything since the watermark.
+    assert!(matches!(
+        b.tick(&mut src, T0 + 250),
+        TickOutcome::Billed { windows: 1, .. }
+    ));
+    for (k, v) in drain(&queue).0 {
+        *secs.entry(k).or_insert(0) += v;
+    }
+    assert_eq!(secs, truth(250));
+}
