@@ -350,6 +350,44 @@ async fn shutdown_during_a_long_backoff_returns_promptly_and_keeps_the_events() 
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_hangs_past_the_request_timeout_gets_the_batch_again() -> anyhow::Result<()>
+{
+    let receiver = Receiver::start().await?;
+    receiver.state().delay = Duration::from_secs(2);
+    let mut c = config(&receiver.url())?;
+    c.request_timeout = Duration::from_millis(200);
+    let mut h = Harness::start(1, 6, c)?;
+    let mut timeouts = 0.0;
+    for _ in 0..3000 {
+        timeouts = h
+            .metric("edgemeter_sink_requests_total{result=\"transport_error\"}")
+            .unwrap_or(0.0);
+        if timeouts >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(timeouts >= 2.0, "requests did not time out");
+    assert_eq!(
+        h.queue.pending_events(),
+        6,
+        "a timed-out batch is not deleted"
+    );
+    receiver.state().delay = Duration::ZERO;
+    assert!(
+        h.drained().await,
+        "queue did not drain once the receiver answered in time"
+    );
+    h.stop().await?;
+    let s = receiver.state();
+    assert_eq!(
+        s.ingested.keys().cloned().collect::<Vec<_>>(),
+        expected_ids(1, 6)
+    );
+    Ok(())
+}
+
 /// A plain HTTP/1.1 GET over a loopback TCP stream: (status, body).
 async fn get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -61,6 +61,8 @@ pub enum SinkError {
         #[source]
         source: reqwest::Error,
     },
+    #[error("failed to use the CA bundle {path}: it holds no PEM certificate")]
+    EmptyCaBundle { path: std::path::PathBuf },
     #[error("failed to build the HTTP client: {source}")]
     Client {
         #[source]
@@ -97,6 +99,9 @@ pub fn build_client(config: &OpenMeterConfig) -> Result<reqwest::Client, SinkErr
                 source,
             }
         })?;
+        if certs.is_empty() {
+            return Err(SinkError::EmptyCaBundle { path: path.clone() });
+        }
         for cert in certs {
             builder = builder.add_root_certificate(cert);
         }

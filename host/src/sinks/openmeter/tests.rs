@@ -341,3 +341,28 @@ fn shutdown_stops_from_any_state_and_wrong_inputs_stop_too() -> anyhow::Result<(
     assert_eq!(step(s, answered(Action::Ack), 1).1, State::Stopped);
     Ok(())
 }
+
+#[test]
+fn a_ca_bundle_that_is_missing_or_holds_no_certificate_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = OpenMeterConfig::new(reqwest::Url::parse("https://127.0.0.1:1")?);
+    config.ca_bundle = Some(dir.path().join("missing.pem"));
+    assert!(matches!(
+        build_client(&config),
+        Err(SinkError::ReadCaBundle { .. })
+    ));
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n")?;
+    config.ca_bundle = Some(empty);
+    let err = build_client(&config);
+    assert!(
+        matches!(
+            err,
+            Err(SinkError::EmptyCaBundle { .. }) | Err(SinkError::ParseCaBundle { .. })
+        ),
+        "{err:?}"
+    );
+    config.ca_bundle = None;
+    assert!(build_client(&config).is_ok());
+    Ok(())
+}
