@@ -108,11 +108,13 @@ impl PodObject {
 }
 
 /// Builds the snapshot of `pods` for `window`: one item per pod with allocated seconds inside
-/// it. `node_labels` maps node names to labels (GPU model).
+/// it. `node_labels` maps node names to labels (GPU model). Raw objects are serialized only
+/// when `raw_objects` (the mapper's `wants-raw-objects`) is set.
 pub fn pod_snapshot(
     envelope: Envelope,
     pods: &[PodObject],
     node_labels: &BTreeMap<String, BTreeMap<String, String>>,
+    raw_objects: bool,
 ) -> (Snapshot, Vec<Skipped>) {
     let window = Window::new(envelope.window_start, envelope.window_end);
     let mut items = Vec::new();
@@ -160,7 +162,11 @@ pub fn pod_snapshot(
                 }),
             labels: pairs(meta.labels.as_ref()),
             annotations: pairs(meta.annotations.as_ref()),
-            object: p.raw.to_string(),
+            object: if raw_objects {
+                p.raw.to_string()
+            } else {
+                String::new()
+            },
             allocation,
         });
     }

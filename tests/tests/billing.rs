@@ -59,7 +59,7 @@ impl MeteredSource for FixedSource {
     }
     fn items(&self, window: &Window) -> Vec<Item> {
         let env = snapshot::envelope(SourceKind::Kubernetes, window, &Identity::default(), "{}");
-        snapshot::pod_snapshot(env, &self.pods, &BTreeMap::new())
+        snapshot::pod_snapshot(env, &self.pods, &BTreeMap::new(), false)
             .0
             .items
     }

@@ -49,7 +49,12 @@ fn map(
         cluster_id: "kind".into(),
     };
     let env = snapshot::envelope(SourceKind::Kubernetes, &window, &identity, config);
-    let (snap, skipped) = snapshot::pod_snapshot(env, &objects.pods, &objects.node_labels);
+    let (snap, skipped) = snapshot::pod_snapshot(
+        env,
+        &objects.pods,
+        &objects.node_labels,
+        m.wants_raw_objects(),
+    );
     assert!(skipped.is_empty(), "{skipped:?}");
     m.map_events(&snap, 64 * 1024).expect("maps")
 }

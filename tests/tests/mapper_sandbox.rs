@@ -182,7 +182,11 @@ fn failures_are_counted() {
     assert_eq!(runtime_stats.memory_exceeded.load(Relaxed), 1);
     assert_eq!(runtime_stats.traps.load(Relaxed), 1);
     assert_eq!(runtime_stats.failures.load(Relaxed), 3);
-    assert_eq!(runtime_stats.calls.load(Relaxed), 4);
+    assert_eq!(
+        runtime_stats.calls.load(Relaxed),
+        5,
+        "describe at load + 4 map calls"
+    );
     assert_eq!(runtime_stats.events.load(Relaxed), 3);
 }
 

@@ -168,7 +168,12 @@ pub fn run(args: MapArgs) -> Result<(), MapCommandError> {
         cluster_id: args.cluster_id.clone(),
     };
     let envelope = snapshot::envelope(SourceKind::Kubernetes, &window, &identity, &config);
-    let (snap, skipped) = snapshot::pod_snapshot(envelope, &objects.pods, &objects.node_labels);
+    let (snap, skipped) = snapshot::pod_snapshot(
+        envelope,
+        &objects.pods,
+        &objects.node_labels,
+        mapper.wants_raw_objects(),
+    );
     for s in &skipped {
         tracing::error!(namespace = %s.namespace, pod = %s.name, error = %s.error, "pod skipped: its allocation cannot be computed");
     }

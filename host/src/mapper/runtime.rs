@@ -266,12 +266,23 @@ impl MapperRuntime {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "mapper loaded"
         );
-        Ok(LoadedMapper {
+        let mut mapper = LoadedMapper {
             name: Arc::from(name),
             pre,
             runtime: self.clone(),
             cache,
-        })
+            info: Arc::new(MapperInfo {
+                name: name.to_owned(),
+                version: String::new(),
+                description: String::new(),
+                event_types: Vec::new(),
+                item_kinds: Vec::new(),
+                wants_raw_objects: true,
+            }),
+        };
+        // Asked once: the answer decides whether snapshots carry raw objects.
+        mapper.info = Arc::new(mapper.describe()?);
+        Ok(mapper)
     }
 
     fn new_store(&self, mapper: &Arc<str>) -> (Store<CallState>, CappedPipe, CappedPipe) {
@@ -317,6 +328,7 @@ pub struct LoadedMapper {
     pre: MapperPre<CallState>,
     runtime: MapperRuntime,
     cache: CacheOutcome,
+    info: Arc<MapperInfo>,
 }
 
 impl std::fmt::Debug for LoadedMapper {
@@ -331,6 +343,16 @@ impl std::fmt::Debug for LoadedMapper {
 impl LoadedMapper {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What the mapper said about itself at load time.
+    pub fn info(&self) -> &MapperInfo {
+        &self.info
+    }
+
+    /// Whether snapshots for this mapper must carry raw objects.
+    pub fn wants_raw_objects(&self) -> bool {
+        self.info.wants_raw_objects
     }
 
     /// Outcome counters shared with the runtime this mapper was loaded by.

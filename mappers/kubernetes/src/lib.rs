@@ -126,6 +126,8 @@ pub fn info() -> MapperInfo {
             "kube-pvc-allocation".to_owned(),
         ],
         item_kinds: vec![ItemKind::Pod, ItemKind::PersistentVolumeClaim],
+        // Everything it needs is in the allocation, labels and annotations.
+        wants_raw_objects: false,
     }
 }
 

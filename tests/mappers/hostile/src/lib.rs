@@ -46,6 +46,7 @@ impl Guest for Hostile {
             description: "misbehaves on request (tests only)".to_owned(),
             event_types: vec!["hostile-ok".to_owned()],
             item_kinds: vec![],
+            wants_raw_objects: true,
         }
     }
 
