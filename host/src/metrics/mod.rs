@@ -82,11 +82,47 @@ pub struct QueueMetrics {
 }
 
 /// Every metric of the process and the registry that exposes them.
+/// Billing windows and mappers (the daemon's side of the pipeline).
+#[derive(Debug, Clone, Default)]
+pub struct BillingMetrics {
+    /// Windows committed to the queue.
+    pub windows_billed: Counter,
+    /// Events committed to the queue.
+    pub events_enqueued: Counter,
+    /// Ticks that could not advance the watermark, by reason.
+    pub window_failures: Family<FailureLabels, Counter>,
+    /// "Billed up to", Unix seconds.
+    pub watermark: Gauge,
+    /// Seconds between now and the watermark at the last tick.
+    pub lag: Gauge,
+    /// Mapper calls, failures by kind (copied from the runtime's counters after each tick).
+    pub mapper_calls: Counter,
+    pub mapper_failures: Family<FailureLabels, Counter>,
+}
+
+/// Why a window or a mapper call failed.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub reason: String,
+}
+
+impl BillingMetrics {
+    /// Counts one failure of `reason`.
+    pub fn window_failed(&self, reason: &str) {
+        self.window_failures
+            .get_or_create(&FailureLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
     pub sink: SinkMetrics,
     pub queue: QueueMetrics,
+    pub billing: BillingMetrics,
 }
 
 impl Default for Metrics {
@@ -151,10 +187,47 @@ impl Metrics {
             "Size of the queue's sled database on disk",
             queue.size_on_disk.clone(),
         );
+        let billing = BillingMetrics::default();
+        registry.register(
+            "windows_billed",
+            "Billing windows committed to the queue with their events",
+            billing.windows_billed.clone(),
+        );
+        registry.register(
+            "events_enqueued",
+            "Events committed to the queue",
+            billing.events_enqueued.clone(),
+        );
+        registry.register(
+            "window_failures",
+            "Ticks that could not advance the watermark (mapper, queue_full, not_in_sync)",
+            billing.window_failures.clone(),
+        );
+        registry.register(
+            "watermark_seconds",
+            "Billed up to this Unix time",
+            billing.watermark.clone(),
+        );
+        registry.register(
+            "billing_lag_seconds",
+            "Seconds between now and the watermark at the last tick",
+            billing.lag.clone(),
+        );
+        registry.register(
+            "mapper_calls",
+            "Calls into WebAssembly mappers",
+            billing.mapper_calls.clone(),
+        );
+        registry.register(
+            "mapper_failures",
+            "Failed mapper calls by kind (timeout, memory, trap)",
+            billing.mapper_failures.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             sink,
             queue,
+            billing,
         }
     }
 
