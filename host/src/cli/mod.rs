@@ -4,6 +4,7 @@
 //! error that `main` prints with its causes.
 
 pub mod map;
+pub mod mapper_args;
 
 use clap::{Parser, Subcommand};
 

@@ -63,6 +63,7 @@ pub struct Biller {
     identity: Identity,
     mapper_config: String,
     watermark: i64,
+    log_events: bool,
 }
 
 impl Biller {
@@ -84,7 +85,13 @@ impl Biller {
             identity,
             mapper_config,
             watermark,
+            log_events: false,
         })
+    }
+
+    /// Log every committed event at INFO (`DEBUG=true`).
+    pub fn set_log_events(&mut self, on: bool) {
+        self.log_events = on;
     }
 
     /// "Billed up to" for this source.
@@ -129,6 +136,14 @@ impl Biller {
                     done += 1;
                     events_total += events.len();
                     tracing::debug!(%window, events = events.len(), "window committed");
+                    if self.log_events {
+                        for e in &events {
+                            match serde_json::to_string(e) {
+                                Ok(json) => tracing::info!(event = %json, "event"),
+                                Err(err) => tracing::warn!(id = %e.id, error = %err, "event not loggable"),
+                            }
+                        }
+                    }
                 }
                 Ok(CommitOutcome::Full) => {
                     return TickOutcome::QueueFull {

@@ -37,9 +37,9 @@ impl std::str::FromStr for Token {
 /// Where and how to deliver to OpenMeter.
 #[derive(Debug, Clone, clap::Args)]
 pub struct OpenMeterConfig {
-    /// OpenMeter base URL; events go to `{url}/api/v1/events`.
+    /// OpenMeter base URL; events go to `{url}/api/v1/events` (required with `--sink openmeter`).
     #[arg(long = "openmeter-url", env = "OPENMETER_URL")]
-    pub url: reqwest::Url,
+    pub url: Option<reqwest::Url>,
     /// API token sent as `Authorization: Bearer <token>` (omit for an unauthenticated server).
     #[arg(
         long = "openmeter-token",
@@ -75,7 +75,7 @@ impl OpenMeterConfig {
     /// Defaults (as the flags have them) for a receiver at `url`.
     pub fn new(url: reqwest::Url) -> Self {
         OpenMeterConfig {
-            url,
+            url: Some(url),
             token: None,
             batch_size: 100,
             batch_period: Duration::from_secs(10),
@@ -87,8 +87,10 @@ impl OpenMeterConfig {
         }
     }
 
-    /// `{url}/api/v1/events`, keeping any path prefix of `url`.
-    pub fn events_url(&self) -> String {
-        format!("{}/api/v1/events", self.url.as_str().trim_end_matches('/'))
+    /// `{url}/api/v1/events`, keeping any path prefix of `url`; `None` without a URL.
+    pub fn events_url(&self) -> Option<String> {
+        self.url
+            .as_ref()
+            .map(|u| format!("{}/api/v1/events", u.as_str().trim_end_matches('/')))
     }
 }

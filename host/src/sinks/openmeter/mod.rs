@@ -80,6 +80,8 @@ pub enum SinkError {
     },
     #[error("failed to deliver: the delivery state machine stopped on an unexpected input")]
     StateMachine,
+    #[error("failed to start delivery: no OpenMeter URL; set OPENMETER_URL (or --openmeter-url), or choose --sink stdout")]
+    MissingUrl,
 }
 
 /// Builds the HTTP client: request timeout and extra CA certificates.
@@ -129,8 +131,8 @@ pub async fn run(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), SinkError> {
+    let url = config.events_url().ok_or(SinkError::MissingUrl)?;
     let client = build_client(&config)?;
-    let url = config.events_url();
     let batch_size = usize::try_from(config.batch_size).unwrap_or(100).max(1);
     let mut backoff = new_backoff(&config);
     let (mut output, mut state) = start(batch_size);

@@ -174,8 +174,8 @@ fn config_reads_the_environment_names_and_go_durations() -> anyhow::Result<()> {
     assert_eq!(cli.om.batch_period, Duration::from_secs(90));
     assert_eq!(cli.om.request_timeout, Duration::from_secs(5));
     assert_eq!(
-        cli.om.events_url(),
-        "https://openmeter.example/prefix/api/v1/events"
+        cli.om.events_url().as_deref(),
+        Some("https://openmeter.example/prefix/api/v1/events")
     );
     let shown = format!("{:?}", cli.om);
     assert!(
