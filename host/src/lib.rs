@@ -9,4 +9,5 @@ pub mod event;
 pub mod input;
 pub mod mapper;
 pub mod snapshot;
+pub mod sources;
 pub mod window;

@@ -1,0 +1,43 @@
+//! # Kubernetes source: watcher → ledger
+//!
+//! ## What is watched
+//!
+//! | Resource | Scope | Selectors |
+//! |---|---|---|
+//! | `v1/Pod` | each namespace of `--namespace` (`SCRAPE_NAMESPACE`; empty = all) | `--label-selector`, `--node-name` → `spec.nodeName=…` |
+//! | `v1/PersistentVolumeClaim` | the same namespaces | none; not watched with `--node-name` (a per-node DaemonSet would bill each PVC once per node) |
+//! | `v1/PersistentVolume` | cluster | none; not watched with `--node-name` |
+//! | `v1/Node` | cluster, or only `--node-name` (`metadata.name=…`) | none |
+//!
+//! Every (resource, namespace) pair is one [`watcher::StreamId`] and one `kube_runtime::watcher`
+//! with the default config (one list, then a long-lived watch with bookmarks) and the default
+//! backoff: a 410 Gone or a dropped connection is recovered by kube-runtime (resume, or re-list).
+//! The watcher turns every event into a [`LedgerInput`] stamped with `observed_at` (Unix seconds
+//! from an injectable [`watcher::Clock`]), after stripping `metadata.managedFields`.
+//!
+//! ## Ledger invariants ([`Ledger`])
+//!
+//! - One entry per UID, holding one stripped copy of the object (pods: the JSON the mappers get
+//!   plus the typed form the accounting reads) and what the collector observed about it.
+//! - `terminal_observed_at` is set the first time a pod is seen `Succeeded`/`Failed` and never
+//!   moves afterwards.
+//! - A watch `DELETE` of a pod or PVC records `Deletion { at: observed_at, estimated: false }`; a
+//!   completed re-list of a stream that no longer contains an entry that stream delivered records
+//!   `Deletion { at: observed_at of the re-list's start, estimated: true }` (it was deleted while
+//!   the collector was not watching). A deletion, once recorded, is never moved.
+//! - Entries are dropped only by [`Ledger::forget_billed`]: deleted pods/PVCs whose allocation
+//!   ended at or before the watermark, and deleted ones that never held anything. Terminal pods
+//!   still in the API stay (they would come back with the next re-list, and a pod without
+//!   `finishedAt` must keep its first `terminal_observed_at`).
+//! - The ledger is pure (no I/O, no clock): the same inputs give the same state.
+
+pub mod config;
+pub mod ledger;
+pub mod watcher;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{ConfigError, KubernetesArgs};
+pub use ledger::{Change, Ledger, LedgerInput, Object};
+pub use watcher::{Clock, StreamId, WatchError, WatchKind, WatcherHandle, spawn_watchers};
