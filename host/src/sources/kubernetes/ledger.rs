@@ -248,8 +248,17 @@ impl Ledger {
         }
         if deleted {
             if obs.deleted.is_none() {
+                // A DELETE can arrive late (the watch resumed after an outage): the API's own
+                // `deletionTimestamp` (request + grace period, by which the kubelet has stopped
+                // the containers) bounds the end when it is earlier than our observation.
+                let requested = obj
+                    .pod
+                    .metadata
+                    .deletion_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second());
                 obs.deleted = Some(Deletion {
-                    at,
+                    at: requested.map_or(at, |r| r.min(at)),
                     estimated: false,
                 });
             }

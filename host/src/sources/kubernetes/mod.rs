@@ -21,7 +21,9 @@
 //!   plus the typed form the accounting reads) and what the collector observed about it.
 //! - `terminal_observed_at` is set the first time a pod is seen `Succeeded`/`Failed` and never
 //!   moves afterwards.
-//! - A watch `DELETE` of a pod or PVC records `Deletion { at: observed_at, estimated: false }`; a
+//! - A watch `DELETE` of a pod or PVC records `Deletion { at: observed_at, estimated: false }`
+//!   (for a pod, `metadata.deletionTimestamp` when earlier: a DELETE delivered late after a
+//!   resumed watch still ends at the API's deletion time); a
 //!   completed re-list of a stream that no longer contains an entry that stream delivered records
 //!   `Deletion { at: observed_at of the re-list's start, estimated: true }` (it was deleted while
 //!   the collector was not watching). A deletion, once recorded, is never moved.

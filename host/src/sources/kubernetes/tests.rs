@@ -144,6 +144,12 @@ fn watch_delete_before_terminal_ends_at_observation() {
     );
     let iv = interval(&l, "a");
     assert_eq!((iv.from, iv.until, iv.estimated), (10, Some(50), false));
+    // A DELETE delivered late (watch resumed after an outage) ends at the API's deletion time.
+    let mut late = pod("late", Some(10), "Running", None);
+    apply(&mut l, PODS, 20, late.clone());
+    late["metadata"]["deletionTimestamp"] = json!(ts(70));
+    delete(&mut l, PODS, 400, late);
+    assert_eq!(interval(&l, "late").until, Some(70));
     // A second DELETE (e.g. replayed) does not move it.
     delete(&mut l, PODS, 60, pod("a", Some(10), "Running", None));
     assert_eq!(interval(&l, "a").until, Some(50));
