@@ -122,9 +122,13 @@ fn truth(cluster: &Cluster) -> BTreeMap<String, String> {
         .collect()
 }
 
+fn pods(l: &Ledger) -> Vec<edgemeter::snapshot::PodObject> {
+    l.pod_objects().expect("stored pods read back")
+}
+
 /// name → resourceVersion of pods the ledger holds as not deleted.
 fn live_pods(l: &Ledger) -> BTreeMap<String, String> {
-    l.pod_objects()
+    pods(l)
         .iter()
         .filter(|p| p.observations.deleted.is_none())
         .map(|p| {
@@ -137,8 +141,7 @@ fn live_pods(l: &Ledger) -> BTreeMap<String, String> {
 }
 
 fn names(l: &Ledger) -> Vec<String> {
-    let mut v: Vec<String> = l
-        .pod_objects()
+    let mut v: Vec<String> = pods(l)
         .iter()
         .filter_map(|p| p.pod.metadata.name.clone())
         .collect();
@@ -147,7 +150,7 @@ fn names(l: &Ledger) -> Vec<String> {
 }
 
 fn deletion(l: &Ledger, name: &str) -> Option<edgemeter::accounting::Deletion> {
-    l.pod_objects()
+    pods(l)
         .iter()
         .find(|p| p.pod.metadata.name.as_deref() == Some(name))
         .and_then(|p| p.observations.deleted)
@@ -161,11 +164,26 @@ fn all_namespaces() -> KubernetesArgs {
     KubernetesArgs::default()
 }
 
-/// Per pod name: (seconds, cpu request m, memory request bytes) billed in `window`.
+/// Per pod name: (seconds, cpu request m, memory request bytes) billed in `window`, from the
+/// ledger's own snapshot, which must equal `snapshot::pod_snapshot` over the materialised pods.
 fn billed(l: &Ledger, window: Window) -> BTreeMap<String, (u64, u64, u64)> {
-    let env = snapshot::envelope(SourceKind::Kubernetes, &window, &Identity::default(), "{}");
-    let (snap, skipped) = snapshot::pod_snapshot(env, l.pod_objects(), l.node_labels());
+    let env = || snapshot::envelope(SourceKind::Kubernetes, &window, &Identity::default(), "{}");
+    let (snap, skipped) = l.pod_snapshot(env());
     assert!(skipped.is_empty(), "{skipped:?}");
+    let (reference, skipped) = snapshot::pod_snapshot(env(), &pods(l), l.node_labels());
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let key = |i: &edgemeter::mapper::bindings::Item| {
+        (
+            i.uid.clone(),
+            i.object.clone(),
+            format!("{:?}", i.allocation),
+        )
+    };
+    let mut a: Vec<_> = snap.items.iter().map(key).collect();
+    let mut b: Vec<_> = reference.items.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "ledger snapshot == snapshot::pod_snapshot");
     snap.items
         .iter()
         .map(|i| {
@@ -274,10 +292,9 @@ fn recorded_stream_fed_straight_into_the_ledger() {
         });
     }
     assert_eq!(bookmarks, 1);
-    assert_eq!(ledger.pod_objects().len(), 8);
+    assert_eq!(ledger.counts().0, 8);
     assert!(
-        ledger
-            .pod_objects()
+        pods(&ledger)
             .iter()
             .all(|p| p.raw["metadata"].get("managedFields").is_none()
                 && p.observations.deleted.is_none())

@@ -49,6 +49,11 @@ pub enum AccountingError {
         #[source]
         source: quantity::QuantityError,
     },
+    #[error("failed to read the stored object")]
+    Object {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("failed to read pod: it has no spec")]
     MissingSpec,
 }

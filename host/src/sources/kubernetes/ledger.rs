@@ -6,6 +6,94 @@
 //!
 //! Pure: no I/O and no clock; time only enters through `observed_at`. The invariants are listed
 //! in the parent module's docs.
+//!
+//! ## Pod storage
+//!
+//! A pod is kept as its JSON without `managedFields`, deflated (miniz, level 1), plus its
+//! [`Observations`] and its cached allocation [`Interval`]. Typed pods and `serde_json::Value`
+//! trees cost 25–50 KiB per real pod against ~5 KiB of JSON and ~1 KiB deflated, and the
+//! daemon's budget is 64 MiB at 10k pods. The cached interval is what
+//! [`crate::accounting::interval::interval`] returns for the stored state; it lets
+//! [`Ledger::pod_snapshot`] inflate and parse only pods with seconds in the window, and
+//! [`Ledger::forget_billed`] decide without parsing.
+
+/// Why a stored pod could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("failed to inflate the stored pod {uid}: {reason}")]
+    Inflate { uid: String, reason: String },
+    #[error("failed to parse the stored pod {uid}")]
+    Parse {
+        uid: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// One pod: deflated JSON, observations and the cached interval.
+#[derive(Debug, Clone)]
+struct PodEntry {
+    uid: String,
+    packed: Box<[u8]>,
+    observations: Observations,
+    /// `None` for a pod never scheduled.
+    interval: Option<Interval>,
+    terminal: bool,
+    stream: StreamId,
+}
+
+/// Inflated pods are bounded: no real pod is anywhere near this.
+const MAX_POD_JSON: usize = 16 * 1024 * 1024;
+
+impl PodEntry {
+    fn json(&self) -> Result<String, LedgerError> {
+        let bytes = miniz_oxide::inflate::decompress_to_vec_with_limit(&self.packed, MAX_POD_JSON)
+            .map_err(|e| LedgerError::Inflate {
+                uid: self.uid.clone(),
+                reason: format!("{:?}", e.status),
+            })?;
+        String::from_utf8(bytes).map_err(|e| LedgerError::Inflate {
+            uid: self.uid.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    fn typed(&self, json: &str) -> Result<Pod, LedgerError> {
+        serde_json::from_str(json).map_err(|source| LedgerError::Parse {
+            uid: self.uid.clone(),
+            source,
+        })
+    }
+
+    fn object(&self) -> Result<PodObject, LedgerError> {
+        let json = self.json()?;
+        let raw: Value = serde_json::from_str(&json).map_err(|source| LedgerError::Parse {
+            uid: self.uid.clone(),
+            source,
+        })?;
+        Ok(PodObject {
+            pod: self.typed(&json)?,
+            raw,
+            observations: self.observations,
+        })
+    }
+
+    /// Records a deletion and updates the cached interval as the accounting would: a terminal
+    /// pod keeps its end (the ledger always has `terminal_observed_at` for it); any other pod
+    /// ends at the deletion.
+    fn mark_deleted(&mut self, d: Deletion) {
+        if self.observations.deleted.is_some() {
+            return;
+        }
+        self.observations.deleted = Some(d);
+        if !self.terminal
+            && let Some(iv) = self.interval.as_mut()
+        {
+            iv.until = Some(d.at.max(iv.from));
+            iv.estimated = d.estimated;
+        }
+    }
+}
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -14,9 +102,9 @@ use serde_json::Value;
 
 use super::watcher::{StreamId, WatchKind};
 use crate::accounting::pvc::{self, PvcFacts};
-use crate::accounting::{Deletion, interval};
-use crate::mapper::bindings::{Allocation, Item, ItemKind};
-use crate::snapshot::{PodObject, Skipped, pairs, strip_managed_fields};
+use crate::accounting::{AccountingError, Deletion, Interval, Observations, interval};
+use crate::mapper::bindings::{Allocation, Envelope, Item, ItemKind, Snapshot};
+use crate::snapshot::{self, PodObject, Skipped, pairs, strip_managed_fields};
 use crate::window::Window;
 
 /// One watcher event for the ledger.
@@ -133,8 +221,7 @@ struct Relist {
 /// Compact per-UID state of the watched cluster.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    pods: Vec<PodObject>,
-    pod_streams: Vec<StreamId>,
+    pods: Vec<PodEntry>,
     pod_index: HashMap<String, usize>,
     pvcs: BTreeMap<String, PvcEntry>,
     pvs: HashMap<String, PvEntry>,
@@ -230,20 +317,12 @@ impl Ledger {
         }
     }
 
-    fn upsert_pod(
-        &mut self,
-        stream: StreamId,
-        at: i64,
-        mut obj: PodObject,
-        deleted: bool,
-    ) -> String {
+    fn upsert_pod(&mut self, stream: StreamId, at: i64, obj: PodObject, deleted: bool) -> String {
         let uid = uid_or_key(&obj.pod.metadata);
         let index = self.pod_index.get(&uid).copied();
-        if let Some(i) = index {
-            obj.observations = self.pods[i].observations;
-        }
-        let obs = &mut obj.observations;
-        if is_terminal(&obj.pod) && obs.terminal_observed_at.is_none() {
+        let mut obs = index.map(|i| self.pods[i].observations).unwrap_or_default();
+        let terminal = is_terminal(&obj.pod);
+        if terminal && obs.terminal_observed_at.is_none() {
             obs.terminal_observed_at = Some(at);
         }
         if deleted {
@@ -266,15 +345,20 @@ impl Ledger {
             // The same UID is back (e.g. it left a selector and came back into it): it exists.
             obs.deleted = None;
         }
+        let entry = PodEntry {
+            uid: uid.clone(),
+            packed: miniz_oxide::deflate::compress_to_vec(obj.raw.to_string().as_bytes(), 1)
+                .into_boxed_slice(),
+            observations: obs,
+            interval: interval::interval(&obj.pod, &obs),
+            terminal,
+            stream,
+        };
         match index {
-            Some(i) => {
-                self.pods[i] = obj;
-                self.pod_streams[i] = stream;
-            }
+            Some(i) => self.pods[i] = entry,
             None => {
                 self.pod_index.insert(uid.clone(), self.pods.len());
-                self.pods.push(obj);
-                self.pod_streams.push(stream);
+                self.pods.push(entry);
             }
         }
         uid
@@ -381,12 +465,9 @@ impl Ledger {
         };
         match stream.kind {
             WatchKind::Pods => {
-                for (uid, &i) in &self.pod_index {
-                    if self.pod_streams[i] == stream && !relist.seen.contains(uid) {
-                        let obs = &mut self.pods[i].observations;
-                        if obs.deleted.is_none() {
-                            obs.deleted = Some(gone);
-                        }
+                for p in &mut self.pods {
+                    if p.stream == stream && !relist.seen.contains(&p.uid) {
+                        p.mark_deleted(gone);
                     }
                 }
             }
@@ -424,7 +505,7 @@ impl Ledger {
             if p.observations.deleted.is_none() {
                 continue;
             }
-            let done = match interval::interval(&p.pod, &p.observations) {
+            let done = match p.interval {
                 None => true,
                 Some(iv) => iv.until.is_some_and(|u| u <= watermark),
             };
@@ -447,23 +528,81 @@ impl Ledger {
     }
 
     fn remove_pod(&mut self, i: usize) {
-        let uid = uid_or_key(&self.pods[i].pod.metadata);
-        self.pod_index.remove(&uid);
-        self.pods.swap_remove(i);
-        self.pod_streams.swap_remove(i);
+        let removed = self.pods.swap_remove(i);
+        self.pod_index.remove(&removed.uid);
         if let Some(moved) = self.pods.get(i) {
-            self.pod_index.insert(uid_or_key(&moved.pod.metadata), i);
+            self.pod_index.insert(moved.uid.clone(), i);
         }
     }
 
-    /// Every pod held, for [`crate::snapshot::pod_snapshot`].
-    pub fn pod_objects(&self) -> &[PodObject] {
-        &self.pods
+    /// The snapshot of every held pod with seconds inside the envelope's window (what
+    /// [`crate::snapshot::pod_snapshot`] builds from [`PodObject`]s, without materialising
+    /// the pods that hold nothing in it).
+    pub fn pod_snapshot(&self, envelope: Envelope) -> (Snapshot, Vec<Skipped>) {
+        let window = Window::new(envelope.window_start, envelope.window_end);
+        let mut items = Vec::new();
+        let mut skipped = Vec::new();
+        let Some(w) = window else {
+            return (Snapshot { envelope, items }, skipped);
+        };
+        for p in &self.pods {
+            let Some(iv) = p.interval else { continue };
+            if w.overlap(iv.from, iv.until) == 0 {
+                continue;
+            }
+            let read = p.json().and_then(|json| Ok((p.typed(&json)?, json)));
+            let (pod, json) = match read {
+                Ok(x) => x,
+                Err(e) => {
+                    skipped.push(Skipped {
+                        namespace: String::new(),
+                        name: p.uid.clone(),
+                        error: AccountingError::Object {
+                            source: Box::new(e),
+                        },
+                    });
+                    continue;
+                }
+            };
+            match snapshot::pod_item(&pod, &p.observations, || json, Some(&w), &self.nodes) {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => {}
+                Err(s) => skipped.push(*s),
+            }
+        }
+        (Snapshot { envelope, items }, skipped)
     }
 
-    /// The pod with this UID, if held.
-    pub fn pod(&self, uid: &str) -> Option<&PodObject> {
-        self.pod_index.get(uid).map(|&i| &self.pods[i])
+    /// Every pod held, materialised (for tools and tests; the daemon uses
+    /// [`Ledger::pod_snapshot`]).
+    pub fn pod_objects(&self) -> Result<Vec<PodObject>, LedgerError> {
+        self.pods.iter().map(PodEntry::object).collect()
+    }
+
+    /// The pod with this UID, materialised, if held.
+    pub fn pod_object(&self, uid: &str) -> Option<Result<PodObject, LedgerError>> {
+        self.pod_index.get(uid).map(|&i| self.pods[i].object())
+    }
+
+    /// What was observed about the pod with this UID, if held.
+    pub fn pod_observations(&self, uid: &str) -> Option<Observations> {
+        self.pod_index.get(uid).map(|&i| self.pods[i].observations)
+    }
+
+    /// The cached allocation interval of the pod with this UID (`None`: not held, or never
+    /// scheduled).
+    pub fn pod_interval(&self, uid: &str) -> Option<Interval> {
+        self.pod_index.get(uid).and_then(|&i| self.pods[i].interval)
+    }
+
+    /// UIDs of the pods held.
+    pub fn pod_uids(&self) -> impl Iterator<Item = &str> {
+        self.pods.iter().map(|p| p.uid.as_str())
+    }
+
+    /// Bytes of deflated pod JSON held (for memory diagnostics).
+    pub fn packed_pod_bytes(&self) -> usize {
+        self.pods.iter().map(|p| p.packed.len()).sum()
     }
 
     /// Node name → labels (GPU model for the accounting).

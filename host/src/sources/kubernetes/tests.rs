@@ -84,12 +84,22 @@ fn delete(l: &mut Ledger, stream: StreamId, at: i64, v: Value) {
 }
 
 /// The pod's allocation interval as the accounting computes it from the ledger's entry.
+/// Also checks that the ledger's cached interval is exactly the accounting's.
 fn interval(l: &Ledger, uid: &str) -> accounting::Interval {
-    let p = l.pod(uid).unwrap_or_else(|| panic!("pod {uid} held"));
-    accounting::allocation(&p.pod, &p.observations, None)
+    let p = l
+        .pod_object(uid)
+        .unwrap_or_else(|| panic!("pod {uid} held"))
+        .expect("stored pod reads back");
+    let computed = accounting::allocation(&p.pod, &p.observations, None)
         .expect("allocation")
         .expect("scheduled")
-        .interval
+        .interval;
+    assert_eq!(
+        l.pod_interval(uid),
+        Some(computed),
+        "cached interval of {uid}"
+    );
+    computed
 }
 
 #[test]
@@ -97,8 +107,9 @@ fn managed_fields_are_stripped_and_one_entry_per_uid() {
     let mut l = Ledger::new();
     apply(&mut l, PODS, 10, pod("a", Some(5), "Pending", None));
     apply(&mut l, PODS, 11, pod("a", Some(5), "Running", None));
-    assert_eq!(l.pod_objects().len(), 1);
-    let p = &l.pod_objects()[0];
+    let pods = l.pod_objects().expect("readable");
+    assert_eq!(pods.len(), 1);
+    let p = &pods[0];
     assert!(p.raw["metadata"].get("managedFields").is_none());
     assert!(p.pod.metadata.managed_fields.is_none());
     assert_eq!(
@@ -114,7 +125,7 @@ fn terminal_phase_observed_first_time_only() {
     // Evicted: Failed with no container ever finishing.
     apply(&mut l, PODS, 130, pod("a", Some(10), "Failed", None));
     apply(&mut l, PODS, 170, pod("a", Some(10), "Failed", None));
-    let obs = l.pod("a").expect("held").observations;
+    let obs = l.pod_observations("a").expect("held");
     assert_eq!(obs.terminal_observed_at, Some(130));
     assert_eq!(obs.deleted, None);
     let iv = interval(&l, "a");
@@ -124,7 +135,7 @@ fn terminal_phase_observed_first_time_only() {
     let iv = interval(&l, "b");
     assert_eq!((iv.until, iv.estimated), (Some(42), false));
     assert_eq!(
-        l.pod("b").expect("held").observations.terminal_observed_at,
+        l.pod_observations("b").expect("held").terminal_observed_at,
         Some(200)
     );
 }
@@ -134,7 +145,7 @@ fn watch_delete_before_terminal_ends_at_observation() {
     let mut l = Ledger::new();
     apply(&mut l, PODS, 20, pod("a", Some(10), "Running", None));
     delete(&mut l, PODS, 50, pod("a", Some(10), "Running", None));
-    let obs = l.pod("a").expect("remembered after deletion").observations;
+    let obs = l.pod_observations("a").expect("remembered after deletion");
     assert_eq!(
         obs.deleted,
         Some(Deletion {
@@ -184,7 +195,7 @@ fn relist_marks_missing_pods_of_that_stream_deleted_estimated() {
         Change::InitApply(object(pod("new", Some(290), "Running", None))),
     ));
     l.apply(input(PODS, 303, Change::InitDone));
-    let deleted = |uid: &str| l.pod(uid).expect("held").observations.deleted;
+    let deleted = |uid: &str| l.pod_observations(uid).expect("held").deleted;
     assert_eq!(
         deleted("gone"),
         Some(Deletion {
@@ -227,13 +238,13 @@ fn interrupted_relist_starts_over() {
     ));
     l.apply(input(PODS, 201, Change::InitDone));
     assert_eq!(
-        l.pod("a").expect("held").observations.deleted,
+        l.pod_observations("a").expect("held").deleted,
         Some(Deletion {
             at: 200,
             estimated: true
         })
     );
-    assert_eq!(l.pod("b").expect("held").observations.deleted, None);
+    assert_eq!(l.pod_observations("b").expect("held").deleted, None);
 }
 
 #[test]
@@ -274,9 +285,9 @@ fn forget_billed_drops_only_what_is_fully_billed() {
     );
 
     assert_eq!(l.forget_billed(39), 1, "only the never-scheduled pod");
-    assert!(l.pod("never-scheduled").is_none());
+    assert!(l.pod_observations("never-scheduled").is_none());
     assert_eq!(l.forget_billed(40), 1, "finished ends at 40");
-    assert!(l.pod("finished").is_none());
+    assert!(l.pod_observations("finished").is_none());
     assert_eq!(l.forget_billed(49), 0);
     assert_eq!(l.forget_billed(50), 1, "deleted ends at 50");
     assert_eq!(
@@ -284,20 +295,15 @@ fn forget_billed_drops_only_what_is_fully_billed() {
         0,
         "live and terminal-in-API pods stay"
     );
-    let mut left: Vec<&str> = l
-        .pod_objects()
-        .iter()
-        .filter_map(|p| p.pod.metadata.uid.as_deref())
-        .collect();
+    let mut left: Vec<&str> = l.pod_uids().collect();
     left.sort();
     assert_eq!(left, ["running", "terminal-in-api"]);
     // The index survives swap-removal: updates still find their entry.
     apply(&mut l, PODS, 60, pod("running", Some(10), "Failed", None));
-    assert_eq!(l.pod_objects().len(), 2);
+    assert_eq!(l.counts().0, 2);
     assert_eq!(
-        l.pod("running")
+        l.pod_observations("running")
             .expect("held")
-            .observations
             .terminal_observed_at,
         Some(60)
     );
