@@ -579,3 +579,32 @@ async fn namespaces_label_selector_and_node_name_narrow_the_ledger() {
         0
     );
 }
+
+#[tokio::test]
+async fn client_errors_name_the_flag() {
+    let missing = KubernetesArgs {
+        kubeconfig: Some("/nonexistent/edgemeter-kubeconfig".into()),
+        ..KubernetesArgs::default()
+    };
+    let Err(err) = missing.client().await else {
+        panic!("a missing kubeconfig must fail");
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("--kubeconfig") && msg.contains("/nonexistent/edgemeter-kubeconfig"),
+        "{msg}"
+    );
+
+    let sim = sim(Cluster::new()).await;
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), sim.kubeconfig_yaml()).expect("write kubeconfig");
+    let wrong_context = KubernetesArgs {
+        kubeconfig: Some(file.path().to_owned()),
+        context: Some("no-such-context".into()),
+        ..KubernetesArgs::default()
+    };
+    let Err(err) = wrong_context.client().await else {
+        panic!("an unknown context must fail");
+    };
+    assert!(err.to_string().contains("no-such-context"), "{err}");
+}

@@ -5,7 +5,7 @@
 //! | `--namespace` | `SCRAPE_NAMESPACE` | empty = all namespaces; `a,b` = one watcher per namespace |
 //! | `--label-selector` | `SCRAPE_LABEL_SELECTOR` | pods only, e.g. `team=ml,tier!=batch` |
 //! | `--node-name` | `SCRAPE_NODE_NAME` | only pods on this node (`spec.nodeName`), for per-node DaemonSets |
-//! | `--kubeconfig` | `KUBECONFIG` | kubeconfig file; default: in-cluster, then `~/.kube/config` |
+//! | `--kubeconfig` | | kubeconfig file; default: in-cluster, then `$KUBECONFIG` or `~/.kube/config` |
 //! | `--context` | | kubeconfig context; default: the current one |
 
 use std::path::PathBuf;
@@ -68,7 +68,8 @@ pub struct KubernetesArgs {
     #[arg(long = "node-name", env = "SCRAPE_NODE_NAME")]
     pub node_name: Option<String>,
     /// Kubeconfig file; default: in-cluster configuration, then `$KUBECONFIG` / `~/.kube/config`.
-    #[arg(long = "kubeconfig", env = "KUBECONFIG")]
+    /// (`$KUBECONFIG`, which may list several files, is honoured by the default path.)
+    #[arg(long = "kubeconfig")]
     pub kubeconfig: Option<PathBuf>,
     /// Kubeconfig context; default: the current context.
     #[arg(long = "context")]

@@ -614,3 +614,57 @@ fn invalid_values_name_the_key_and_the_fix() {
         .expect_err("invalid");
     assert!(err.to_string().contains("--node-name"), "{err}");
 }
+
+/// Seconds per pod uid summed over consecutive windows `[start, cuts…, end)` from the ledger's
+/// own snapshot.
+fn pod_seconds(l: &Ledger, bounds: &[i64]) -> std::collections::BTreeMap<String, u64> {
+    use crate::mapper::bindings::SourceKind;
+    use crate::snapshot::{Identity, envelope};
+    let mut out = std::collections::BTreeMap::new();
+    for w in bounds.windows(2).filter_map(|w| Window::new(w[0], w[1])) {
+        let (snap, skipped) = l.pod_snapshot(envelope(
+            SourceKind::Kubernetes,
+            &w,
+            &Identity::default(),
+            "{}",
+        ));
+        assert!(skipped.is_empty(), "{skipped:?}");
+        for item in snap.items {
+            assert!(item.allocation.seconds > 0, "only items with seconds");
+            *out.entry(item.uid).or_insert(0) += item.allocation.seconds;
+        }
+    }
+    out
+}
+
+#[test]
+fn pod_seconds_exact_across_any_partition_of_windows() {
+    let mut l = Ledger::new();
+    apply(&mut l, PODS, 20, pod("running", Some(10), "Running", None));
+    apply(&mut l, PODS, 20, pod("short", Some(12), "Running", None));
+    apply(
+        &mut l,
+        PODS,
+        21,
+        pod("short", Some(12), "Succeeded", Some(14)),
+    );
+    apply(&mut l, PODS, 20, pod("deleted", Some(11), "Running", None));
+    delete(&mut l, PODS, 95, pod("deleted", Some(11), "Running", None));
+    apply(&mut l, PODS, 20, pod("pending", None, "Pending", None));
+    let expected: std::collections::BTreeMap<String, u64> =
+        [("running", 200 - 10), ("short", 2), ("deleted", 95 - 11)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+    let partitions: [&[i64]; 4] = [
+        &[0, 200],
+        &[0, 11, 12, 13, 14, 15, 95, 96, 200],
+        &[5, 20, 35, 50, 65, 80, 95, 110, 125, 140, 155, 170, 185, 200],
+        &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 100, 200],
+    ];
+    for bounds in partitions {
+        assert_eq!(pod_seconds(&l, bounds), expected, "bounds {bounds:?}");
+    }
+    // Windows where a pod holds nothing do not carry it.
+    assert_eq!(pod_seconds(&l, &[14, 20]).get("short"), None);
+}
