@@ -31,7 +31,45 @@
 //!   ended at or before the watermark, and deleted ones that never held anything. Terminal pods
 //!   still in the API stay (they would come back with the next re-list, and a pod without
 //!   `finishedAt` must keep its first `terminal_observed_at`).
-//! - The ledger is pure (no I/O, no clock): the same inputs give the same state.
+//! - A pod that stops matching `--label-selector` arrives as a watch `DELETE` (the watch cache
+//!   turns selector transitions into ADDED/DELETED) and is billed as deleted at that moment.
+//! - The ledger is pure (no I/O, no clock): the same inputs give the same state. It lives in
+//!   memory only: pods created and deleted entirely while the collector process was not running
+//!   are unknown to it.
+//!
+//! ## Use (the daemon)
+//!
+//! ```no_run
+//! # async fn run(args: edgemeter::sources::kubernetes::KubernetesArgs,
+//! #              envelope_for: impl Fn(&edgemeter::window::Window) -> edgemeter::mapper::bindings::Envelope)
+//! #     -> Result<(), Box<dyn std::error::Error>> {
+//! use edgemeter::sources::kubernetes::{Ledger, spawn_watchers, watcher::system_clock};
+//! let scope = args.scope()?; // validates --namespace/--label-selector/--node-name
+//! let client = args.client().await?;
+//! let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+//! let _watchers = spawn_watchers(client, &scope, system_clock(), tx); // dropped = stopped
+//! let mut ledger = Ledger::new();
+//! let mut tick = tokio::time::interval(std::time::Duration::from_secs(15));
+//! let mut watermark = 0_i64; // resumed from the queue in the daemon
+//! loop {
+//!     tokio::select! {
+//!         Some(input) = rx.recv() => ledger.apply(input),
+//!         _ = tick.tick() => {
+//!             let now = jiff::Timestamp::now().as_second();
+//!             // Apply everything observed before `now` first, or a deletion stamped inside the
+//!             // window could arrive after the window was billed as still open.
+//!             while let Ok(input) = rx.try_recv() { ledger.apply(input); }
+//!             let Some(window) = edgemeter::window::Window::new(watermark, now) else { continue };
+//!             let (pods, _skipped) = ledger.pod_snapshot(envelope_for(&window));
+//!             let (pvc_items, _skipped) = ledger.pvc_items(&window);
+//!             // … map pods.items + pvc_items, enqueue events and the new watermark atomically …
+//!             watermark = window.end();
+//!             ledger.forget_billed(watermark);
+//!         }
+//!     }
+//! }
+//! # }
+//! ```
 
 pub mod config;
 pub mod ledger;
@@ -41,5 +79,5 @@ pub mod watcher;
 mod tests;
 
 pub use config::{ConfigError, KubernetesArgs};
-pub use ledger::{Change, Ledger, LedgerInput, Object};
+pub use ledger::{Change, Ledger, LedgerError, LedgerInput, Object, PvcObject};
 pub use watcher::{Clock, StreamId, WatchError, WatchKind, WatcherHandle, spawn_watchers};
