@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod queue;
 pub mod sinks;
 pub mod snapshot;
+pub mod sources;
 pub mod window;

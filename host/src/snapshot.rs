@@ -120,55 +120,79 @@ pub fn pod_snapshot(
     let mut items = Vec::new();
     let mut skipped = Vec::new();
     for p in pods {
-        let meta = &p.pod.metadata;
-        let labels = p
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_ref())
-            .and_then(|n| node_labels.get(n));
-        let alloc = match accounting::allocation(&p.pod, &p.observations, labels) {
-            Ok(Some(a)) => a,
-            Ok(None) => continue,
-            Err(error) => {
-                skipped.push(Skipped {
-                    namespace: meta.namespace.clone().unwrap_or_default(),
-                    name: meta.name.clone().unwrap_or_default(),
-                    error,
-                });
-                continue;
-            }
-        };
-        let Some(window) = window else { continue };
-        let allocation = pod_allocation_record(&alloc, &window);
-        if allocation.seconds == 0 {
-            continue;
-        }
-        items.push(Item {
-            kind: ItemKind::Pod,
-            namespace: meta.namespace.clone().unwrap_or_default(),
-            name: meta.name.clone().unwrap_or_default(),
-            // Objects read from manifests may lack a uid; namespace/name keeps ids distinct.
-            uid: meta
-                .uid
-                .clone()
-                .filter(|u| !u.is_empty())
-                .unwrap_or_else(|| {
-                    format!(
-                        "{}/{}",
-                        meta.namespace.as_deref().unwrap_or_default(),
-                        meta.name.as_deref().unwrap_or_default()
-                    )
-                }),
-            labels: pairs(meta.labels.as_ref()),
-            annotations: pairs(meta.annotations.as_ref()),
-            object: if raw_objects {
-                p.raw.to_string()
-            } else {
-                String::new()
+        match pod_item(
+            &p.pod,
+            &p.observations,
+            || {
+                if raw_objects {
+                    p.raw.to_string()
+                } else {
+                    String::new()
+                }
             },
-            allocation,
-        });
+            window.as_ref(),
+            node_labels,
+        ) {
+            Ok(Some(item)) => items.push(item),
+            Ok(None) => {}
+            Err(s) => skipped.push(*s),
+        }
     }
     (Snapshot { envelope, items }, skipped)
+}
+
+/// The snapshot item of one pod for `window`; `Ok(None)` when it holds nothing inside it.
+/// `object` yields the pod's JSON (without `managedFields`) and is called only for an item.
+pub fn pod_item(
+    pod: &Pod,
+    observations: &Observations,
+    object: impl FnOnce() -> String,
+    window: Option<&Window>,
+    node_labels: &BTreeMap<String, BTreeMap<String, String>>,
+) -> Result<Option<Item>, Box<Skipped>> {
+    let meta = &pod.metadata;
+    let labels = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_ref())
+        .and_then(|n| node_labels.get(n));
+    let alloc = match accounting::allocation(pod, observations, labels) {
+        Ok(Some(a)) => a,
+        Ok(None) => return Ok(None),
+        Err(error) => {
+            return Err(Box::new(Skipped {
+                namespace: meta.namespace.clone().unwrap_or_default(),
+                name: meta.name.clone().unwrap_or_default(),
+                error,
+            }));
+        }
+    };
+    let Some(window) = window else {
+        return Ok(None);
+    };
+    let allocation = pod_allocation_record(&alloc, window);
+    if allocation.seconds == 0 {
+        return Ok(None);
+    }
+    Ok(Some(Item {
+        kind: ItemKind::Pod,
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        // Objects read from manifests may lack a uid; namespace/name keeps ids distinct.
+        uid: meta
+            .uid
+            .clone()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| {
+                format!(
+                    "{}/{}",
+                    meta.namespace.as_deref().unwrap_or_default(),
+                    meta.name.as_deref().unwrap_or_default()
+                )
+            }),
+        labels: pairs(meta.labels.as_ref()),
+        annotations: pairs(meta.annotations.as_ref()),
+        object: object(),
+        allocation,
+    }))
 }

@@ -8,6 +8,7 @@
 //! - [`resources`]: effective requests/limits (the scheduler's formula).
 //! - [`gpu`]: GPU resources, Run:ai fractions, the GPU model.
 //! - [`interval`]: the allocation interval `[PodScheduled, end)`.
+//! - [`pvc`]: a PersistentVolumeClaim's storage, class and bind-to-deletion interval.
 //! - [`pod`]: the facts combined; intersect with a [`crate::window::Window`] for seconds.
 //!
 //! Invariant: for any partition of time into consecutive windows, the seconds a pod is billed
@@ -16,6 +17,7 @@
 pub mod gpu;
 pub mod interval;
 pub mod pod;
+pub mod pvc;
 pub mod quantity;
 pub mod resources;
 
@@ -40,6 +42,17 @@ pub enum AccountingError {
         key: String,
         value: String,
         reason: String,
+    },
+    #[error("failed to read storage request {value:?}")]
+    StorageRequest {
+        value: String,
+        #[source]
+        source: quantity::QuantityError,
+    },
+    #[error("failed to read the stored object")]
+    Object {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("failed to read pod: it has no spec")]
     MissingSpec,

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::cli::mapper_args::{MapperArgs, MapperArgsError};
 use crate::input::{self, InputError};
+use crate::mapper::MapperError;
 use crate::mapper::bindings::SourceKind;
 use crate::mapper::validate::DEFAULT_MAX_EVENT_BYTES;
-use crate::cli::mapper_args::{MapperArgs, MapperArgsError};
-use crate::mapper::MapperError;
 use crate::snapshot::{self, Identity};
 use crate::window::{self, Window, WindowError};
 
@@ -69,7 +69,11 @@ pub fn run(args: MapArgs) -> Result<(), MapCommandError> {
     let config = args.mapper.config()?;
     let objects = input::read(&args.input)?;
     for (kind, n) in &objects.skipped_kinds {
-        tracing::warn!(kind, count = n, "skipping objects that are not Pods or Nodes");
+        tracing::warn!(
+            kind,
+            count = n,
+            "skipping objects that are not Pods or Nodes"
+        );
     }
     let mapper = args.mapper.load()?;
 

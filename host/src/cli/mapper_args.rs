@@ -58,7 +58,9 @@ pub enum Unit {
 pub enum MapperArgsError {
     #[error("invalid --mapper-timeout / EDGEMETER_MAPPER_TIMEOUT")]
     Timeout(#[source] window::WindowError),
-    #[error("invalid --mapper-config / EDGEMETER_MAPPER_CONFIG: {reason}; pass a JSON object such as '{{\"unit\": \"minute\"}}'")]
+    #[error(
+        "invalid --mapper-config / EDGEMETER_MAPPER_CONFIG: {reason}; pass a JSON object such as '{{\"unit\": \"minute\"}}'"
+    )]
     Config { reason: String },
     #[error(transparent)]
     Mapper(#[from] MapperError),
@@ -76,8 +78,10 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 impl MapperArgs {
     /// The mapper configuration JSON, with `--unit` merged in.
     pub fn config(&self) -> Result<String, MapperArgsError> {
-        let mut cfg: Value = serde_json::from_str(&self.mapper_config)
-            .map_err(|e| MapperArgsError::Config { reason: e.to_string() })?;
+        let mut cfg: Value =
+            serde_json::from_str(&self.mapper_config).map_err(|e| MapperArgsError::Config {
+                reason: e.to_string(),
+            })?;
         let Some(obj) = cfg.as_object_mut() else {
             return Err(MapperArgsError::Config {
                 reason: "not a JSON object".to_owned(),
@@ -96,7 +100,8 @@ impl MapperArgs {
 
     /// Builds the runtime, loads the mapper and checks its configuration.
     pub fn load(&self) -> Result<LoadedMapper, MapperArgsError> {
-        let timeout = window::parse_duration(&self.mapper_timeout).map_err(MapperArgsError::Timeout)?;
+        let timeout =
+            window::parse_duration(&self.mapper_timeout).map_err(MapperArgsError::Timeout)?;
         let config = self.config()?;
         let cache_dir = match self.cache_dir.as_deref() {
             Some("none") => None,

@@ -140,7 +140,9 @@ impl Biller {
                         for e in &events {
                             match serde_json::to_string(e) {
                                 Ok(json) => tracing::info!(event = %json, "event"),
-                                Err(err) => tracing::warn!(id = %e.id, error = %err, "event not loggable"),
+                                Err(err) => {
+                                    tracing::warn!(id = %e.id, error = %err, "event not loggable")
+                                }
                             }
                         }
                     }

@@ -167,7 +167,11 @@ pub fn finalize(
             + event.event_type.len()
             + event.subject.len()
             + event.time.len()
-            + event.extensions.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>()
+            + event
+                .extensions
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 6)
+                .sum::<usize>()
             + 96;
         if size > max_event_bytes {
             bad(format!(

@@ -80,7 +80,9 @@ pub enum SinkError {
     },
     #[error("failed to deliver: the delivery state machine stopped on an unexpected input")]
     StateMachine,
-    #[error("failed to start delivery: no OpenMeter URL; set OPENMETER_URL (or --openmeter-url), or choose --sink stdout")]
+    #[error(
+        "failed to start delivery: no OpenMeter URL; set OPENMETER_URL (or --openmeter-url), or choose --sink stdout"
+    )]
     MissingUrl,
 }
 

@@ -1,0 +1,240 @@
+//! Configuration of the Kubernetes source: what to watch and how to reach the API server.
+//!
+//! | Flag | Environment | Meaning |
+//! |---|---|---|
+//! | `--namespace` | `SCRAPE_NAMESPACE` | empty = all namespaces; `a,b` = one watcher per namespace |
+//! | `--label-selector` | `SCRAPE_LABEL_SELECTOR` | pods only, e.g. `team=ml,tier!=batch` |
+//! | `--node-name` | `SCRAPE_NODE_NAME` | only pods on this node (`spec.nodeName`), for per-node DaemonSets |
+//! | `--kubeconfig` | | kubeconfig file; default: in-cluster, then `$KUBECONFIG` or `~/.kube/config` |
+//! | `--context` | | kubeconfig context; default: the current one |
+
+use std::path::PathBuf;
+
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// Why the Kubernetes source could not be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "failed to read --namespace (SCRAPE_NAMESPACE) {value:?}: {name:?} is not a namespace name (lower-case letters, digits and '-', at most 63, starting and ending alphanumeric); use e.g. \"default,ml\" or leave it empty for all namespaces"
+    )]
+    Namespace { value: String, name: String },
+    #[error(
+        "failed to read --label-selector {value:?}: {reason}; use e.g. \"app=web,tier!=batch\" or \"env in (prod,staging)\""
+    )]
+    LabelSelector { value: String, reason: String },
+    #[error(
+        "failed to read --node-name {value:?}: not a node name (lower-case letters, digits, '-' and '.', at most 253); pass the node's metadata.name, e.g. from the downward API spec.nodeName"
+    )]
+    NodeName { value: String },
+    #[error("failed to read kubeconfig {path:?} (--kubeconfig)")]
+    ReadKubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("failed to load the kubeconfig (context {context:?})")]
+    Kubeconfig {
+        context: Option<String>,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error(
+        "failed to find Kubernetes configuration: not in a cluster and no usable kubeconfig; pass --kubeconfig"
+    )]
+    Infer {
+        #[source]
+        source: kube::config::InferConfigError,
+    },
+    #[error("failed to create the Kubernetes client")]
+    Client {
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Flags of the Kubernetes source; the daemon embeds them with `#[command(flatten)]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct KubernetesArgs {
+    /// Namespaces to meter, comma-separated; empty means all namespaces.
+    #[arg(long = "namespace", env = "SCRAPE_NAMESPACE", default_value = "")]
+    pub namespace: String,
+    /// Only pods matching this label selector (e.g. `app=web,tier!=batch`).
+    #[arg(long = "label-selector", env = "SCRAPE_LABEL_SELECTOR")]
+    pub label_selector: Option<String>,
+    /// Only pods bound to this node (field selector `spec.nodeName`); for per-node DaemonSets.
+    /// PVCs and PVs are then not watched (a cluster-wide instance bills them once).
+    #[arg(long = "node-name", env = "SCRAPE_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Kubeconfig file; default: in-cluster configuration, then `$KUBECONFIG` / `~/.kube/config`.
+    /// (`$KUBECONFIG`, which may list several files, is honoured by the default path.)
+    #[arg(long = "kubeconfig")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context; default: the current context.
+    #[arg(long = "context")]
+    pub context: Option<String>,
+}
+
+/// The validated scope of the watchers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// `None` = all namespaces (one cluster-wide watcher); otherwise sorted and distinct.
+    pub namespaces: Option<Vec<String>>,
+    pub label_selector: Option<String>,
+    pub node_name: Option<String>,
+}
+
+impl Scope {
+    /// Whether PVCs and PVs are watched (not in per-node mode).
+    pub fn watches_storage(&self) -> bool {
+        self.node_name.is_none()
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// Checks the shape of a label selector the API server accepts: comma-separated requirements
+/// (`k`, `!k`, `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`).
+fn check_label_selector(value: &str) -> Result<(), String> {
+    let mut depth = 0i32;
+    let mut term = String::new();
+    let mut terms = Vec::new();
+    for c in value.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return Err("unbalanced ')'".into());
+        }
+        if c == ',' && depth == 0 {
+            terms.push(std::mem::take(&mut term));
+        } else {
+            term.push(c);
+        }
+    }
+    if depth != 0 {
+        return Err("unbalanced '('".into());
+    }
+    terms.push(term);
+    for t in terms {
+        let t = t.trim();
+        if t.is_empty() {
+            return Err("empty requirement (stray comma?)".into());
+        }
+        // `!key` (does not exist) or `key<op>...`: the key is what precedes the operator.
+        let key = t
+            .strip_prefix('!')
+            .unwrap_or(t)
+            .split(['=', '!', ' ', '('])
+            .next()
+            .unwrap_or_default();
+        let key_ok = !key.is_empty()
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+        if !key_ok {
+            return Err(format!("{t:?} has no valid label key"));
+        }
+    }
+    Ok(())
+}
+
+impl KubernetesArgs {
+    /// Validates the flags into a [`Scope`]; errors name the flag and the fix.
+    pub fn scope(&self) -> Result<Scope, ConfigError> {
+        let mut names: Vec<String> = self
+            .namespace
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if let Some(bad) = names.iter().find(|n| !is_dns_label(n)) {
+            return Err(ConfigError::Namespace {
+                value: self.namespace.clone(),
+                name: bad.clone(),
+            });
+        }
+        names.sort();
+        names.dedup();
+        let label_selector = match self.label_selector.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) => {
+                check_label_selector(s).map_err(|reason| ConfigError::LabelSelector {
+                    value: s.to_owned(),
+                    reason,
+                })?;
+                Some(s.to_owned())
+            }
+        };
+        let node_name = match self.node_name.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(n) if is_dns_subdomain(n) => Some(n.to_owned()),
+            Some(n) => {
+                return Err(ConfigError::NodeName {
+                    value: n.to_owned(),
+                });
+            }
+        };
+        Ok(Scope {
+            namespaces: (!names.is_empty()).then_some(names),
+            label_selector,
+            node_name,
+        })
+    }
+
+    /// Builds a client: `--kubeconfig` (with `--context`) if given; else, with `--context`, the
+    /// default kubeconfig; else `Client::try_default` semantics (in-cluster, then kubeconfig).
+    pub async fn client(&self) -> Result<Client, ConfigError> {
+        install_crypto_provider();
+        let options = KubeConfigOptions {
+            context: self.context.clone(),
+            ..KubeConfigOptions::default()
+        };
+        let config = match (&self.kubeconfig, &self.context) {
+            (Some(path), _) => {
+                let kubeconfig =
+                    Kubeconfig::read_from(path).map_err(|source| ConfigError::ReadKubeconfig {
+                        path: path.clone(),
+                        source,
+                    })?;
+                kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                    .await
+                    .map_err(|source| ConfigError::Kubeconfig {
+                        context: self.context.clone(),
+                        source,
+                    })?
+            }
+            (None, Some(_)) => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|source| ConfigError::Kubeconfig {
+                    context: self.context.clone(),
+                    source,
+                })?,
+            (None, None) => kube::Config::infer()
+                .await
+                .map_err(|source| ConfigError::Infer { source })?,
+        };
+        Client::try_from(config).map_err(|source| ConfigError::Client { source })
+    }
+}
+
+/// kube 5 with rustls needs exactly one process-wide crypto provider; installing it twice is
+/// harmless (the second attempt is refused and ignored).
+pub fn install_crypto_provider() {
+    let _already_installed = rustls::crypto::ring::default_provider().install_default();
+}

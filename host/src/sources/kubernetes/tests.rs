@@ -1,0 +1,668 @@
+//! Unit tests of the ledger (pure, driven with data) and the configuration.
+
+use clap::Parser;
+use serde_json::{Value, json};
+
+use super::config::{ConfigError, KubernetesArgs};
+use super::ledger::{Change, Ledger, LedgerInput, Object};
+use super::watcher::{StreamId, WatchKind};
+use crate::accounting::{self, Deletion};
+use crate::window::Window;
+
+const PODS: StreamId = StreamId {
+    kind: WatchKind::Pods,
+    scope: 0,
+};
+const PODS_B: StreamId = StreamId {
+    kind: WatchKind::Pods,
+    scope: 1,
+};
+const PVCS: StreamId = StreamId {
+    kind: WatchKind::Pvcs,
+    scope: 0,
+};
+const PVS: StreamId = StreamId {
+    kind: WatchKind::Pvs,
+    scope: 0,
+};
+const NODES: StreamId = StreamId {
+    kind: WatchKind::Nodes,
+    scope: 0,
+};
+
+/// Unix seconds → RFC 3339.
+fn ts(s: i64) -> String {
+    jiff::Timestamp::from_second(s)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// A pod scheduled at `scheduled` (if any) with 500m CPU; `finished` sets a terminated
+/// container.
+fn pod(uid: &str, scheduled: Option<i64>, phase: &str, finished: Option<i64>) -> Value {
+    let mut status = json!({"phase": phase, "conditions": []});
+    if let Some(s) = scheduled {
+        status["conditions"] =
+            json!([{"type": "PodScheduled", "status": "True", "lastTransitionTime": ts(s)}]);
+    }
+    if let Some(f) = finished {
+        status["containerStatuses"] = json!([{
+            "name": "app", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "startedAt": ts(f - 1), "finishedAt": ts(f)}}
+        }]);
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("pod-{uid}"), "namespace": "ns", "uid": uid,
+                     "managedFields": [{"manager": "kubelet"}]},
+        "spec": {"nodeName": "n1", "containers": [{"name": "app", "resources": {"requests": {"cpu": "500m"}}}]},
+        "status": status,
+    })
+}
+
+fn object(v: Value) -> Object {
+    match Object::from_value(v) {
+        Some(Ok(o)) => o,
+        other => panic!("test object does not parse: {other:?}"),
+    }
+}
+
+fn input(stream: StreamId, at: i64, change: Change) -> LedgerInput {
+    LedgerInput {
+        stream,
+        observed_at: at,
+        change,
+    }
+}
+
+fn apply(l: &mut Ledger, stream: StreamId, at: i64, v: Value) {
+    l.apply(input(stream, at, Change::Apply(object(v))));
+}
+
+fn delete(l: &mut Ledger, stream: StreamId, at: i64, v: Value) {
+    l.apply(input(stream, at, Change::Delete(object(v))));
+}
+
+/// The pod's allocation interval as the accounting computes it from the ledger's entry.
+/// Also checks that the ledger's cached interval is exactly the accounting's.
+fn interval(l: &Ledger, uid: &str) -> accounting::Interval {
+    let p = l
+        .pod_object(uid)
+        .unwrap_or_else(|| panic!("pod {uid} held"))
+        .expect("stored pod reads back");
+    let computed = accounting::allocation(&p.pod, &p.observations, None)
+        .expect("allocation")
+        .expect("scheduled")
+        .interval;
+    assert_eq!(
+        l.pod_interval(uid),
+        Some(computed),
+        "cached interval of {uid}"
+    );
+    computed
+}
+
+#[test]
+fn managed_fields_are_stripped_and_one_entry_per_uid() {
+    let mut l = Ledger::new();
+    apply(&mut l, PODS, 10, pod("a", Some(5), "Pending", None));
+    apply(&mut l, PODS, 11, pod("a", Some(5), "Running", None));
+    let pods = l.pod_objects().expect("readable");
+    assert_eq!(pods.len(), 1);
+    let p = &pods[0];
+    assert!(p.raw["metadata"].get("managedFields").is_none());
+    assert!(p.pod.metadata.managed_fields.is_none());
+    assert_eq!(
+        p.pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Running")
+    );
+}
+
+#[test]
+fn terminal_phase_observed_first_time_only() {
+    let mut l = Ledger::new();
+    apply(&mut l, PODS, 100, pod("a", Some(10), "Running", None));
+    // Evicted: Failed with no container ever finishing.
+    apply(&mut l, PODS, 130, pod("a", Some(10), "Failed", None));
+    apply(&mut l, PODS, 170, pod("a", Some(10), "Failed", None));
+    let obs = l.pod_observations("a").expect("held");
+    assert_eq!(obs.terminal_observed_at, Some(130));
+    assert_eq!(obs.deleted, None);
+    let iv = interval(&l, "a");
+    assert_eq!((iv.from, iv.until, iv.estimated), (10, Some(130), true));
+    // With finishedAt the end is exact and the observation time does not matter.
+    apply(&mut l, PODS, 200, pod("b", Some(10), "Succeeded", Some(42)));
+    let iv = interval(&l, "b");
+    assert_eq!((iv.until, iv.estimated), (Some(42), false));
+    assert_eq!(
+        l.pod_observations("b").expect("held").terminal_observed_at,
+        Some(200)
+    );
+}
+
+#[test]
+fn watch_delete_before_terminal_ends_at_observation() {
+    let mut l = Ledger::new();
+    apply(&mut l, PODS, 20, pod("a", Some(10), "Running", None));
+    delete(&mut l, PODS, 50, pod("a", Some(10), "Running", None));
+    let obs = l.pod_observations("a").expect("remembered after deletion");
+    assert_eq!(
+        obs.deleted,
+        Some(Deletion {
+            at: 50,
+            estimated: false
+        })
+    );
+    let iv = interval(&l, "a");
+    assert_eq!((iv.from, iv.until, iv.estimated), (10, Some(50), false));
+    // A DELETE delivered late (watch resumed after an outage) ends at the API's deletion time.
+    let mut late = pod("late", Some(10), "Running", None);
+    apply(&mut l, PODS, 20, late.clone());
+    late["metadata"]["deletionTimestamp"] = json!(ts(70));
+    delete(&mut l, PODS, 400, late);
+    assert_eq!(interval(&l, "late").until, Some(70));
+    // A second DELETE (e.g. replayed) does not move it.
+    delete(&mut l, PODS, 60, pod("a", Some(10), "Running", None));
+    assert_eq!(interval(&l, "a").until, Some(50));
+}
+
+#[test]
+fn relist_marks_missing_pods_of_that_stream_deleted_estimated() {
+    let mut l = Ledger::new();
+    apply(&mut l, PODS, 20, pod("keep", Some(10), "Running", None));
+    apply(&mut l, PODS, 20, pod("gone", Some(10), "Running", None));
+    apply(
+        &mut l,
+        PODS,
+        20,
+        pod("done", Some(10), "Succeeded", Some(15)),
+    );
+    apply(
+        &mut l,
+        PODS_B,
+        20,
+        pod("other-ns", Some(10), "Running", None),
+    );
+    l.apply(input(PODS, 300, Change::Init));
+    l.apply(input(
+        PODS,
+        301,
+        Change::InitApply(object(pod("keep", Some(10), "Running", None))),
+    ));
+    l.apply(input(
+        PODS,
+        302,
+        Change::InitApply(object(pod("new", Some(290), "Running", None))),
+    ));
+    l.apply(input(PODS, 303, Change::InitDone));
+    let deleted = |uid: &str| l.pod_observations(uid).expect("held").deleted;
+    assert_eq!(
+        deleted("gone"),
+        Some(Deletion {
+            at: 300,
+            estimated: true
+        })
+    );
+    assert_eq!(deleted("keep"), None);
+    assert_eq!(deleted("new"), None);
+    assert_eq!(
+        deleted("other-ns"),
+        None,
+        "another stream's re-list is not this one's"
+    );
+    // Terminal pods keep their exact end even when they vanish while unwatched.
+    assert!(deleted("done").is_some_and(|d| d.estimated));
+    assert_eq!(interval(&l, "done").until, Some(15));
+    let iv = interval(&l, "gone");
+    assert_eq!((iv.until, iv.estimated), (Some(300), true));
+    assert_eq!(interval(&l, "new").until, None);
+}
+
+#[test]
+fn interrupted_relist_starts_over() {
+    let mut l = Ledger::new();
+    apply(&mut l, PODS, 20, pod("a", Some(10), "Running", None));
+    apply(&mut l, PODS, 20, pod("b", Some(10), "Running", None));
+    l.apply(input(PODS, 100, Change::Init));
+    l.apply(input(
+        PODS,
+        100,
+        Change::InitApply(object(pod("a", Some(10), "Running", None))),
+    ));
+    // The list failed; kube-runtime starts a new one.
+    l.apply(input(PODS, 200, Change::Init));
+    l.apply(input(
+        PODS,
+        200,
+        Change::InitApply(object(pod("b", Some(10), "Running", None))),
+    ));
+    l.apply(input(PODS, 201, Change::InitDone));
+    assert_eq!(
+        l.pod_observations("a").expect("held").deleted,
+        Some(Deletion {
+            at: 200,
+            estimated: true
+        })
+    );
+    assert_eq!(l.pod_observations("b").expect("held").deleted, None);
+}
+
+#[test]
+fn forget_billed_drops_only_what_is_fully_billed() {
+    let mut l = Ledger::new();
+    apply(&mut l, PODS, 20, pod("running", Some(10), "Running", None));
+    apply(&mut l, PODS, 20, pod("deleted", Some(10), "Running", None));
+    delete(&mut l, PODS, 50, pod("deleted", Some(10), "Running", None));
+    apply(
+        &mut l,
+        PODS,
+        20,
+        pod("finished", Some(10), "Succeeded", Some(40)),
+    );
+    delete(
+        &mut l,
+        PODS,
+        45,
+        pod("finished", Some(10), "Succeeded", Some(40)),
+    );
+    apply(
+        &mut l,
+        PODS,
+        20,
+        pod("terminal-in-api", Some(10), "Succeeded", Some(30)),
+    );
+    apply(
+        &mut l,
+        PODS,
+        20,
+        pod("never-scheduled", None, "Pending", None),
+    );
+    delete(
+        &mut l,
+        PODS,
+        25,
+        pod("never-scheduled", None, "Pending", None),
+    );
+
+    assert_eq!(l.forget_billed(39), 1, "only the never-scheduled pod");
+    assert!(l.pod_observations("never-scheduled").is_none());
+    assert_eq!(l.forget_billed(40), 1, "finished ends at 40");
+    assert!(l.pod_observations("finished").is_none());
+    assert_eq!(l.forget_billed(49), 0);
+    assert_eq!(l.forget_billed(50), 1, "deleted ends at 50");
+    assert_eq!(
+        l.forget_billed(1_000_000),
+        0,
+        "live and terminal-in-API pods stay"
+    );
+    let mut left: Vec<&str> = l.pod_uids().collect();
+    left.sort();
+    assert_eq!(left, ["running", "terminal-in-api"]);
+    // The index survives swap-removal: updates still find their entry.
+    apply(&mut l, PODS, 60, pod("running", Some(10), "Failed", None));
+    assert_eq!(l.counts().0, 2);
+    assert_eq!(
+        l.pod_observations("running")
+            .expect("held")
+            .terminal_observed_at,
+        Some(60)
+    );
+}
+
+fn pvc(uid: &str, created: i64, phase: &str, volume: Option<&str>, class: Option<&str>) -> Value {
+    let mut spec =
+        json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}});
+    if let Some(c) = class {
+        spec["storageClassName"] = json!(c);
+    }
+    if let Some(v) = volume {
+        spec["volumeName"] = json!(v);
+    }
+    json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": format!("claim-{uid}"), "namespace": "ns", "uid": uid,
+                     "creationTimestamp": ts(created),
+                     "annotations": {"openmeter.io/subject": "acme"}},
+        "spec": spec,
+        "status": {"phase": phase},
+    })
+}
+
+fn pv(
+    name: &str,
+    claim_uid: &str,
+    created: i64,
+    phase: &str,
+    transition: i64,
+    class: &str,
+) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": name, "uid": format!("pv-{name}"), "creationTimestamp": ts(created)},
+        "spec": {"capacity": {"storage": "10Gi"}, "storageClassName": class,
+                 "claimRef": {"kind": "PersistentVolumeClaim", "namespace": "ns", "name": "x", "uid": claim_uid}},
+        "status": {"phase": phase, "lastPhaseTransitionTime": ts(transition)},
+    })
+}
+
+/// Seconds billed for every PVC item over consecutive windows covering `[start, end)` with
+/// the given cut points.
+fn billed(l: &Ledger, start: i64, cuts: &[i64], end: i64) -> u64 {
+    let mut bounds = vec![start];
+    bounds.extend_from_slice(cuts);
+    bounds.push(end);
+    bounds
+        .windows(2)
+        .filter_map(|w| Window::new(w[0], w[1]))
+        .map(|w| {
+            let (items, skipped) = l.pvc_items(&w);
+            assert!(skipped.is_empty(), "{skipped:?}");
+            items.iter().map(|i| i.allocation.seconds).sum::<u64>()
+        })
+        .sum()
+}
+
+#[test]
+fn pvc_billed_from_pv_bind_to_deletion_exact_across_windows() {
+    let mut l = Ledger::new();
+    apply(
+        &mut l,
+        PVCS,
+        100,
+        pvc("c", 100, "Pending", None, Some("fast")),
+    );
+    // The PV's transition to Bound (130) is the bind; the PVC turns Bound a second later.
+    apply(&mut l, PVS, 131, pv("pv-c", "c", 129, "Bound", 130, "fast"));
+    apply(
+        &mut l,
+        PVCS,
+        131,
+        pvc("c", 100, "Bound", Some("pv-c"), Some("fast")),
+    );
+    // Deletion: the PV is released and deleted after the claim.
+    delete(
+        &mut l,
+        PVCS,
+        1000,
+        pvc("c", 100, "Bound", Some("pv-c"), Some("fast")),
+    );
+    apply(
+        &mut l,
+        PVS,
+        1000,
+        pv("pv-c", "c", 129, "Released", 1000, "fast"),
+    );
+    delete(
+        &mut l,
+        PVS,
+        1001,
+        pv("pv-c", "c", 129, "Released", 1000, "fast"),
+    );
+
+    let one = Window::new(0, 2000).expect("window");
+    let (items, _) = l.pvc_items(&one);
+    assert_eq!(items.len(), 1);
+    let a = &items[0].allocation;
+    assert_eq!(a.seconds, 870);
+    assert_eq!(
+        (a.allocated_from, a.allocated_until, a.estimated),
+        (Some(130), Some(1000), false)
+    );
+    assert_eq!(a.storage_bytes, Some(10 * 1024 * 1024 * 1024));
+    assert_eq!(a.storage_class.as_deref(), Some("fast"));
+    assert_eq!(
+        items[0].kind,
+        crate::mapper::bindings::ItemKind::PersistentVolumeClaim
+    );
+    assert!(
+        items[0]
+            .annotations
+            .contains(&("openmeter.io/subject".into(), "acme".into()))
+    );
+    assert!(!items[0].object.contains("managedFields"));
+    // Any partition into windows sums to the same 870 seconds.
+    for cuts in [
+        &[][..],
+        &[130, 131],
+        &[115, 145, 160, 999, 1000, 1001],
+        &[500],
+    ] {
+        assert_eq!(billed(&l, 50, cuts, 1500), 870, "cuts {cuts:?}");
+    }
+    let every_15s: Vec<i64> = (1..100).map(|k| 15 * k).collect();
+    assert_eq!(billed(&l, 0, &every_15s, 1500), 870);
+    // Billed up to 999: still needed; up to 1000: done.
+    assert_eq!(l.forget_billed(999), 0);
+    assert_eq!(l.forget_billed(1000), 1);
+    assert_eq!(l.counts(), (0, 0, 0, 0));
+}
+
+#[test]
+fn pvc_bind_time_falls_back_to_observation_then_creation() {
+    let mut l = Ledger::new();
+    // Seen Pending then Bound live, PV never seen: the observed transition.
+    apply(
+        &mut l,
+        PVCS,
+        100,
+        pvc("live", 90, "Pending", None, Some("std")),
+    );
+    apply(
+        &mut l,
+        PVCS,
+        140,
+        pvc("live", 90, "Bound", Some("pv-live"), Some("std")),
+    );
+    // Listed already Bound, PV seen: the later creation timestamp, estimated; class from the PV.
+    l.apply(input(PVCS, 500, Change::Init));
+    l.apply(input(
+        PVCS,
+        500,
+        Change::InitApply(object(pvc("listed", 200, "Bound", Some("pv-l"), None))),
+    ));
+    l.apply(input(
+        PVCS,
+        500,
+        Change::InitApply(object(pvc(
+            "live",
+            90,
+            "Bound",
+            Some("pv-live"),
+            Some("std"),
+        ))),
+    ));
+    l.apply(input(PVCS, 500, Change::InitDone));
+    l.apply(input(
+        PVS,
+        501,
+        Change::Apply(object(pv("pv-l", "listed", 205, "Released", 300, "slow"))),
+    ));
+    // Pending forever: nothing.
+    apply(
+        &mut l,
+        PVCS,
+        100,
+        pvc("pending", 90, "Pending", None, Some("std")),
+    );
+
+    let w = Window::new(0, 1000).expect("window");
+    let (items, _) = l.pvc_items(&w);
+    let by_name = |n: &str| {
+        items
+            .iter()
+            .find(|i| i.name == n)
+            .map(|i| i.allocation.clone())
+            .unwrap_or_else(|| panic!("{n} billed"))
+    };
+    let live = by_name("claim-live");
+    assert_eq!(
+        (live.allocated_from, live.estimated, live.seconds),
+        (Some(140), false, 860)
+    );
+    let listed = by_name("claim-listed");
+    assert_eq!((listed.allocated_from, listed.estimated), (Some(205), true));
+    assert_eq!(listed.storage_class.as_deref(), Some("slow"));
+    assert_eq!(items.len(), 2, "the pending claim holds nothing");
+}
+
+#[test]
+fn pvc_missing_from_relist_is_deleted_estimated_and_bad_quantity_is_skipped() {
+    let mut l = Ledger::new();
+    apply(
+        &mut l,
+        PVCS,
+        100,
+        pvc("c", 50, "Bound", Some("pv"), Some("std")),
+    );
+    let mut bad = pvc("bad", 50, "Bound", Some("pv2"), Some("std"));
+    bad["spec"]["resources"]["requests"]["storage"] = json!("ten gigs");
+    apply(&mut l, PVCS, 100, bad);
+    l.apply(input(PVCS, 700, Change::Init));
+    l.apply(input(PVCS, 700, Change::InitDone));
+    let w = Window::new(0, 1000).expect("window");
+    let (items, skipped) = l.pvc_items(&w);
+    assert_eq!(items.len(), 1);
+    let a = &items[0].allocation;
+    assert_eq!(
+        (a.allocated_from, a.allocated_until, a.estimated),
+        (Some(50), Some(700), true)
+    );
+    assert_eq!(skipped.len(), 1);
+    assert_eq!(skipped[0].name, "claim-bad");
+}
+
+#[test]
+fn node_labels_follow_apply_delete_and_relist() {
+    let node = |name: &str, product: &str| {
+        json!({"apiVersion": "v1", "kind": "Node",
+               "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": product}}})
+    };
+    let mut l = Ledger::new();
+    apply(&mut l, NODES, 1, node("n1", "A100"));
+    apply(&mut l, NODES, 1, node("n2", "H100"));
+    apply(&mut l, NODES, 2, node("n1", "A100-80GB"));
+    assert_eq!(
+        l.node_labels()["n1"]
+            .get("nvidia.com/gpu.product")
+            .map(String::as_str),
+        Some("A100-80GB")
+    );
+    delete(&mut l, NODES, 3, node("n2", "H100"));
+    assert!(!l.node_labels().contains_key("n2"));
+    apply(&mut l, NODES, 4, node("n3", "L4"));
+    l.apply(input(NODES, 5, Change::Init));
+    l.apply(input(NODES, 5, Change::InitApply(object(node("n3", "L4")))));
+    l.apply(input(NODES, 5, Change::InitDone));
+    assert_eq!(l.node_labels().keys().collect::<Vec<_>>(), ["n3"]);
+}
+
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(flatten)]
+    kube: KubernetesArgs,
+}
+
+fn parse(args: &[&str]) -> KubernetesArgs {
+    let mut argv = vec!["edgemeter"];
+    argv.extend_from_slice(args);
+    Cli::try_parse_from(argv).expect("flags parse").kube
+}
+
+#[test]
+fn namespace_list_is_split_trimmed_and_deduplicated() {
+    let s = parse(&["--namespace", " ml, default,ml ,"])
+        .scope()
+        .expect("valid");
+    assert_eq!(s.namespaces, Some(vec!["default".into(), "ml".into()]));
+    let all = parse(&["--namespace", ""]).scope().expect("valid");
+    assert_eq!(all.namespaces, None);
+    assert!(all.watches_storage());
+    let node = parse(&[
+        "--node-name",
+        "worker-1.example",
+        "--label-selector",
+        "app in (a,b),tier!=x",
+    ])
+    .scope()
+    .expect("valid");
+    assert_eq!(node.node_name.as_deref(), Some("worker-1.example"));
+    assert_eq!(node.label_selector.as_deref(), Some("app in (a,b),tier!=x"));
+    assert!(
+        !node.watches_storage(),
+        "per-node mode leaves PVCs to a cluster-wide instance"
+    );
+}
+
+#[test]
+fn invalid_values_name_the_key_and_the_fix() {
+    let err = parse(&["--namespace", "ml,Bad_NS"])
+        .scope()
+        .expect_err("invalid");
+    assert!(matches!(&err, ConfigError::Namespace { name, .. } if name == "Bad_NS"));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("SCRAPE_NAMESPACE") && msg.contains("e.g."),
+        "{msg}"
+    );
+
+    for bad in ["app=web,", "env in (a,b", "=x", "a=b)"] {
+        let err = parse(&["--label-selector", bad]).scope().expect_err(bad);
+        assert!(err.to_string().contains("--label-selector"), "{err}");
+    }
+    let err = parse(&["--node-name", "Node_1"])
+        .scope()
+        .expect_err("invalid");
+    assert!(err.to_string().contains("--node-name"), "{err}");
+}
+
+/// Seconds per pod uid summed over consecutive windows `[start, cuts…, end)` from the ledger's
+/// own snapshot.
+fn pod_seconds(l: &Ledger, bounds: &[i64]) -> std::collections::BTreeMap<String, u64> {
+    use crate::mapper::bindings::SourceKind;
+    use crate::snapshot::{Identity, envelope};
+    let mut out = std::collections::BTreeMap::new();
+    for w in bounds.windows(2).filter_map(|w| Window::new(w[0], w[1])) {
+        let (snap, skipped) = l.pod_snapshot(
+            envelope(SourceKind::Kubernetes, &w, &Identity::default(), "{}"),
+            false,
+        );
+        assert!(skipped.is_empty(), "{skipped:?}");
+        for item in snap.items {
+            assert!(item.allocation.seconds > 0, "only items with seconds");
+            *out.entry(item.uid).or_insert(0) += item.allocation.seconds;
+        }
+    }
+    out
+}
+
+#[test]
+fn pod_seconds_exact_across_any_partition_of_windows() {
+    let mut l = Ledger::new();
+    apply(&mut l, PODS, 20, pod("running", Some(10), "Running", None));
+    apply(&mut l, PODS, 20, pod("short", Some(12), "Running", None));
+    apply(
+        &mut l,
+        PODS,
+        21,
+        pod("short", Some(12), "Succeeded", Some(14)),
+    );
+    apply(&mut l, PODS, 20, pod("deleted", Some(11), "Running", None));
+    delete(&mut l, PODS, 95, pod("deleted", Some(11), "Running", None));
+    apply(&mut l, PODS, 20, pod("pending", None, "Pending", None));
+    let expected: std::collections::BTreeMap<String, u64> =
+        [("running", 200 - 10), ("short", 2), ("deleted", 95 - 11)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+    let partitions: [&[i64]; 4] = [
+        &[0, 200],
+        &[0, 11, 12, 13, 14, 15, 95, 96, 200],
+        &[5, 20, 35, 50, 65, 80, 95, 110, 125, 140, 155, 170, 185, 200],
+        &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 100, 200],
+    ];
+    for bounds in partitions {
+        assert_eq!(pod_seconds(&l, bounds), expected, "bounds {bounds:?}");
+    }
+    // Windows where a pod holds nothing do not carry it.
+    assert_eq!(pod_seconds(&l, &[14, 20]).get("short"), None);
+}
