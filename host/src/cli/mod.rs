@@ -43,6 +43,11 @@ pub enum Command {
     /// Turn Kubernetes objects from a file into CloudEvents (one JSON per line on stdout),
     /// through a mapper. This is also how mapper authors test a mapper.
     Map(map::MapArgs),
+    /// See it work with no cluster: the real daemon against a simulated cluster, delivering
+    /// to a loopback OpenMeter receiver that prints every event.
+    Demo(crate::daemon::demo::DemoArgs),
+    /// Run the collector: watch Kubernetes, bill every window, deliver to OpenMeter.
+    Run(Box<crate::daemon::run::RunArgs>),
     /// Inspect and repair the delivery queue: stats, dead letters, retry (safe while the
     /// daemon is stopped; a clear error if it holds the lock).
     Queue(crate::queue::cli::QueueArgs),
@@ -55,12 +60,16 @@ pub enum CliError {
     Map(#[from] map::MapCommandError),
     #[error(transparent)]
     Queue(#[from] crate::queue::cli::QueueCliError),
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::run::DaemonError),
 }
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Map(args) => map::run(args).map_err(CliError::from),
+        Command::Demo(args) => crate::daemon::demo::run(args).map_err(CliError::from),
+        Command::Run(args) => crate::daemon::run::run(*args).map_err(CliError::from),
         Command::Queue(args) => crate::queue::cli::run(args).map_err(CliError::from),
     }
 }

@@ -2,8 +2,13 @@
 //!
 //! - [`windows`]: the pure window planner (watermark, settle delay, splitting after downtime).
 //! - [`biller`]: one tick = snapshot → mapper → one atomic commit of events + watermark.
+//! - [`kubernetes`]: watchers feeding the ledger, and whether the view is in sync.
+//! - [`run`]: `edgemeter run`, the wiring (queue, sink, HTTP server, signals).
 
 pub mod biller;
+pub mod demo;
+pub mod kubernetes;
+pub mod run;
 pub mod windows;
 
 pub use biller::{Biller, MeteredSource, TickOutcome};

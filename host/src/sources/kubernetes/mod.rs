@@ -60,7 +60,7 @@
 //!             // window could arrive after the window was billed as still open.
 //!             while let Ok(input) = rx.try_recv() { ledger.apply(input); }
 //!             let Some(window) = edgemeter::window::Window::new(watermark, now) else { continue };
-//!             let (pods, _skipped) = ledger.pod_snapshot(envelope_for(&window), mapper.wants_raw_objects());
+//!             let (pods, _skipped) = ledger.pod_snapshot(envelope_for(&window), false);
 //!             let (pvc_items, _skipped) = ledger.pvc_items(&window);
 //!             // … map pods.items + pvc_items, enqueue events and the new watermark atomically …
 //!             watermark = window.end();
