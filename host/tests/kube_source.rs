@@ -748,3 +748,51 @@ async fn generated_pods_billed_exactly_through_faults() {
         "deleted pods were forgotten once billed"
     );
 }
+
+/// With a namespace list every namespace is its own watch stream and re-lists on its own; a 410
+/// outage marks the pods missing from each namespace's re-list, and only those.
+#[tokio::test]
+async fn each_namespace_stream_relists_after_410() {
+    let cluster = Cluster::new();
+    cluster.create_node(&NodeTemplate::new("n1")).expect("node");
+    for (ns, name) in [("a", "p"), ("a", "q"), ("b", "r"), ("b", "s"), ("c", "t")] {
+        cluster
+            .create_running_pod(&pod(ns, name), "n1")
+            .expect("pod");
+    }
+    let s = source(
+        cluster.clone(),
+        KubernetesArgs {
+            namespace: "a,b".into(),
+            ..KubernetesArgs::default()
+        },
+    )
+    .await;
+    s.until("a and b listed", |l| l.counts().0 == 4).await;
+    s.sim.stop().await;
+    cluster.advance(40).expect("clock");
+    cluster.delete_pod("a", "p").expect("delete");
+    cluster.delete_pod("b", "r").expect("delete");
+    cluster.delete_pod("c", "t").expect("delete");
+    cluster.advance(5).expect("clock");
+    let relisted = cluster.now().as_second();
+    s.sim.compact();
+    s.sim.restart().await.expect("restart");
+    s.until("both namespaces re-listed", |l| {
+        deletion(l, "p").is_some() && deletion(l, "r").is_some()
+    })
+    .await;
+    let l = s.ledger.lock().expect("ledger");
+    for gone in ["p", "r"] {
+        let d = deletion(&l, gone).expect("deleted");
+        assert_eq!((d.at, d.estimated), (relisted, true), "{gone}");
+    }
+    assert_eq!(deletion(&l, "q"), None);
+    assert_eq!(deletion(&l, "s"), None);
+    assert_eq!(names(&l), ["p", "q", "r", "s"], "namespace c never enters");
+    drop(l);
+    assert!(
+        s.sim.requests().lists(ResourceKind::Pod) >= 4,
+        "two streams, each listed twice"
+    );
+}
