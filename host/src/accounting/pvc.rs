@@ -11,7 +11,10 @@
 //!      PV at bind) — *estimated*;
 //!   4. the PVC's `creationTimestamp` — *estimated*.
 //! - **End**: when the PVC's deletion was observed (estimated when it happened while the collector
-//!   was not watching); open otherwise. A PVC never bound holds nothing.
+//!   was not watching); open otherwise. A PVC never bound holds nothing. Unlike a pod's, a PVC's
+//!   `deletionTimestamp` is only the deletion *request*: the `pvc-protection` finalizer keeps it
+//!   (and its storage) while a pod uses it, so the end is when the object went away — a DELETE
+//!   delivered late after an outage bills up to its delivery.
 //! - **Bytes**: `spec.resources.requests.storage` (a quantity, rounded up to whole bytes).
 //! - **Class**: `spec.storageClassName`, else the bound PV's `spec.storageClassName`.
 //!

@@ -617,7 +617,7 @@ impl Ledger {
         &self.nodes
     }
 
-    /// PVC UIDs held, with the facts gathered about each.
+    /// Every PVC held, with the facts gathered about it.
     pub fn pvcs(&self) -> impl Iterator<Item = (&PvcObject, &PvcFacts)> {
         self.pvcs.values().map(|e| (&e.object, &e.facts))
     }
