@@ -675,7 +675,7 @@ async fn generated_pods_billed_exactly_through_faults() {
             for w in span.split(15) {
                 let env =
                     snapshot::envelope(SourceKind::Kubernetes, &w, &Identity::default(), "{}");
-                let (snap, skipped) = l.pod_snapshot(env);
+                let (snap, skipped) = l.pod_snapshot(env, false);
                 assert!(skipped.is_empty(), "{skipped:?}");
                 for i in snap.items {
                     let e = billed
