@@ -191,6 +191,19 @@ impl MapperRuntime {
         config.wasm_component_model(true);
         config.epoch_interruption(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // Pooling: each call's memory comes from a pre-reserved slot whose first pages stay
+        // resident between calls, so a fresh store does not page-fault its heap in again.
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        // One mapper call runs at a time per collector; the pool allows some headroom.
+        pool.total_component_instances(16)
+            .total_core_instances(64)
+            .total_memories(32)
+            .total_tables(64)
+            .max_memories_per_component(8)
+            .max_memory_size(limits.memory_bytes)
+            .linear_memory_keep_resident(64 * 1024 * 1024)
+            .table_keep_resident(64 * 1024);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(MapperError::engine)?;
 
         let mut linker: Linker<CallState> = Linker::new(&engine);

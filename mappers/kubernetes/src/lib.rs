@@ -35,7 +35,7 @@ use edgemeter_guest::{
     CloudEvent, Diagnostic, Guest, Item, ItemKind, Level, MapError, Mapped, MapperInfo, Snapshot,
 };
 use serde::Deserialize;
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 
 /// Mapper configuration; see the crate docs.
 #[derive(Debug, Clone, Deserialize)]
@@ -131,6 +131,75 @@ pub fn info() -> MapperInfo {
     }
 }
 
+/// Writes one JSON object straight into a string: no intermediate map, one allocation per
+/// event (the mapper runs for every pod of every window, inside WASM, where allocation-heavy
+/// code costs most). Remembers its keys so annotations cannot override built-in fields.
+struct JsonObject {
+    buf: String,
+    keys: Vec<String>,
+}
+
+impl JsonObject {
+    fn new() -> Self {
+        let mut buf = String::with_capacity(1024);
+        buf.push('{');
+        JsonObject {
+            buf,
+            keys: Vec::with_capacity(24),
+        }
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.keys.is_empty() {
+            self.buf.push(',');
+        }
+        self.keys.push(key.to_owned());
+        push_json_str(&mut self.buf, key);
+        self.buf.push(':');
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.keys.iter().any(|k| k == key)
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        push_json_str(&mut self.buf, value);
+    }
+
+    fn value(&mut self, key: &str, value: &Value) {
+        use std::fmt::Write;
+        self.key(key);
+        // Value's Display is compact JSON; writing to a String cannot fail.
+        let _ = write!(self.buf, "{value}");
+    }
+
+    fn finish(mut self) -> String {
+        self.buf.push('}');
+        self.buf
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+fn push_json_str(buf: &mut String, s: &str) {
+    use std::fmt::Write;
+    buf.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => buf.push_str("\\\""),
+            '\\' => buf.push_str("\\\\"),
+            '\n' => buf.push_str("\\n"),
+            '\r' => buf.push_str("\\r"),
+            '\t' => buf.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(buf, "\\u{:04x}", u32::from(c));
+            }
+            c => buf.push(c),
+        }
+    }
+    buf.push('"');
+}
+
 fn int(v: u64) -> Value {
     Value::Number(Number::from(v))
 }
@@ -192,14 +261,14 @@ fn merge_annotations(
     ann: &BTreeMap<&str, &str>,
     prefix: &str,
     item: &Item,
-    data: &mut Map<String, Value>,
+    data: &mut JsonObject,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     for (k, v) in ann {
         let Some(key) = k.strip_prefix(prefix).filter(|k| !k.is_empty()) else {
             continue;
         };
-        if data.contains_key(key) {
+        if data.has(key) {
             diagnostics.push(Diagnostic::for_item(
                 Level::Warn,
                 &item.uid,
@@ -208,7 +277,7 @@ fn merge_annotations(
                 ),
             ));
         } else {
-            data.insert(key.to_owned(), Value::String((*v).to_owned()));
+            data.str(key, v);
         }
     }
 }
@@ -221,17 +290,14 @@ fn pod_event(
     let ann = annotations(item);
     let a = &item.allocation;
     let duration = a.seconds;
-    let mut data = Map::new();
-    data.insert("pod_name".into(), Value::String(item.name.clone()));
-    data.insert(
-        "pod_namespace".into(),
-        Value::String(item.namespace.clone()),
-    );
-    data.insert("pod_uid".into(), Value::String(item.uid.clone()));
+    let mut data = JsonObject::new();
+    data.str("pod_name", &item.name);
+    data.str("pod_namespace", &item.namespace);
+    data.str("pod_uid", &item.uid);
     if let Some(node) = &a.node_name {
-        data.insert("node_name".into(), Value::String(node.clone()));
+        data.str("node_name", node);
     }
-    data.insert("duration_seconds".into(), int(duration));
+    data.value("duration_seconds", &int(duration));
     #[allow(
         clippy::cast_precision_loss,
         reason = "resource amounts are far below 2^53"
@@ -250,24 +316,23 @@ fn pod_event(
         ("gpu_request_count", a.gpu.as_ref().map_or(0.0, |g| g.count)),
         ("gpu_limit_count", a.gpu.as_ref().map_or(0.0, |g| g.count)),
     ];
+    let suffix = cfg.unit.suffix();
+    let mut companion = String::with_capacity(40);
     for (name, value) in fields {
-        data.insert(name.to_owned(), float(value));
-        data.insert(
-            format!("{name}{}", cfg.unit.suffix()),
-            per_unit(value, duration, cfg.unit),
-        );
+        data.value(name, &float(value));
+        companion.clear();
+        companion.push_str(name);
+        companion.push_str(suffix);
+        data.value(&companion, &per_unit(value, duration, cfg.unit));
     }
     if let Some(g) = &a.gpu {
         if let Some(model) = &g.model {
-            data.insert("gpu_type".into(), Value::String(model.clone()));
+            data.str("gpu_type", model);
         }
-        data.insert(
-            "gpu_resource".into(),
-            Value::String(g.resource_name.clone()),
-        );
+        data.str("gpu_resource", &g.resource_name);
     }
     if a.estimated {
-        data.insert("allocation_estimated".into(), Value::Bool(true));
+        data.value("allocation_estimated", &Value::Bool(true));
     }
     merge_annotations(
         &ann,
@@ -281,7 +346,7 @@ fn pod_event(
         &cfg.event_type,
         &subject(&ann, &cfg.subject_annotation, &item.name),
     );
-    e.data = Value::Object(data).to_string();
+    e.data = data.finish();
     e.item_uid = Some(item.uid.clone());
     Ok(e)
 }
@@ -293,25 +358,22 @@ fn pvc_event(
 ) -> Result<CloudEvent, MapError> {
     let ann = annotations(item);
     let a = &item.allocation;
-    let mut data = Map::new();
-    data.insert("pvc_name".into(), Value::String(item.name.clone()));
-    data.insert(
-        "pvc_namespace".into(),
-        Value::String(item.namespace.clone()),
-    );
-    data.insert("pvc_uid".into(), Value::String(item.uid.clone()));
+    let mut data = JsonObject::new();
+    data.str("pvc_name", &item.name);
+    data.str("pvc_namespace", &item.namespace);
+    data.str("pvc_uid", &item.uid);
     if let Some(class) = &a.storage_class {
-        data.insert("storage_class".into(), Value::String(class.clone()));
+        data.str("storage_class", class);
     }
-    data.insert("duration_seconds".into(), int(a.seconds));
+    data.value("duration_seconds", &int(a.seconds));
     let bytes = a.storage_bytes.unwrap_or(0);
-    data.insert("storage_request_bytes".into(), int(bytes));
+    data.value("storage_request_bytes", &int(bytes));
     #[allow(
         clippy::cast_precision_loss,
         reason = "storage sizes are far below 2^53"
     )]
     let per = per_unit(bytes as f64, a.seconds, cfg.unit);
-    data.insert(format!("storage_request_bytes{}", cfg.unit.suffix()), per);
+    data.value(&format!("storage_request_bytes{}", cfg.unit.suffix()), &per);
     merge_annotations(
         &ann,
         &cfg.data_annotation_prefix,
@@ -324,7 +386,7 @@ fn pvc_event(
         &cfg.pvc_event_type,
         &subject(&ann, &cfg.subject_annotation, &item.namespace),
     );
-    e.data = Value::Object(data).to_string();
+    e.data = data.finish();
     e.item_uid = Some(item.uid.clone());
     Ok(e)
 }
@@ -376,3 +438,33 @@ impl Guest for KubernetesMapper {
 
 #[cfg(target_arch = "wasm32")]
 edgemeter_guest::export_mapper!(KubernetesMapper);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_writer_escapes_like_serde_json() {
+        let nasty = "quote \" backslash \\ newline \n tab \t bell \u{7} unicode é ✓";
+        let mut o = JsonObject::new();
+        o.str("plain", "x");
+        o.str(nasty, nasty);
+        o.value("n", &float(1.5));
+        o.value("i", &int(42));
+        let text = o.finish();
+        let parsed: serde_json::Map<String, Value> =
+            serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(parsed["plain"], "x");
+        assert_eq!(parsed[nasty], nasty);
+        assert_eq!(parsed["n"], 1.5);
+        assert_eq!(parsed["i"], 42);
+        assert_eq!(JsonObject::new().finish(), "{}");
+    }
+
+    #[test]
+    fn per_unit_is_exact_when_it_divides() {
+        assert_eq!(per_unit(1500.0, 60, Unit::Minute), int(1500));
+        assert_eq!(per_unit(1500.0, 60, Unit::Second), int(90_000));
+        assert_eq!(per_unit(2.0, 60, Unit::Hour), float(2.0 * 60.0 / 3600.0));
+    }
+}
