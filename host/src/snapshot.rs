@@ -72,6 +72,21 @@ pub fn pod_allocation_record(a: &PodAllocation, window: &Window) -> Allocation {
     }
 }
 
+/// The object's uid, or `namespace/name` for objects read from manifests without one (keeps
+/// event ids distinct).
+pub fn uid_or_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.uid
+        .clone()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| {
+            format!(
+                "{}/{}",
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.name.as_deref().unwrap_or_default()
+            )
+        })
+}
+
 /// A sorted list of key/value pairs from an optional map.
 pub fn pairs(map: Option<&BTreeMap<String, String>>) -> Vec<(String, String)> {
     map.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -179,17 +194,7 @@ pub fn pod_item(
         namespace: meta.namespace.clone().unwrap_or_default(),
         name: meta.name.clone().unwrap_or_default(),
         // Objects read from manifests may lack a uid; namespace/name keeps ids distinct.
-        uid: meta
-            .uid
-            .clone()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| {
-                format!(
-                    "{}/{}",
-                    meta.namespace.as_deref().unwrap_or_default(),
-                    meta.name.as_deref().unwrap_or_default()
-                )
-            }),
+        uid: uid_or_key(meta),
         labels: pairs(meta.labels.as_ref()),
         annotations: pairs(meta.annotations.as_ref()),
         object: object(),

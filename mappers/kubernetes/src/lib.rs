@@ -334,21 +334,15 @@ fn pod_event(
     if a.estimated {
         data.value("allocation_estimated", &Value::Bool(true));
     }
-    merge_annotations(
-        &ann,
-        &cfg.data_annotation_prefix,
-        item,
-        &mut data,
-        diagnostics,
-    );
-    let mut e = CloudEvent::new(
-        &cfg.source,
+    Ok(finish(
+        cfg,
         &cfg.event_type,
-        &subject(&ann, &cfg.subject_annotation, &item.name),
-    );
-    e.data = data.finish();
-    e.item_uid = Some(item.uid.clone());
-    Ok(e)
+        &item.name,
+        item,
+        &ann,
+        data,
+        diagnostics,
+    ))
 }
 
 fn pvc_event(
@@ -374,8 +368,30 @@ fn pvc_event(
     )]
     let per = per_unit(bytes as f64, a.seconds, cfg.unit);
     data.value(&format!("storage_request_bytes{}", cfg.unit.suffix()), &per);
-    merge_annotations(
+    Ok(finish(
+        cfg,
+        &cfg.pvc_event_type,
+        &item.namespace,
+        item,
         &ann,
+        data,
+        diagnostics,
+    ))
+}
+
+/// Adds the annotations to `data` and wraps it in the event of `event_type`; the subject is
+/// the subject annotation, else `subject_fallback`.
+fn finish(
+    cfg: &Config,
+    event_type: &str,
+    subject_fallback: &str,
+    item: &Item,
+    ann: &BTreeMap<&str, &str>,
+    mut data: JsonObject,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> CloudEvent {
+    merge_annotations(
+        ann,
         &cfg.data_annotation_prefix,
         item,
         &mut data,
@@ -383,12 +399,12 @@ fn pvc_event(
     );
     let mut e = CloudEvent::new(
         &cfg.source,
-        &cfg.pvc_event_type,
-        &subject(&ann, &cfg.subject_annotation, &item.namespace),
+        event_type,
+        &subject(ann, &cfg.subject_annotation, subject_fallback),
     );
     e.data = data.finish();
     e.item_uid = Some(item.uid.clone());
-    Ok(e)
+    e
 }
 
 /// Maps a snapshot; the same code runs as the WASM component and natively (benchmarks).

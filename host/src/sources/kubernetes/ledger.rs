@@ -104,7 +104,7 @@ use super::watcher::{StreamId, WatchKind};
 use crate::accounting::pvc::{self, PvcFacts};
 use crate::accounting::{AccountingError, Deletion, Interval, Observations, interval};
 use crate::mapper::bindings::{Allocation, Envelope, Item, ItemKind, Snapshot};
-use crate::snapshot::{self, PodObject, Skipped, pairs, strip_managed_fields};
+use crate::snapshot::{self, PodObject, Skipped, pairs, strip_managed_fields, uid_or_key};
 use crate::window::Window;
 
 /// One watcher event for the ledger.
@@ -235,19 +235,6 @@ fn is_terminal(pod: &Pod) -> bool {
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
     )
-}
-
-fn uid_or_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    meta.uid
-        .clone()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| {
-            format!(
-                "{}/{}",
-                meta.namespace.as_deref().unwrap_or_default(),
-                meta.name.as_deref().unwrap_or_default()
-            )
-        })
 }
 
 impl Ledger {
