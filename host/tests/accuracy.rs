@@ -57,27 +57,10 @@ impl Truth {
     }
 }
 
-/// SplitMix64, so the seed fixes the scenario.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-}
-
 /// The real-time scenario: lifetimes ~50% 1–4 s (shorter than a window), ~35% 5–15 s, ~15%
 /// 16–30 s (up to six windows); ~80% succeed, the rest fail; nothing is deleted.
 fn scenario(seed: u64) -> (Scenario, Vec<Truth>) {
-    let mut rng = Rng(seed);
+    let mut rng = kube_sim::SplitMix64(seed);
     let mut scenario = Scenario::default();
     let nodes = ["node-0", "node-1", "node-2"];
     for node in nodes {
@@ -96,15 +79,15 @@ fn scenario(seed: u64) -> (Scenario, Vec<Truth>) {
         let name = format!("pod-{i:04}");
         let created = rng.range(1, ARRIVAL);
         let scheduled_at = created + rng.range(0, 2);
-        let lifetime = match rng.next() % 100 {
+        let lifetime = match rng.next_u64() % 100 {
             0..50 => rng.range(1, INTERVAL - 1),
             50..85 => rng.range(INTERVAL, 15),
             _ => rng.range(16, 30),
         };
         let started = scheduled_at + rng.range(0, 2).min(lifetime - 1);
         let ended_at = scheduled_at + lifetime;
-        let cpu = CPU_MILLIS[usize::try_from(rng.next() % 6).expect("small")];
-        let exit_code = if rng.next() % 100 < 80 { 0 } else { 1 };
+        let cpu = CPU_MILLIS[usize::try_from(rng.next_u64() % 6).expect("small")];
+        let exit_code = if rng.next_u64() % 100 < 80 { 0 } else { 1 };
         let pod = PodTemplate::new(&namespace, &name)
             .subject(&format!("customer-{}", i % 7))
             .restart_policy("Never")
@@ -113,7 +96,7 @@ fn scenario(seed: u64) -> (Scenario, Vec<Truth>) {
                     .cpu(&format!("{cpu}m"), None)
                     .memory("128Mi", None),
             );
-        let node = nodes[usize::try_from(rng.next() % 3).expect("small")];
+        let node = nodes[usize::try_from(rng.next_u64() % 3).expect("small")];
         let (ns, n) = (namespace.clone(), name.clone());
         scenario.push(created, Action::CreatePod { pod });
         scenario.push(

@@ -77,6 +77,6 @@ pub use replay::{ReplayError, ReplayReport, replay_watch_stream};
 pub use resource::ResourceKind;
 pub use scenario::{
     Action, Generated, GeneratorConfig, PodEnd, PodTruth, Scenario, ScenarioError, ScenarioPlayer,
-    Step, demo_scenario, generate,
+    SplitMix64, Step, demo_scenario, generate,
 };
 pub use server::{KubeSim, RequestCounts, SimConfig, SimError, Verb};

@@ -295,12 +295,14 @@ impl ScenarioPlayer {
 }
 
 /// SplitMix64: a tiny deterministic generator, so a seed means the same scenario forever
-/// (independent of any crate's algorithm choices).
+/// (independent of any crate's algorithm choices). Public so tests that build their own
+/// scenarios draw from the same generator.
 #[derive(Clone, Debug)]
-struct SplitMix64(u64);
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -309,18 +311,18 @@ impl SplitMix64 {
     }
 
     /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
     }
 
     /// True with probability `percent`/100.
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
     }
 
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         let len = u64::try_from(items.len()).unwrap_or(1).max(1);
-        let i = usize::try_from(self.next() % len).unwrap_or(0);
+        let i = usize::try_from(self.next_u64() % len).unwrap_or(0);
         &items[i.min(items.len() - 1)]
     }
 }
@@ -448,14 +450,14 @@ pub fn generate(config: &GeneratorConfig) -> Generated {
         let name = format!("pod-{i:05}");
         let created = rng.range(0, config.arrival_window.max(1) - 1);
         let scheduled_at = created + rng.range(0, 2);
-        let lifetime = match rng.next() % 100 {
+        let lifetime = match rng.next_u64() % 100 {
             0..45 => rng.range(1, 14),
             45..85 => rng.range(15, 300),
             _ => rng.range(301, 3600),
         };
         let started = scheduled_at + rng.range(0, 3).min(lifetime - 1);
         let ended_at = scheduled_at + lifetime;
-        let end = match rng.next() % 100 {
+        let end = match rng.next_u64() % 100 {
             0..70 => PodEnd::Succeeded,
             70..85 => PodEnd::Failed,
             _ => PodEnd::Deleted,
