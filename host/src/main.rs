@@ -8,7 +8,15 @@ use edgemeter::cli::{self, Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match edgemeter::daemon::config_file::expand(
+        std::env::args_os().collect(),
+        &|k| std::env::var(k).ok(),
+        &|p| std::fs::read_to_string(p),
+    ) {
+        Ok(args) => args,
+        Err(e) => return report(&e),
+    };
+    let cli = Cli::parse_from(args);
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
         eprintln!(
             "edgemeter: invalid --log / EDGEMETER_LOG {:?} ({e}); using \"warn\"",
@@ -26,15 +34,18 @@ fn main() -> ExitCode {
 
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let mut msg = format!("error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                msg.push_str(&format!("\n  caused by: {s}"));
-                source = s.source();
-            }
-            eprintln!("{msg}");
-            ExitCode::FAILURE
-        }
+        Err(e) => report(&e),
     }
+}
+
+/// Prints an error with its causes on stderr.
+fn report(e: &dyn std::error::Error) -> ExitCode {
+    let mut msg = format!("error: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(&format!("\n  caused by: {s}"));
+        source = s.source();
+    }
+    eprintln!("{msg}");
+    ExitCode::FAILURE
 }

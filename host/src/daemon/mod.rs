@@ -6,6 +6,7 @@
 //! - [`run`]: `edgemeter run`, the wiring (queue, sink, HTTP server, signals).
 
 pub mod biller;
+pub mod config_file;
 pub mod demo;
 pub mod kubernetes;
 pub mod run;

@@ -36,6 +36,10 @@ pub enum SinkKind {
 /// Arguments of `edgemeter run` (every flag also reads its environment variable).
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    /// Configuration file: a YAML mapping of the environment-variable names below to values
+    /// (flags and environment variables take precedence over it).
+    #[arg(long, env = "EDGEMETER_CONFIG")]
+    pub config: Option<String>,
     /// Billing interval, Go duration syntax (`15s`, `1m30s`); at least 1s.
     #[arg(long, env = "SCRAPE_INTERVAL", default_value = "15s")]
     pub scrape_interval: String,
@@ -150,6 +154,9 @@ pub fn run(args: RunArgs) -> Result<(), DaemonError> {
             tracing::info!("shutdown requested: finishing the current window");
             signals.cancel();
         });
+        // Refuse invalid values before touching the network.
+        args.plan()?;
+        args.kubernetes.scope()?;
         let client = args.kubernetes.client().await?;
         run_with(args, client, shutdown).await
     })

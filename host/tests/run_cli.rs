@@ -1,0 +1,70 @@
+//! `edgemeter run` refuses bad configuration at start, naming the key — from flags, the
+//! environment or the configuration file — before it touches the network.
+
+use std::process::{Command, Output};
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgemeter"));
+    cmd.arg("run").args(args);
+    for var in [
+        "SCRAPE_INTERVAL",
+        "EDGEMETER_CONFIG",
+        "OPENMETER_URL",
+        "KUBECONFIG",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("edgemeter runs")
+}
+
+fn fails_with(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must fail");
+    assert!(
+        stderr.contains(needle),
+        "stderr should contain {needle:?}: {stderr}"
+    );
+}
+
+#[test]
+fn invalid_values_name_the_key_wherever_they_come_from() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("edgemeter.yaml");
+
+    fails_with(&run(&["--scrape-interval", "0s"], &[]), "SCRAPE_INTERVAL");
+    fails_with(&run(&[], &[("SCRAPE_INTERVAL", "soon")]), "SCRAPE_INTERVAL");
+
+    std::fs::write(&file, "SCRAPE_INTERVAL: 500ms\n").expect("write");
+    let path = file.display().to_string();
+    fails_with(&run(&["--config", &path], &[]), "SCRAPE_INTERVAL");
+    fails_with(&run(&[], &[("EDGEMETER_CONFIG", &path)]), "SCRAPE_INTERVAL");
+    // A flag overrides the file's bad value: the next check to fail is the missing cluster,
+    // not the interval.
+    let out = run(
+        &[
+            "--config",
+            &path,
+            "--scrape-interval",
+            "15s",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!stderr.contains("SCRAPE_INTERVAL"), "{stderr}");
+
+    std::fs::write(&file, "SCRAPE_INTERVALL: 15s\n").expect("write");
+    fails_with(
+        &run(&["--config", &path], &[]),
+        "unknown key \"SCRAPE_INTERVALL\"",
+    );
+    fails_with(
+        &run(&["--config", "/nonexistent/edgemeter.yaml"], &[]),
+        "failed to read the config file",
+    );
+}
