@@ -86,10 +86,13 @@ pub enum Verb {
     Other,
 }
 
-/// API requests served so far, by verb and resource.
+/// API requests served so far, and response body bytes sent for them, by verb and resource.
+///
+/// Bytes are counted as body frames leave the server: a watch's bytes grow while it is open.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestCounts {
     counts: BTreeMap<(Verb, Option<ResourceKind>), u64>,
+    bytes: BTreeMap<(Verb, Option<ResourceKind>), u64>,
 }
 
 impl RequestCounts {
@@ -113,6 +116,16 @@ impl RequestCounts {
         self.counts.values().sum()
     }
 
+    /// Response body bytes sent for `verb` on `kind`.
+    pub fn bytes(&self, verb: Verb, kind: ResourceKind) -> u64 {
+        self.bytes.get(&(verb, Some(kind))).copied().unwrap_or(0)
+    }
+
+    /// Response body bytes sent for every request.
+    pub fn total_bytes(&self) -> u64 {
+        self.bytes.values().sum()
+    }
+
     /// The raw counts.
     pub fn iter(&self) -> impl Iterator<Item = (Verb, Option<ResourceKind>, u64)> + '_ {
         self.counts.iter().map(|(&(v, k), &n)| (v, k, n))
@@ -131,6 +144,11 @@ impl Shared {
     fn count(&self, verb: Verb, kind: Option<ResourceKind>) {
         let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         *c.counts.entry((verb, kind)).or_insert(0) += 1;
+    }
+
+    fn count_bytes(&self, verb: Verb, kind: Option<ResourceKind>, n: usize) {
+        let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        *c.bytes.entry((verb, kind)).or_insert(0) += n as u64;
     }
 }
 
@@ -321,13 +339,62 @@ async fn accept_loop(
 async fn serve_connection(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
     let service = service_fn(move |req: Request<Incoming>| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, &req)) }
+        async move {
+            let (verb, kind, resp) = handle(&shared, &req);
+            shared.count(verb, kind);
+            // Count body bytes as they are sent (a watch keeps adding while it is open).
+            let resp = resp.map(|inner| {
+                CountedBody {
+                    inner,
+                    verb,
+                    kind,
+                    shared: shared.clone(),
+                }
+                .boxed_unsync()
+            });
+            Ok::<_, Infallible>(resp)
+        }
     });
     if let Err(err) = http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
         .await
     {
         debug!(%err, "kube-sim connection ended with an error");
+    }
+}
+
+/// A response body that adds the bytes of each data frame to [`RequestCounts`] as it is sent.
+/// It forwards the size hint, so a full body keeps its `Content-Length` (not chunked).
+struct CountedBody {
+    inner: Body,
+    verb: Verb,
+    kind: Option<ResourceKind>,
+    shared: Arc<Shared>,
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.shared.count_bytes(self.verb, self.kind, data.len());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -481,23 +548,30 @@ fn not_found() -> Response<Body> {
     ))
 }
 
-fn handle(shared: &Arc<Shared>, req: &Request<Incoming>) -> Response<Body> {
+/// Serves one request; returns what it was (for [`RequestCounts`]) and the response.
+fn handle(
+    shared: &Arc<Shared>,
+    req: &Request<Incoming>,
+) -> (Verb, Option<ResourceKind>, Response<Body>) {
     let Some(route) = route(req.uri().path()) else {
-        shared.count(Verb::Other, None);
-        return not_found();
+        return (Verb::Other, None, not_found());
     };
     if req.method() != Method::GET {
-        shared.count(Verb::Other, None);
-        return status_response(&status(
-            405,
-            "MethodNotAllowed",
-            "kube-sim serves GET only; drive changes through the Cluster handle",
-        ));
+        return (
+            Verb::Other,
+            None,
+            status_response(&status(
+                405,
+                "MethodNotAllowed",
+                "kube-sim serves GET only; drive changes through the Cluster handle",
+            )),
+        );
     }
     let query = parse_query(req.uri().query());
     match route {
-        Route::Version => {
-            shared.count(Verb::Discovery, None);
+        Route::Version => (
+            Verb::Discovery,
+            None,
             json_response(
                 StatusCode::OK,
                 &json!({
@@ -506,27 +580,28 @@ fn handle(shared: &Arc<Shared>, req: &Request<Incoming>) -> Response<Body> {
                     "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc",
                     "platform": "linux/amd64"
                 }),
-            )
-        }
-        Route::CoreApiVersions => {
-            shared.count(Verb::Discovery, None);
+            ),
+        ),
+        Route::CoreApiVersions => (
+            Verb::Discovery,
+            None,
             json_response(
                 StatusCode::OK,
                 &json!({
                     "kind": "APIVersions", "versions": ["v1"],
                     "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]
                 }),
-            )
-        }
-        Route::ApiGroups => {
-            shared.count(Verb::Discovery, None);
+            ),
+        ),
+        Route::ApiGroups => (
+            Verb::Discovery,
+            None,
             json_response(
                 StatusCode::OK,
                 &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
-            )
-        }
+            ),
+        ),
         Route::CoreV1Resources => {
-            shared.count(Verb::Discovery, None);
             let resources: Vec<Value> = ResourceKind::ALL
                 .iter()
                 .map(|k| json!({
@@ -534,15 +609,20 @@ fn handle(shared: &Arc<Shared>, req: &Request<Incoming>) -> Response<Body> {
                     "namespaced": k.namespaced(), "kind": k.kind(), "verbs": ["get", "list", "watch"]
                 }))
                 .collect();
-            json_response(
-                StatusCode::OK,
-                &json!({
-                    "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": resources
-                }),
+            (
+                Verb::Discovery,
+                None,
+                json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": resources
+                    }),
+                ),
             )
         }
-        Route::Object { kind, key } => {
-            shared.count(Verb::Get, Some(kind));
+        Route::Object { kind, key } => (
+            Verb::Get,
+            Some(kind),
             match shared.cluster.read(|s| s.store.get(kind, &key)) {
                 Some(obj) => json_response(StatusCode::OK, &obj),
                 None => {
@@ -554,15 +634,21 @@ fn handle(shared: &Arc<Shared>, req: &Request<Incoming>) -> Response<Body> {
                     st["details"] = json!({"name": key.name, "kind": kind.plural()});
                     status_response(&st)
                 }
-            }
-        }
+            },
+        ),
         Route::Collection { kind, namespace } => {
             if query.watch {
-                shared.count(Verb::Watch, Some(kind));
-                start_watch(shared, kind, namespace, &query)
+                (
+                    Verb::Watch,
+                    Some(kind),
+                    start_watch(shared, kind, namespace, &query),
+                )
             } else {
-                shared.count(Verb::List, Some(kind));
-                list(shared, kind, namespace.as_deref(), &query)
+                (
+                    Verb::List,
+                    Some(kind),
+                    list(shared, kind, namespace.as_deref(), &query),
+                )
             }
         }
     }

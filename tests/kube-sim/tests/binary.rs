@@ -65,7 +65,8 @@ async fn binary_serves_the_demo_scenario() {
         rest.push(line);
     }
     assert!(
-        rest.iter().any(|l| l == "requests List nodes 1"),
+        rest.iter()
+            .any(|l| l.starts_with("requests List nodes 1 bytes ")),
         "{rest:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);

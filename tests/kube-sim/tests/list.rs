@@ -249,6 +249,13 @@ async fn nodes_pvcs_pvs_and_get() {
 
 /// GET over a bare TCP connection; returns the status line and the body.
 async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (String, serde_json::Value) {
+    let (status, body) = raw_get_bytes(addr, path).await;
+    (status, serde_json::from_slice(&body).expect("JSON body"))
+}
+
+/// The status line and the body bytes exactly as sent (kube-sim answers lists with a
+/// `Content-Length` body, not chunked).
+async fn raw_get_bytes(addr: std::net::SocketAddr, path: &str) -> (String, Vec<u8>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -257,10 +264,39 @@ async fn raw_get(addr: std::net::SocketAddr, path: &str) -> (String, serde_json:
     common::bounded("response", tcp.read_to_end(&mut raw))
         .await
         .expect("read");
-    let text = String::from_utf8(raw).expect("utf-8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("headers end");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers end");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let status = head.lines().next().unwrap_or_default().to_owned();
-    (status, serde_json::from_str(body).expect("JSON body"))
+    (status, raw[split + 4..].to_vec())
+}
+
+/// Response bytes are counted per verb and resource, as sent (what a bandwidth comparison of
+/// list-every-interval against watch needs).
+#[tokio::test]
+async fn response_bytes_are_counted_per_verb_and_resource() {
+    let sim = start(Cluster::new()).await;
+    populate(&sim.cluster().clone());
+    let (status, first) = raw_get_bytes(sim.addr(), "/api/v1/pods").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let (_, second) = raw_get_bytes(sim.addr(), "/api/v1/namespaces/team-a/pods?limit=2").await;
+    let (_, nodes) = raw_get_bytes(sim.addr(), "/api/v1/nodes").await;
+    let counts = sim.requests();
+    assert!(first.len() > 1000, "23 pods: {} bytes", first.len());
+    assert_eq!(
+        counts.bytes(kube_sim::Verb::List, ResourceKind::Pod),
+        (first.len() + second.len()) as u64
+    );
+    assert_eq!(
+        counts.bytes(kube_sim::Verb::List, ResourceKind::Node),
+        nodes.len() as u64
+    );
+    assert_eq!(
+        counts.total_bytes(),
+        (first.len() + second.len() + nodes.len()) as u64
+    );
 }
 
 /// Wire details the typed client hides, as a real API server writes them (a list recorded from

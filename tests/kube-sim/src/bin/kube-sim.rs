@@ -148,9 +148,11 @@ async fn run(args: Args) -> Result<(), String> {
 }
 
 fn report(sim: &KubeSim) {
-    for (verb, kind, n) in sim.requests().iter() {
+    let counts = sim.requests();
+    for (verb, kind, n) in counts.iter() {
+        let bytes = kind.map_or(0, |k| counts.bytes(verb, k));
         let kind = kind.map_or_else(|| "-".to_owned(), |k| k.to_string());
-        println!("requests {verb:?} {kind} {n}");
+        println!("requests {verb:?} {kind} {n} bytes {bytes}");
     }
 }
 
