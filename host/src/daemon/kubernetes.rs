@@ -19,6 +19,9 @@ use crate::window::Window;
 
 use super::biller::MeteredSource;
 
+/// Watcher inputs that may wait for the ledger.
+const INPUT_CHANNEL: usize = 64;
+
 /// Watchers + ledger + sync tracking.
 pub struct KubernetesSource {
     ledger: Ledger,
@@ -57,7 +60,10 @@ impl KubernetesSource {
         raw_objects: bool,
         clock: Clock,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(8192);
+        // Small: each queued input holds a whole typed object plus its JSON tree (25–50 KiB for a
+        // real pod); 8192 of them during an initial list could hold ~300 MiB. The watcher simply
+        // waits for the ledger, which applies a pod in well under a millisecond.
+        let (tx, rx) = mpsc::channel(INPUT_CHANNEL);
         let handle = spawn_watchers(client, scope, clock.clone(), tx);
         KubernetesSource {
             ledger: Ledger::new(),

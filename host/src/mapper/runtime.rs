@@ -184,6 +184,12 @@ impl std::fmt::Debug for MapperRuntime {
     }
 }
 
+/// Linear memory kept resident (zeroed in place) between calls; beyond it pages are returned to
+/// the OS. A 10k-pod window grows the guest heap to tens of MiB: keeping all of it resident
+/// made it part of the daemon's steady RSS (`benches/daemon.rs`), for a few ms of page faults
+/// saved per window (`benches/mapper.rs`). Small snapshots stay within this and fault nothing.
+const LINEAR_MEMORY_KEEP_RESIDENT: usize = 1024 * 1024;
+
 impl MapperRuntime {
     /// Creates the engine (Cranelift, component model, epoch interruption) and linker.
     pub fn new(limits: MapperLimits, cache_dir: Option<PathBuf>) -> Result<Self, MapperError> {
@@ -192,7 +198,7 @@ impl MapperRuntime {
         config.epoch_interruption(true);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         // Pooling: each call's memory comes from a pre-reserved slot whose first pages stay
-        // resident between calls, so a fresh store does not page-fault its heap in again.
+        // resident between calls, so a fresh store does not page-fault a small heap in again.
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         // One mapper call runs at a time per collector; the pool allows some headroom.
         pool.total_component_instances(16)
@@ -201,7 +207,7 @@ impl MapperRuntime {
             .total_tables(64)
             .max_memories_per_component(8)
             .max_memory_size(limits.memory_bytes)
-            .linear_memory_keep_resident(64 * 1024 * 1024)
+            .linear_memory_keep_resident(LINEAR_MEMORY_KEEP_RESIDENT)
             .table_keep_resident(64 * 1024);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(MapperError::engine)?;
