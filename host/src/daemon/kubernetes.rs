@@ -4,24 +4,69 @@
 //! In sync means: every watch stream has completed its first (re-)list, none is in the middle of
 //! a re-list, and no watch error was reported within the last `2 × settle + 1` seconds. While
 //! out of sync nothing is billed; the next window simply covers the gap once the watch is back.
+//!
+//! ## Across restarts
+//!
+//! The source starts from the ledger records stored with the last committed window
+//! ([`crate::queue::Queue::ledger_records`]), restored into the ledger before any watcher input
+//! is applied, each attached to the stream of the current scope that watches its namespace. The
+//! first list of each stream then ends the entries it no longer contains (deleted while the
+//! collector was down: estimated, at the list's start) and updates the others; so a pod known at
+//! the stored watermark and deleted during the downtime is billed from the watermark to the
+//! first list, marked estimated.
+//!
+//! - A record whose stream is no longer watched (its namespace left `--namespace`, or
+//!   `--label-selector`/`--node-name` changed, or PVCs are not watched any more) is dropped,
+//!   logged at INFO and counted ([`RestoreReport::out_of_scope`]): ending it at the first list
+//!   would bill a pod that may still run, or that another collector now meters.
+//! - A record that cannot be decoded or read back is logged at WARN with its key, skipped and
+//!   counted ([`RestoreReport::unreadable`]); the daemon carries on.
+//! - Both kinds are deleted from the store with the next committed window.
+//! - Each commit writes only the records changed since the previous one
+//!   ([`MeteredSource::ledger_writes`]); they are forgotten only once committed.
 
 use std::collections::HashSet;
 
 use tokio::sync::mpsc;
 
 use crate::mapper::bindings::{Item, SourceKind};
+use crate::queue::LedgerWrites;
 use crate::snapshot::{self, Identity};
 use crate::sources::kubernetes::config::Scope;
-use crate::sources::kubernetes::ledger::{Change, Ledger, LedgerInput};
-use crate::sources::kubernetes::spawn_watchers;
-use crate::sources::kubernetes::watcher::{Clock, StreamId, WatcherHandle, system_clock};
+use crate::sources::kubernetes::ledger::{Change, EntryKind, Ledger, LedgerInput, Restored};
+use crate::sources::kubernetes::watcher::{
+    Clock, StreamId, WatchKind, WatcherHandle, system_clock,
+};
+use crate::sources::kubernetes::{persist, spawn_watchers};
 use crate::window::Window;
 
 use super::biller::MeteredSource;
 
+/// The source's name: its watermark key and ledger-record prefix in the queue.
+pub const SOURCE_NAME: &str = "kubernetes";
+
+/// What [`KubernetesSource::start`] did with the stored ledger records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Pods and PVCs held again.
+    pub restored: usize,
+    /// Records of streams no longer watched: dropped.
+    pub out_of_scope: usize,
+    /// Records that could not be decoded or read back: skipped.
+    pub unreadable: usize,
+}
+
 /// Watchers + ledger + sync tracking.
 pub struct KubernetesSource {
     ledger: Ledger,
+    /// `Scope::selectors` of the pod and PVC streams, stored with each record.
+    pod_selectors: String,
+    pvc_selectors: String,
+    /// Stored records to delete (unreadable or out of scope) with the next commit.
+    stale: Vec<Vec<u8>>,
+    /// What the last `ledger_writes` covered: ledger generation, stale records.
+    handed: Option<(u64, usize)>,
+    restore_report: RestoreReport,
     rx: mpsc::Receiver<LedgerInput>,
     handle: WatcherHandle,
     clock: Clock,
@@ -44,23 +89,49 @@ impl std::fmt::Debug for KubernetesSource {
 }
 
 impl KubernetesSource {
-    /// Starts the watchers of `scope`.
-    pub fn start(client: kube::Client, scope: &Scope, settle: u64, raw_objects: bool) -> Self {
-        Self::start_with_clock(client, scope, settle, raw_objects, system_clock())
+    /// Restores the stored ledger `records` (keys relative to the source, as
+    /// [`crate::queue::Queue::ledger_records`] returns them; empty on a first start), then
+    /// starts the watchers of `scope`.
+    pub fn start<K, V>(
+        client: kube::Client,
+        scope: &Scope,
+        settle: u64,
+        raw_objects: bool,
+        records: impl IntoIterator<Item = (K, V)>,
+    ) -> Self
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        Self::start_with_clock(client, scope, settle, raw_objects, system_clock(), records)
     }
 
     /// Same, with an injected clock (tests).
-    pub fn start_with_clock(
+    pub fn start_with_clock<K, V>(
         client: kube::Client,
         scope: &Scope,
         settle: u64,
         raw_objects: bool,
         clock: Clock,
-    ) -> Self {
+        records: impl IntoIterator<Item = (K, V)>,
+    ) -> Self
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let mut ledger = Ledger::new();
+        let mut stale = Vec::new();
+        let restore_report = restore(&mut ledger, &mut stale, scope, records);
+        // Restored first: the watchers' first lists then end what they no longer contain.
         let (tx, rx) = mpsc::channel(8192);
         let handle = spawn_watchers(client, scope, clock.clone(), tx);
         KubernetesSource {
-            ledger: Ledger::new(),
+            ledger,
+            pod_selectors: scope.selectors(WatchKind::Pods),
+            pvc_selectors: scope.selectors(WatchKind::Pvcs),
+            stale,
+            handed: None,
+            restore_report,
             rx,
             handle,
             clock,
@@ -117,11 +188,72 @@ impl KubernetesSource {
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
+
+    /// What was done with the stored ledger records at start.
+    pub fn restore_report(&self) -> RestoreReport {
+        self.restore_report
+    }
+}
+
+/// Imports stored records into `ledger`; the keys of those dropped go to `stale`.
+fn restore<K, V>(
+    ledger: &mut Ledger,
+    stale: &mut Vec<Vec<u8>>,
+    scope: &Scope,
+    records: impl IntoIterator<Item = (K, V)>,
+) -> RestoreReport
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let mut report = RestoreReport::default();
+    for (key, value) in records {
+        let key = key.as_ref();
+        let decoded = match persist::decode(key, value.as_ref()) {
+            Ok(d) => d,
+            Err(error) => {
+                tracing::warn!(key = %persist::show_key(key), error = %error, "stored ledger record skipped: it cannot be decoded");
+                report.unreadable += 1;
+                stale.push(key.to_vec());
+                continue;
+            }
+        };
+        let watch = match decoded.entry.kind() {
+            EntryKind::Pod => WatchKind::Pods,
+            EntryKind::Pvc => WatchKind::Pvcs,
+        };
+        let same_selectors = decoded.selectors == scope.selectors(watch);
+        let outcome = ledger.restore(decoded.entry, |_, namespace| {
+            same_selectors
+                .then(|| scope.stream_for(watch, namespace))
+                .flatten()
+        });
+        match outcome {
+            Ok(Restored::Held | Restored::AlreadyHeld) => report.restored += 1,
+            Ok(Restored::OutOfScope) => {
+                tracing::debug!(key = %persist::show_key(key), "stored ledger record of a stream no longer watched dropped");
+                report.out_of_scope += 1;
+                stale.push(key.to_vec());
+            }
+            Err(error) => {
+                tracing::warn!(key = %persist::show_key(key), error = %error, cause = ?std::error::Error::source(&error), "stored ledger record skipped: its object cannot be read back");
+                report.unreadable += 1;
+                stale.push(key.to_vec());
+            }
+        }
+    }
+    if report.out_of_scope > 0 {
+        tracing::info!(
+            dropped = report.out_of_scope,
+            "stored pods/PVCs of namespaces or selectors no longer watched were dropped; they are not billed after the stored watermark"
+        );
+    }
+    report
 }
 
 impl MeteredSource for KubernetesSource {
     fn name(&self) -> &str {
-        "kubernetes"
+        SOURCE_NAME
     }
 
     fn kind(&self) -> SourceKind {
@@ -153,6 +285,33 @@ impl MeteredSource for KubernetesSource {
 
     fn forget_billed(&mut self, watermark: i64) {
         self.ledger.forget_billed(watermark);
+    }
+
+    fn ledger_writes(&mut self) -> LedgerWrites {
+        let changes = self.ledger.changes();
+        let mut writes = LedgerWrites {
+            removes: self.stale.clone(),
+            puts: Vec::with_capacity(changes.upserts.len()),
+        };
+        for (kind, uid) in &changes.removed {
+            writes.removes.push(persist::key(*kind, uid));
+        }
+        for entry in &changes.upserts {
+            let selectors = match entry.stream().kind {
+                WatchKind::Pods => &self.pod_selectors,
+                _ => &self.pvc_selectors,
+            };
+            writes.puts.push(persist::encode(entry, selectors));
+        }
+        self.handed = Some((changes.generation, self.stale.len()));
+        writes
+    }
+
+    fn ledger_committed(&mut self) {
+        if let Some((generation, stale)) = self.handed.take() {
+            self.ledger.changes_persisted(generation);
+            self.stale.drain(..stale.min(self.stale.len()));
+        }
     }
 }
 

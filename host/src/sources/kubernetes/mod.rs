@@ -73,11 +73,16 @@
 
 pub mod config;
 pub mod ledger;
+pub mod persist;
 pub mod watcher;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::{ConfigError, KubernetesArgs};
-pub use ledger::{Change, Ledger, LedgerError, LedgerInput, Object, PvcObject};
+pub use ledger::{
+    Change, EntryKind, EntryRef, Ledger, LedgerChanges, LedgerError, LedgerInput, Object,
+    PvcObject, Restored, StoredEntry,
+};
+pub use persist::PersistError;
 pub use watcher::{Clock, StreamId, WatchError, WatchKind, WatcherHandle, spawn_watchers};
