@@ -327,3 +327,144 @@ impl KubernetesSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::sources::kubernetes::Object;
+    use crate::sources::kubernetes::config::install_crypto_provider;
+    use serde_json::json;
+
+    fn pod(uid: &str, namespace: &str) -> Object {
+        let raw = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("pod-{uid}"), "namespace": namespace, "uid": uid},
+            "spec": {"containers": [{"name": "app"}]},
+            "status": {"phase": "Running", "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+        });
+        match Object::from_value(raw) {
+            Some(Ok(o)) => o,
+            other => panic!("test pod does not parse: {other:?}"),
+        }
+    }
+
+    /// Stored records of pods in `namespaces`, as a commit under `scope` writes them.
+    fn stored(scope: &Scope, pods: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut l = Ledger::new();
+        for (uid, ns) in pods {
+            let stream = scope
+                .stream_for(WatchKind::Pods, Some(ns))
+                .expect("watched");
+            l.apply(LedgerInput {
+                stream,
+                observed_at: 1_767_225_700,
+                change: Change::Apply(pod(uid, ns)),
+            });
+        }
+        let selectors = scope.selectors(WatchKind::Pods);
+        l.changes()
+            .upserts
+            .iter()
+            .map(|e| persist::encode(e, &selectors))
+            .collect()
+    }
+
+    fn scope(namespaces: &[&str], label_selector: Option<&str>) -> Scope {
+        Scope {
+            namespaces: Some(namespaces.iter().map(|n| (*n).to_owned()).collect()),
+            label_selector: label_selector.map(str::to_owned),
+            node_name: None,
+        }
+    }
+
+    #[test]
+    fn undecodable_and_out_of_scope_records_are_skipped_counted_and_marked_stale() {
+        let old = scope(&["a", "b"], None);
+        let mut records = stored(&old, &[("p1", "a"), ("p2", "b"), ("p3", "b")]);
+        records.sort();
+        let mut future = records[2].clone();
+        future.0 = persist::key(EntryKind::Pod, "p4");
+        future.1[0] = 9; // a format from a newer version
+        let truncated = (
+            persist::key(EntryKind::Pod, "p5"),
+            records[0].1[..10].to_vec(),
+        );
+        let bad_key = (b"zzz".to_vec(), records[0].1.clone());
+        records.extend([future, truncated, bad_key]);
+
+        // "b" is no longer watched: p2 and p3 are dropped; "c" is new.
+        let now = scope(&["a", "c"], None);
+        let mut ledger = Ledger::new();
+        let mut stale = Vec::new();
+        let report = restore(&mut ledger, &mut stale, &now, records.clone());
+        assert_eq!(
+            report,
+            RestoreReport {
+                restored: 1,
+                out_of_scope: 2,
+                unreadable: 3,
+            }
+        );
+        assert_eq!(ledger.pod_uids().collect::<Vec<_>>(), ["p1"]);
+        let a = now.stream_for(WatchKind::Pods, Some("a"));
+        assert_eq!(a.map(|s| s.scope), Some(0));
+        stale.sort();
+        let mut expected: Vec<Vec<u8>> = ["p2", "p3", "p4", "p5"]
+            .iter()
+            .map(|u| persist::key(EntryKind::Pod, u))
+            .collect();
+        expected.push(b"zzz".to_vec());
+        expected.sort();
+        assert_eq!(stale, expected);
+
+        // Another label selector: nothing is attached.
+        let mut ledger = Ledger::new();
+        let report = restore(
+            &mut ledger,
+            &mut Vec::new(),
+            &scope(&["a", "b"], Some("team=x")),
+            records,
+        );
+        assert_eq!((report.restored, report.out_of_scope), (0, 3));
+    }
+
+    #[tokio::test]
+    async fn stale_records_and_changes_are_written_until_a_commit_is_confirmed() {
+        install_crypto_provider();
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let s = scope(&["a"], None);
+        let mut records = stored(&s, &[("p1", "a")]);
+        records.push((persist::key(EntryKind::Pod, "junk"), vec![FORMAT_JUNK]));
+        let mut source = KubernetesSource::start_with_clock(
+            client,
+            &s,
+            2,
+            false,
+            Arc::new(|| 1_767_225_800),
+            records,
+        );
+        source.stop();
+        let junk = persist::key(EntryKind::Pod, "junk");
+        let w = source.ledger_writes();
+        assert_eq!((w.removes.clone(), w.puts.len()), (vec![junk.clone()], 0));
+        // Not confirmed (the commit was refused): handed again, with a new change.
+        let stream = s.stream_for(WatchKind::Pods, Some("a")).expect("watched");
+        source.ledger.apply(LedgerInput {
+            stream,
+            observed_at: 1_767_225_810,
+            change: Change::Apply(pod("p2", "a")),
+        });
+        let w = source.ledger_writes();
+        assert_eq!(w.removes, vec![junk]);
+        assert_eq!(w.puts.len(), 1);
+        assert_eq!(w.puts[0].0, persist::key(EntryKind::Pod, "p2"));
+        source.ledger_committed();
+        assert!(source.ledger_writes().is_empty());
+    }
+
+    const FORMAT_JUNK: u8 = 200;
+}
