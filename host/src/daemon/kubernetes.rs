@@ -195,8 +195,37 @@ impl KubernetesSource {
     }
 }
 
-/// Imports stored records into `ledger`; the keys of those dropped go to `stale`.
-fn restore<K, V>(
+/// The records to write for `ledger`'s pending changes (plus the `stale` keys to remove), and
+/// the ledger generation they cover, as [`MeteredSource::ledger_writes`] hands them to the
+/// biller. Public for tools and measurements.
+pub fn ledger_writes(
+    ledger: &Ledger,
+    stale: &[Vec<u8>],
+    pod_selectors: &str,
+    pvc_selectors: &str,
+) -> (LedgerWrites, u64) {
+    let changes = ledger.changes();
+    let mut writes = LedgerWrites {
+        removes: stale.to_vec(),
+        puts: Vec::with_capacity(changes.upserts.len()),
+    };
+    for (kind, uid) in &changes.removed {
+        writes.removes.push(persist::key(*kind, uid));
+    }
+    for entry in &changes.upserts {
+        let selectors = match entry.stream().kind {
+            WatchKind::Pods => pod_selectors,
+            _ => pvc_selectors,
+        };
+        writes.puts.push(persist::encode(entry, selectors));
+    }
+    (writes, changes.generation)
+}
+
+/// Imports stored ledger records into `ledger` as [`KubernetesSource::start`] does; the keys
+/// of those dropped (out of scope, unreadable) are appended to `stale`, to be removed from the
+/// store with the next commit. Public for tools and measurements.
+pub fn restore<K, V>(
     ledger: &mut Ledger,
     stale: &mut Vec<Vec<u8>>,
     scope: &Scope,
@@ -288,22 +317,13 @@ impl MeteredSource for KubernetesSource {
     }
 
     fn ledger_writes(&mut self) -> LedgerWrites {
-        let changes = self.ledger.changes();
-        let mut writes = LedgerWrites {
-            removes: self.stale.clone(),
-            puts: Vec::with_capacity(changes.upserts.len()),
-        };
-        for (kind, uid) in &changes.removed {
-            writes.removes.push(persist::key(*kind, uid));
-        }
-        for entry in &changes.upserts {
-            let selectors = match entry.stream().kind {
-                WatchKind::Pods => &self.pod_selectors,
-                _ => &self.pvc_selectors,
-            };
-            writes.puts.push(persist::encode(entry, selectors));
-        }
-        self.handed = Some((changes.generation, self.stale.len()));
+        let (writes, generation) = ledger_writes(
+            &self.ledger,
+            &self.stale,
+            &self.pod_selectors,
+            &self.pvc_selectors,
+        );
+        self.handed = Some((generation, self.stale.len()));
         writes
     }
 

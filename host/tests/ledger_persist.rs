@@ -1,0 +1,184 @@
+//! What persisting the ledger costs at 10k pods: bytes written per window (the first, full
+//! write and steady state), how long the first write and the load at start take. Real pods from
+//! a kind cluster (given fresh uids), the daemon's own encoding ([`ledger_writes`], [`restore`])
+//! and a real sled queue in a temporary directory. Prints the figures; nothing is timed as an
+//! assertion. For meaningful times:
+//!
+//! ```text
+//! cargo test -p edgemeter --release --test ledger_persist -- --nocapture
+//! ```
+
+use std::time::Instant;
+
+use edgemeter::daemon::kubernetes::{SOURCE_NAME, ledger_writes, restore};
+use edgemeter::queue::{Queue, QueueConfig};
+use edgemeter::sources::kubernetes::config::Scope;
+use edgemeter::sources::kubernetes::{Change, Ledger, LedgerInput, Object, StreamId, WatchKind};
+use serde_json::Value;
+
+const RECORDED: &str =
+    include_str!("../../tests/fixtures/kubernetes/watch-streaming-list.kind-v1.36.ndjson");
+const PODS: usize = 10_000;
+/// Unix seconds of the first window's end (after the recorded pods were scheduled).
+const T: i64 = 1_900_000_000;
+
+fn templates() -> Vec<Value> {
+    RECORDED
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["type"] == "ADDED")
+        .map(|e| e["object"].clone())
+        .collect()
+}
+
+/// Pod `i` at `version` (a new resourceVersion and a changed annotation, as a status update
+/// would bring).
+fn pod(templates: &[Value], i: usize, version: u64) -> Object {
+    let mut pod = templates[i % templates.len()].clone();
+    pod["metadata"]["uid"] = format!("00000000-0000-0000-0000-{i:012}").into();
+    pod["metadata"]["name"] = format!("pod-{i}").into();
+    pod["metadata"]["resourceVersion"] = version.to_string().into();
+    pod["metadata"]["annotations"]["example.com/revision"] = version.to_string().into();
+    Object::from_value(pod).expect("a pod").expect("parses")
+}
+
+fn input(at: i64, change: Change) -> LedgerInput {
+    LedgerInput {
+        stream: StreamId {
+            kind: WatchKind::Pods,
+            scope: 0,
+        },
+        observed_at: at,
+        change,
+    }
+}
+
+struct Persisted {
+    puts: usize,
+    removes: usize,
+    bytes: usize,
+    seconds: f64,
+}
+
+/// One commit as the biller makes it: the ledger's changes with an (empty) window.
+fn commit(q: &Queue, ledger: &mut Ledger, scope: &Scope, watermark: i64) -> Persisted {
+    let t = Instant::now();
+    let (writes, generation) = ledger_writes(
+        ledger,
+        &[],
+        &scope.selectors(WatchKind::Pods),
+        &scope.selectors(WatchKind::Pvcs),
+    );
+    q.commit_window_with_ledger(SOURCE_NAME, watermark, &[], &writes)
+        .expect("commit");
+    ledger.changes_persisted(generation);
+    ledger.forget_billed(watermark);
+    Persisted {
+        puts: writes.puts.len(),
+        removes: writes.removes.len(),
+        bytes: writes.bytes(),
+        seconds: t.elapsed().as_secs_f64(),
+    }
+}
+
+#[test]
+fn ten_thousand_pods_persist_incrementally_and_load_back() {
+    let templates = templates();
+    assert_eq!(templates.len(), 8);
+    let scope = Scope::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = QueueConfig::new(dir.path().join("queue"));
+    let q = Queue::open(&config).expect("queue");
+
+    let mut ledger = Ledger::new();
+    ledger.apply(input(T - 10, Change::Init));
+    for i in 0..PODS {
+        ledger.apply(input(T - 10, Change::InitApply(pod(&templates, i, 1))));
+    }
+    ledger.apply(input(T - 10, Change::InitDone));
+
+    let first = commit(&q, &mut ledger, &scope, T);
+    assert_eq!((first.puts, first.removes), (PODS, 0));
+    println!(
+        "first (full) persist of {PODS} pods: {} records, {:.1} MiB, {:.0} ms (encode + one sled transaction + flush)",
+        first.puts,
+        first.bytes as f64 / 1_048_576.0,
+        first.seconds * 1000.0
+    );
+
+    // A window in which nothing changed writes nothing.
+    let idle = commit(&q, &mut ledger, &scope, T + 15);
+    assert_eq!((idle.puts, idle.removes, idle.bytes), (0, 0, 0));
+
+    // Steady state: per 15 s window, 1% of the pods get a status update, 10 pods are created
+    // and 10 deleted (forgotten once billed).
+    let windows = 20;
+    let mut next_new = PODS;
+    let mut next_victim = 0;
+    let mut total = Persisted {
+        puts: 0,
+        removes: 0,
+        bytes: 0,
+        seconds: 0.0,
+    };
+    for w in 0..windows {
+        let at = T + 15 * (w + 1) + 1;
+        let version = 2 + u64::try_from(w).expect("small");
+        for k in 0..PODS / 100 {
+            let i = 1_000 + (usize::try_from(w).expect("small") * 97 + k * 13) % (PODS - 1_000);
+            ledger.apply(input(at, Change::Apply(pod(&templates, i, version))));
+        }
+        for _ in 0..10 {
+            ledger.apply(input(at, Change::Apply(pod(&templates, next_new, version))));
+            next_new += 1;
+            ledger.apply(input(
+                at,
+                Change::Delete(pod(&templates, next_victim, version)),
+            ));
+            next_victim += 1;
+        }
+        let p = commit(&q, &mut ledger, &scope, T + 15 * (w + 2));
+        total.puts += p.puts;
+        total.removes += p.removes;
+        total.bytes += p.bytes;
+        total.seconds += p.seconds;
+    }
+    let n = windows as f64;
+    println!(
+        "steady state (1% updated + 10 created + 10 deleted per window), mean per window: {:.0} records put, {:.0} removed, {:.0} KiB, {:.1} ms",
+        total.puts as f64 / n,
+        total.removes as f64 / n,
+        total.bytes as f64 / n / 1024.0,
+        total.seconds * 1000.0 / n
+    );
+    let held = ledger.counts().0;
+    let stats = q.stats().expect("stats");
+    println!(
+        "sled directory after {} windows: {:.1} MiB",
+        windows + 2,
+        stats.size_on_disk as f64 / 1_048_576.0
+    );
+    let mut uids: Vec<String> = ledger.pod_uids().map(str::to_owned).collect();
+    drop(q);
+
+    // Start: read every record and restore it.
+    let t = Instant::now();
+    let q = Queue::open(&config).expect("reopen");
+    let records = q.ledger_records(SOURCE_NAME).expect("records");
+    let read = t.elapsed().as_secs_f64();
+    let mut restored = Ledger::new();
+    let mut stale = Vec::new();
+    let report = restore(&mut restored, &mut stale, &scope, records);
+    let total_load = t.elapsed().as_secs_f64();
+    assert_eq!((report.restored, report.unreadable), (held, 0));
+    assert!(stale.is_empty());
+    let mut back: Vec<String> = restored.pod_uids().map(str::to_owned).collect();
+    uids.sort();
+    back.sort();
+    assert_eq!(back, uids, "exactly the pods held at the last commit");
+    println!(
+        "load at start: {held} records, open + read {:.0} ms, total with decode + restore {:.0} ms",
+        read * 1000.0,
+        total_load * 1000.0
+    );
+}
