@@ -7,6 +7,13 @@
 //! ```text
 //! cargo test -p edgemeter --release --test ledger_persist -- --nocapture
 //! ```
+//!
+//! Measured (release, 2-core VM): first persist 10,000 records, 17.0 MiB, 170–220 ms; steady
+//! state (1% of pods updated, 10 created and 10 deleted per window) ~120 records, ~210 KiB,
+//! ~4–5 ms per window; an idle window writes nothing; load at start ~0.45 s (open + read
+//! ~50–65 ms, the rest inflating and parsing each pod to recompute its interval). RSS grows by
+//! ~118 MiB during the first persist (one sled transaction of 17 MiB; not given back after,
+//! whether sled's cache is 8 or 64 MiB); in transactions of 1,000 records it grew ~65 MiB.
 
 use std::time::Instant;
 
@@ -53,6 +60,19 @@ fn input(at: i64, change: Change) -> LedgerInput {
     }
 }
 
+/// Resident set size of this process, KiB (0 if unreadable).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 struct Persisted {
     puts: usize,
     removes: usize,
@@ -97,13 +117,20 @@ fn ten_thousand_pods_persist_incrementally_and_load_back() {
     }
     ledger.apply(input(T - 10, Change::InitDone));
 
+    let rss_before = rss_kib();
     let first = commit(&q, &mut ledger, &scope, T);
+    let rss_after = rss_kib();
     assert_eq!((first.puts, first.removes), (PODS, 0));
     println!(
         "first (full) persist of {PODS} pods: {} records, {:.1} MiB, {:.0} ms (encode + one sled transaction + flush)",
         first.puts,
         first.bytes as f64 / 1_048_576.0,
         first.seconds * 1000.0
+    );
+    println!(
+        "RSS around the first persist: {} MiB → {} MiB (sled cache 64 MiB by default)",
+        rss_before / 1024,
+        rss_after / 1024
     );
 
     // A window in which nothing changed writes nothing.
@@ -151,15 +178,25 @@ fn ten_thousand_pods_persist_incrementally_and_load_back() {
         total.bytes as f64 / n / 1024.0,
         total.seconds * 1000.0 / n
     );
+    // The next window writes the removals of the pods forgotten after the last one.
+    let last = commit(&q, &mut ledger, &scope, T + 15 * (windows + 2));
+    assert_eq!((last.puts, last.removes), (0, 10));
+    println!(
+        "RSS after {} windows: {} MiB",
+        windows + 3,
+        rss_kib() / 1024
+    );
     let held = ledger.counts().0;
     let stats = q.stats().expect("stats");
     println!(
         "sled directory after {} windows: {:.1} MiB",
-        windows + 2,
+        windows + 3,
         stats.size_on_disk as f64 / 1_048_576.0
     );
     let mut uids: Vec<String> = ledger.pod_uids().map(str::to_owned).collect();
     drop(q);
+    drop(ledger);
+    let rss_before_load = rss_kib();
 
     // Start: read every record and restore it.
     let t = Instant::now();
@@ -177,8 +214,10 @@ fn ten_thousand_pods_persist_incrementally_and_load_back() {
     back.sort();
     assert_eq!(back, uids, "exactly the pods held at the last commit");
     println!(
-        "load at start: {held} records, open + read {:.0} ms, total with decode + restore {:.0} ms",
+        "load at start: {held} records, open + read {:.0} ms, total with decode + restore {:.0} ms; RSS {} MiB → {} MiB",
         read * 1000.0,
-        total_load * 1000.0
+        total_load * 1000.0,
+        rss_before_load / 1024,
+        rss_kib() / 1024
     );
 }

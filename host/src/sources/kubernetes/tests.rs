@@ -1029,3 +1029,36 @@ fn stored_records_decode_only_when_well_formed() {
     assert!(l.restore(garbage, |_, _| Some(PODS)).is_err());
     assert_eq!(l.counts().0, 0);
 }
+
+#[test]
+fn stored_entries_attach_to_the_stream_that_watches_their_namespace() {
+    use super::config::Scope;
+    let all = Scope::default();
+    assert_eq!(all.stream_for(WatchKind::Pods, Some("x")), Some(PODS));
+    assert_eq!(all.stream_for(WatchKind::Pvcs, Some("x")), Some(PVCS));
+    let listed = Scope {
+        namespaces: Some(vec!["a".to_owned(), "b".to_owned()]),
+        ..Scope::default()
+    };
+    assert_eq!(listed.stream_for(WatchKind::Pods, Some("b")), Some(PODS_B));
+    assert_eq!(listed.stream_for(WatchKind::Pods, Some("c")), None);
+    assert_eq!(listed.stream_for(WatchKind::Pods, None), None);
+    let per_node = Scope {
+        node_name: Some("n1".to_owned()),
+        ..Scope::default()
+    };
+    assert_eq!(
+        per_node.stream_for(WatchKind::Pvcs, Some("a")),
+        None,
+        "PVCs not watched"
+    );
+    assert_ne!(
+        per_node.selectors(WatchKind::Pods),
+        all.selectors(WatchKind::Pods),
+        "another node is another pod stream"
+    );
+    assert_eq!(
+        per_node.selectors(WatchKind::Pvcs),
+        all.selectors(WatchKind::Pvcs)
+    );
+}
