@@ -17,7 +17,9 @@
 
 use std::time::Instant;
 
-use edgemeter::daemon::kubernetes::{SOURCE_NAME, ledger_writes, restore};
+use edgemeter::daemon::kubernetes::{
+    LEDGER_BYTES_PER_COMMIT, SOURCE_NAME, ledger_committed, ledger_writes, restore,
+};
 use edgemeter::queue::{Queue, QueueConfig};
 use edgemeter::sources::kubernetes::config::Scope;
 use edgemeter::sources::kubernetes::{Change, Ledger, LedgerInput, Object, StreamId, WatchKind};
@@ -81,17 +83,24 @@ struct Persisted {
 }
 
 /// One commit as the biller makes it: the ledger's changes with an (empty) window.
-fn commit(q: &Queue, ledger: &mut Ledger, scope: &Scope, watermark: i64) -> Persisted {
+fn commit(
+    q: &Queue,
+    ledger: &mut Ledger,
+    scope: &Scope,
+    watermark: i64,
+    budget: usize,
+) -> Persisted {
     let t = Instant::now();
-    let (writes, generation) = ledger_writes(
+    let (writes, handed) = ledger_writes(
         ledger,
         &[],
         &scope.selectors(WatchKind::Pods),
         &scope.selectors(WatchKind::Pvcs),
+        budget,
     );
     q.commit_window_with_ledger(SOURCE_NAME, watermark, &[], &writes)
         .expect("commit");
-    ledger.changes_persisted(generation);
+    ledger_committed(ledger, &mut Vec::new(), handed);
     ledger.forget_billed(watermark);
     Persisted {
         puts: writes.puts.len(),
@@ -117,14 +126,43 @@ fn ten_thousand_pods_persist_incrementally_and_load_back() {
     }
     ledger.apply(input(T - 10, Change::InitDone));
 
+    // The daemon's budget per commit, or another one to compare (e.g. `LEDGER_BUDGET=100000000`
+    // for the whole ledger in one transaction).
+    let budget = std::env::var("LEDGER_BUDGET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LEDGER_BYTES_PER_COMMIT);
     let rss_before = rss_kib();
-    let first = commit(&q, &mut ledger, &scope, T);
+    let mut first = Persisted {
+        puts: 0,
+        removes: 0,
+        bytes: 0,
+        seconds: 0.0,
+    };
+    let mut commits = 0;
+    let mut largest = 0;
+    let mut watermark = T - 15;
+    while ledger.changed_count() > 0 {
+        assert!(commits < 1_000, "the first persist ends");
+        watermark += 15;
+        let p = commit(&q, &mut ledger, &scope, watermark, budget);
+        assert!(
+            p.bytes <= budget.max(p.bytes / p.puts.max(1)),
+            "within the budget"
+        );
+        first.puts += p.puts;
+        first.bytes += p.bytes;
+        first.seconds += p.seconds;
+        largest = largest.max(p.bytes);
+        commits += 1;
+    }
     let rss_after = rss_kib();
-    assert_eq!((first.puts, first.removes), (PODS, 0));
+    assert_eq!(first.puts, PODS);
     println!(
-        "first (full) persist of {PODS} pods: {} records, {:.1} MiB, {:.0} ms (encode + one sled transaction + flush)",
+        "first (full) persist of {PODS} pods with a budget of {budget} bytes per commit: {} records, {:.1} MiB in {commits} commits (largest {:.1} MiB), {:.0} ms in total (encode + sled transactions + flushes)",
         first.puts,
         first.bytes as f64 / 1_048_576.0,
+        largest as f64 / 1_048_576.0,
         first.seconds * 1000.0
     );
     println!(
@@ -134,12 +172,13 @@ fn ten_thousand_pods_persist_incrementally_and_load_back() {
     );
 
     // A window in which nothing changed writes nothing.
-    let idle = commit(&q, &mut ledger, &scope, T + 15);
+    let base = watermark + 15;
+    let idle = commit(&q, &mut ledger, &scope, base, budget);
     assert_eq!((idle.puts, idle.removes, idle.bytes), (0, 0, 0));
 
     // Steady state: per 15 s window, 1% of the pods get a status update, 10 pods are created
     // and 10 deleted (forgotten once billed).
-    let windows = 20;
+    let windows: i64 = 20;
     let mut next_new = PODS;
     let mut next_victim = 0;
     let mut total = Persisted {
@@ -149,7 +188,7 @@ fn ten_thousand_pods_persist_incrementally_and_load_back() {
         seconds: 0.0,
     };
     for w in 0..windows {
-        let at = T + 15 * (w + 1) + 1;
+        let at = base + 15 * w + 1;
         let version = 2 + u64::try_from(w).expect("small");
         for k in 0..PODS / 100 {
             let i = 1_000 + (usize::try_from(w).expect("small") * 97 + k * 13) % (PODS - 1_000);
@@ -164,7 +203,7 @@ fn ten_thousand_pods_persist_incrementally_and_load_back() {
             ));
             next_victim += 1;
         }
-        let p = commit(&q, &mut ledger, &scope, T + 15 * (w + 2));
+        let p = commit(&q, &mut ledger, &scope, base + 15 * (w + 1), budget);
         total.puts += p.puts;
         total.removes += p.removes;
         total.bytes += p.bytes;
@@ -179,18 +218,18 @@ fn ten_thousand_pods_persist_incrementally_and_load_back() {
         total.seconds * 1000.0 / n
     );
     // The next window writes the removals of the pods forgotten after the last one.
-    let last = commit(&q, &mut ledger, &scope, T + 15 * (windows + 2));
+    let last = commit(&q, &mut ledger, &scope, base + 15 * (windows + 1), budget);
     assert_eq!((last.puts, last.removes), (0, 10));
     println!(
         "RSS after {} windows: {} MiB",
-        windows + 3,
+        commits + windows + 2,
         rss_kib() / 1024
     );
     let held = ledger.counts().0;
     let stats = q.stats().expect("stats");
     println!(
         "sled directory after {} windows: {:.1} MiB",
-        windows + 3,
+        commits + windows + 2,
         stats.size_on_disk as f64 / 1_048_576.0
     );
     let mut uids: Vec<String> = ledger.pod_uids().map(str::to_owned).collect();

@@ -24,6 +24,14 @@
 //! - Both kinds are deleted from the store with the next committed window.
 //! - Each commit writes only the records changed since the previous one
 //!   ([`MeteredSource::ledger_writes`]); they are forgotten only once committed.
+//! - At most [`LEDGER_BYTES_PER_COMMIT`] of records are put per commit (all removals always
+//!   go), oldest change first; the rest stay pending for the next windows. One sled
+//!   transaction holding a whole 10k-pod ledger (17 MiB) grew the process by ~98 MiB RSS,
+//!   never given back; transactions of ~1,000 records (~2 MiB) by ~26 MiB. So after a start
+//!   without stored records (or a burst of changes) the store catches up over a few windows;
+//!   until it has, a pod whose record is not stored yet (or is older) and that is deleted
+//!   during a downtime is billed as before this store existed (not after the watermark) or
+//!   from its older record (ended at the first list, estimated).
 
 use std::collections::HashSet;
 
@@ -33,7 +41,9 @@ use crate::mapper::bindings::{Item, SourceKind};
 use crate::queue::LedgerWrites;
 use crate::snapshot::{self, Identity};
 use crate::sources::kubernetes::config::Scope;
-use crate::sources::kubernetes::ledger::{Change, EntryKind, Ledger, LedgerInput, Restored};
+use crate::sources::kubernetes::ledger::{
+    Change, EntryKind, EntryRef, Ledger, LedgerInput, Restored,
+};
 use crate::sources::kubernetes::watcher::{
     Clock, StreamId, WatchKind, WatcherHandle, system_clock,
 };
@@ -44,6 +54,25 @@ use super::biller::MeteredSource;
 
 /// The source's name: its watermark key and ledger-record prefix in the queue.
 pub const SOURCE_NAME: &str = "kubernetes";
+
+/// Most bytes of ledger records put with one window commit (see the module docs).
+pub const LEDGER_BYTES_PER_COMMIT: usize = 2 << 20;
+
+/// What a [`ledger_writes`] call handed to a commit, to acknowledge with [`ledger_committed`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Handed {
+    generation: u64,
+    stale: usize,
+    /// `None`: every pending change; else the keys of the changes handed.
+    keys: Option<Vec<(EntryKind, String)>>,
+}
+
+impl Handed {
+    /// True when some pending changes were left for a later commit (over the byte budget).
+    pub fn partial(&self) -> bool {
+        self.keys.is_some()
+    }
+}
 
 /// What [`KubernetesSource::start`] did with the stored ledger records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -64,8 +93,8 @@ pub struct KubernetesSource {
     pvc_selectors: String,
     /// Stored records to delete (unreadable or out of scope) with the next commit.
     stale: Vec<Vec<u8>>,
-    /// What the last `ledger_writes` covered: ledger generation, stale records.
-    handed: Option<(u64, usize)>,
+    /// What the last `ledger_writes` covered.
+    handed: Option<Handed>,
     restore_report: RestoreReport,
     rx: mpsc::Receiver<LedgerInput>,
     handle: WatcherHandle,
@@ -195,31 +224,70 @@ impl KubernetesSource {
     }
 }
 
-/// The records to write for `ledger`'s pending changes (plus the `stale` keys to remove), and
-/// the ledger generation they cover, as [`MeteredSource::ledger_writes`] hands them to the
-/// biller. Public for tools and measurements.
+/// The records to write for `ledger`'s pending changes (plus the `stale` keys to remove), as
+/// [`MeteredSource::ledger_writes`] hands them to the biller: every removal, and changed
+/// entries oldest first until `max_put_bytes` (at least one). Public for tools and
+/// measurements.
 pub fn ledger_writes(
     ledger: &Ledger,
     stale: &[Vec<u8>],
     pod_selectors: &str,
     pvc_selectors: &str,
-) -> (LedgerWrites, u64) {
+    max_put_bytes: usize,
+) -> (LedgerWrites, Handed) {
     let changes = ledger.changes();
     let mut writes = LedgerWrites {
         removes: stale.to_vec(),
-        puts: Vec::with_capacity(changes.upserts.len()),
+        puts: Vec::new(),
     };
     for (kind, uid) in &changes.removed {
         writes.removes.push(persist::key(*kind, uid));
     }
+    let mut bytes = 0;
+    let mut handed_upserts = 0;
     for entry in &changes.upserts {
         let selectors = match entry.stream().kind {
             WatchKind::Pods => pod_selectors,
             _ => pvc_selectors,
         };
-        writes.puts.push(persist::encode(entry, selectors));
+        let (key, value) = persist::encode(entry, selectors);
+        bytes += key.len() + value.len();
+        if !writes.puts.is_empty() && bytes > max_put_bytes {
+            break;
+        }
+        writes.puts.push((key, value));
+        handed_upserts += 1;
     }
-    (writes, changes.generation)
+    let keys = (handed_upserts < changes.upserts.len()).then(|| {
+        let upserts = changes.upserts[..handed_upserts].iter().map(|e| match e {
+            EntryRef::Pod { uid, .. } => (EntryKind::Pod, (*uid).to_owned()),
+            EntryRef::Pvc { uid, .. } => (EntryKind::Pvc, (*uid).to_owned()),
+        });
+        let removed = changes
+            .removed
+            .iter()
+            .map(|(kind, uid)| (*kind, (*uid).to_owned()));
+        upserts.chain(removed).collect()
+    });
+    let handed = Handed {
+        generation: changes.generation,
+        stale: stale.len(),
+        keys,
+    };
+    (writes, handed)
+}
+
+/// The writes [`ledger_writes`] returned with `handed` are committed: forgets them in `ledger`
+/// and `stale` (changes made since, and those left over the budget, stay pending).
+pub fn ledger_committed(ledger: &mut Ledger, stale: &mut Vec<Vec<u8>>, handed: Handed) {
+    match &handed.keys {
+        None => ledger.changes_persisted(handed.generation),
+        Some(keys) => ledger.some_changes_persisted(
+            handed.generation,
+            keys.iter().map(|(kind, uid)| (*kind, uid.as_str())),
+        ),
+    }
+    stale.drain(..handed.stale.min(stale.len()));
 }
 
 /// Imports stored ledger records into `ledger` as [`KubernetesSource::start`] does; the keys
@@ -317,20 +385,27 @@ impl MeteredSource for KubernetesSource {
     }
 
     fn ledger_writes(&mut self) -> LedgerWrites {
-        let (writes, generation) = ledger_writes(
+        let (writes, handed) = ledger_writes(
             &self.ledger,
             &self.stale,
             &self.pod_selectors,
             &self.pvc_selectors,
+            LEDGER_BYTES_PER_COMMIT,
         );
-        self.handed = Some((generation, self.stale.len()));
+        if handed.partial() {
+            tracing::debug!(
+                pending = self.ledger.changed_count(),
+                written = writes.puts.len(),
+                "ledger changes over the per-commit budget are left for the next windows"
+            );
+        }
+        self.handed = Some(handed);
         writes
     }
 
     fn ledger_committed(&mut self) {
-        if let Some((generation, stale)) = self.handed.take() {
-            self.ledger.changes_persisted(generation);
-            self.stale.drain(..stale.min(self.stale.len()));
+        if let Some(handed) = self.handed.take() {
+            ledger_committed(&mut self.ledger, &mut self.stale, handed);
         }
     }
 }
@@ -487,4 +562,54 @@ mod tests {
     }
 
     const FORMAT_JUNK: u8 = 200;
+
+    fn keys(w: &LedgerWrites) -> Vec<Vec<u8>> {
+        w.puts.iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    #[test]
+    fn over_the_byte_budget_changes_wait_oldest_first_and_removals_always_go() {
+        let s = scope(&["a"], None);
+        let stream = s.stream_for(WatchKind::Pods, Some("a")).expect("watched");
+        let sel = s.selectors(WatchKind::Pods);
+        let apply = |l: &mut Ledger, at: i64, change: Change| {
+            l.apply(LedgerInput {
+                stream,
+                observed_at: at,
+                change,
+            });
+        };
+        let key = |uid: &str| persist::key(EntryKind::Pod, uid);
+        let mut l = Ledger::new();
+        for uid in ["p1", "p2", "p3"] {
+            apply(&mut l, 1_767_225_700, Change::Apply(pod(uid, "a")));
+        }
+        let mut stale = vec![b"old".to_vec()];
+        // Everything fits: one commit takes it all.
+        let (w, h) = ledger_writes(&l, &stale, &sel, "", LEDGER_BYTES_PER_COMMIT);
+        assert_eq!((w.puts.len(), h.partial()), (3, false));
+
+        // A budget of one byte: one record per commit, oldest change first.
+        let (w, h) = ledger_writes(&l, &stale, &sel, "", 1);
+        assert_eq!((keys(&w), h.partial()), (vec![key("p1")], true));
+        assert_eq!(w.removes, vec![b"old".to_vec()], "stale keys always go");
+        // p1 changes again before that commit lands: it stays pending.
+        apply(&mut l, 1_767_225_710, Change::Delete(pod("p1", "a")));
+        ledger_committed(&mut l, &mut stale, h);
+        assert!(stale.is_empty());
+        assert_eq!(l.changed_count(), 3);
+        let (w, h) = ledger_writes(&l, &stale, &sel, "", 1);
+        assert_eq!(keys(&w), vec![key("p2")], "p1's change is now the newest");
+        ledger_committed(&mut l, &mut stale, h);
+        assert_eq!(l.changed_count(), 2);
+
+        // p1 is billed and forgotten: its removal goes whatever the budget.
+        assert_eq!(l.forget_billed(1_767_225_800), 1);
+        let (w, h) = ledger_writes(&l, &stale, &sel, "", 1);
+        assert_eq!(keys(&w), vec![key("p3")]);
+        assert_eq!(w.removes, vec![key("p1")]);
+        assert!(!h.partial(), "nothing left over");
+        ledger_committed(&mut l, &mut stale, h);
+        assert_eq!(l.changed_count(), 0);
+    }
 }

@@ -703,13 +703,17 @@ impl Ledger {
     }
 
     /// What changed since the last [`Ledger::changes_persisted`]: entries held are upserts,
-    /// the others removals. Does not clear anything.
+    /// the others removals, each oldest change first (so a caller that persists only a prefix
+    /// starves none). Does not clear anything.
     pub fn changes(&self) -> LedgerChanges<'_> {
         let mut changes = LedgerChanges {
             generation: self.generation,
             ..LedgerChanges::default()
         };
-        for (kind, uid) in self.changed.keys() {
+        let mut changed: Vec<(&(EntryKind, String), u64)> =
+            self.changed.iter().map(|(k, g)| (k, *g)).collect();
+        changed.sort_unstable_by_key(|(_, g)| *g);
+        for ((kind, uid), _) in changed {
             let held = match kind {
                 EntryKind::Pod => self.pod_index.get(uid).map(|&i| {
                     let p = &self.pods[i];
@@ -739,6 +743,21 @@ impl Ledger {
     /// them, keeping any made after.
     pub fn changes_persisted(&mut self, generation: u64) {
         self.changed.retain(|_, g| *g > generation);
+    }
+
+    /// Some of the changes listed by [`Ledger::changes`] with this `generation` are on disk:
+    /// forgets those of `keys` that did not change again since.
+    pub fn some_changes_persisted<'k>(
+        &mut self,
+        generation: u64,
+        keys: impl IntoIterator<Item = (EntryKind, &'k str)>,
+    ) {
+        for (kind, uid) in keys {
+            let key = (kind, uid.to_owned());
+            if self.changed.get(&key).is_some_and(|g| *g <= generation) {
+                self.changed.remove(&key);
+            }
+        }
     }
 
     /// Number of entries changed since the last [`Ledger::changes_persisted`].
