@@ -26,9 +26,9 @@
 //!   ([`MeteredSource::ledger_writes`]); they are forgotten only once committed.
 //! - At most [`LEDGER_BYTES_PER_COMMIT`] of records are put per commit (all removals always
 //!   go), oldest change first; the rest stay pending for the next windows. One sled
-//!   transaction holding a whole 10k-pod ledger (17 MiB) grew the process by ~98 MiB RSS,
-//!   never given back; transactions of ~1,000 records (~2 MiB) by ~26 MiB. So after a start
-//!   without stored records (or a burst of changes) the store catches up over a few windows;
+//!   transaction holding a whole 10k-pod ledger (17 MiB) grew the process by ~118 MiB RSS,
+//!   never given back; 2 MiB commits by ~45 MiB (`host/tests/ledger_persist.rs`). So after a
+//!   start without stored records (or a burst of changes) the store catches up over a few windows;
 //!   until it has, a pod whose record is not stored yet (or is older) and that is deleted
 //!   during a downtime is billed as before this store existed (not after the watermark) or
 //!   from its older record (ended at the first list, estimated).

@@ -31,13 +31,17 @@
 //!    the source's watermark in one sled transaction, then flushes. After a crash either both
 //!    are on disk or neither is: a window is re-billed (with the same deterministic ids) only if
 //!    its commit never happened, and never after. Watermarks only move forward.
-//! 2. **The stored ledger matches the watermark.** [`Queue::commit_window_with_ledger`] writes
-//!    the source's ledger changes (records changed or dropped since the last commit, never the
-//!    whole ledger) in the *same* transaction as the window's events and watermark. So the
-//!    `ledger` records on disk are always the ledger as it was when the stored watermark was
-//!    committed: every entry that can still hold time after the watermark is there. A commit
-//!    that is refused (`Full`) or fails writes none of them; the source hands them again, merged
-//!    with newer changes, with the next commit.
+//! 2. **The stored ledger goes with the watermark.** [`Queue::commit_window_with_ledger`]
+//!    writes the source's ledger records (changed or dropped since its last commit, never the
+//!    whole ledger) in the *same* transaction as the window's events and watermark: every
+//!    record on disk was written with a watermark that is on disk, and a removal (an entry
+//!    billed for good) never lands without the watermark that billed it. A commit that is
+//!    refused (`Full`) or fails writes none of them; the source hands them again, with newer
+//!    changes, to the next commit. To bound a transaction's memory a source may spread a burst
+//!    over several commits (the Kubernetes source puts at most
+//!    [`LEDGER_BYTES_PER_COMMIT`](crate::daemon::kubernetes::LEDGER_BYTES_PER_COMMIT) per
+//!    commit, oldest change first), so the stored ledger can lag the in-memory one by a few
+//!    windows after a start without stored records or a mass change.
 //! 3. **Ack = delete after 2xx.** An event leaves `events` only through [`Queue::ack`] (the
 //!    receiver answered 2xx) or [`Queue::dead_letter`] (moved to `dead` in one transaction). Both
 //!    flush, so a crash re-sends at most the one batch that was in flight; the receiver dedupes

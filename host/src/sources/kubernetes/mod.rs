@@ -44,7 +44,9 @@
 //!   first `terminal_observed_at`. Entries of streams no longer watched (namespace left the
 //!   scope, selectors changed) are dropped, not ended. Pods (and PVCs) created after the last
 //!   committed window and deleted before the restart are unknown and not billed; so is the
-//!   part after the stored watermark of an entry whose stored record could not be read back.
+//!   part after the stored watermark of an entry whose stored record could not be read back,
+//!   or was not written yet (at most 2 MiB of records go per commit, so after a start without
+//!   stored records the store catches up over a few windows).
 //!   PVs and nodes are not stored: they are listed again before anything is billed.
 //!
 //! ## Use (the daemon)
