@@ -9,7 +9,7 @@
 //! millicore-seconds, and no (source, id) may have been received twice with different content.
 //!
 //! Pods are never deleted: the truth is scheduled → finished, and a pod deleted while nothing
-//! watches could only be estimated (see `kube_source.rs` for that case).
+//! watches could only be estimated (see `kube_source.rs` and `restart.rs` for that case).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

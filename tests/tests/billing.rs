@@ -9,7 +9,7 @@ use edgemeter::accounting::{self, Observations};
 use edgemeter::daemon::{Biller, Idle, MeteredSource, Plan, TickOutcome};
 use edgemeter::mapper::bindings::{Item, SourceKind};
 use edgemeter::mapper::{LoadedMapper, MapperLimits, MapperRuntime, builtin};
-use edgemeter::queue::{Queue, QueueConfig};
+use edgemeter::queue::{LedgerWrites, Queue, QueueConfig};
 use edgemeter::snapshot::{self, Identity, PodObject};
 use edgemeter::window::Window;
 use edgemeter_tests::{hostile_wasm, shared_cache_dir};
@@ -334,4 +334,88 @@ fn a_full_queue_stops_windows_and_catches_up_after_delivery() {
         *secs.entry(k).or_insert(0) += v;
     }
     assert_eq!(secs, truth(250));
+}
+
+/// A source with state to persist: every window it records one change (a record named after
+/// the number of calls), and forgets its pending changes only when told they were committed.
+struct StatefulSource {
+    inner: FixedSource,
+    pending: Vec<(Vec<u8>, Vec<u8>)>,
+    handed: usize,
+    changes: usize,
+}
+
+impl MeteredSource for StatefulSource {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn kind(&self) -> SourceKind {
+        self.inner.kind()
+    }
+    fn in_sync(&self) -> bool {
+        self.inner.in_sync()
+    }
+    fn items(&self, window: &Window) -> Vec<Item> {
+        self.inner.items(window)
+    }
+    fn forget_billed(&mut self, watermark: i64) {
+        self.inner.forget_billed(watermark);
+    }
+    fn ledger_writes(&mut self) -> LedgerWrites {
+        self.changes += 1;
+        self.pending
+            .push((format!("k{}", self.changes).into_bytes(), b"v".to_vec()));
+        self.handed = self.pending.len();
+        LedgerWrites {
+            removes: vec![],
+            puts: self.pending.clone(),
+        }
+    }
+    fn ledger_committed(&mut self) {
+        self.pending.drain(..self.handed);
+    }
+}
+
+#[test]
+fn state_handed_to_a_window_the_full_queue_refused_is_written_with_the_next() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = QueueConfig::new(dir.path());
+    cfg.max_bytes = 1;
+    let queue = Queue::open(&cfg).expect("queue");
+    let mut b = biller(&queue, builtin_mapper(), "{}");
+    let mut src = StatefulSource {
+        inner: source(),
+        pending: vec![],
+        handed: 0,
+        changes: 0,
+    };
+    let stored = |q: &Queue| -> Vec<String> {
+        q.ledger_records("kubernetes")
+            .expect("records")
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    };
+    assert!(matches!(
+        b.tick(&mut src, T0 + 40),
+        TickOutcome::Billed { windows: 1, .. }
+    ));
+    assert_eq!(stored(&queue), ["k1"]);
+    assert!(matches!(
+        b.tick(&mut src, T0 + 100),
+        TickOutcome::QueueFull { windows: 0, .. }
+    ));
+    assert_eq!(
+        stored(&queue),
+        ["k1"],
+        "nothing written with a refused window"
+    );
+    assert_eq!(src.pending.len(), 1, "the source still holds k2");
+    drain(&queue);
+    assert!(matches!(
+        b.tick(&mut src, T0 + 250),
+        TickOutcome::Billed { windows: 1, .. }
+    ));
+    assert_eq!(stored(&queue), ["k1", "k2", "k3"]);
+    assert!(src.pending.is_empty());
 }

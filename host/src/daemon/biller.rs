@@ -7,11 +7,16 @@
 //! queue full, queue error) so the watermark never skips a span; the span is retried at the
 //! next tick. A crash before a commit re-bills the same window with the same deterministic
 //! ids; after it, nothing is billed twice.
+//!
+//! Each commit also carries the source's state changes ([`MeteredSource::ledger_writes`]), so
+//! the state stored beside the watermark is the one the watermark was committed with. The
+//! source forgets them only when told the commit happened ([`MeteredSource::ledger_committed`]);
+//! a window that is not committed leaves them to the next commit.
 
 use crate::mapper::bindings::{Item, SourceKind};
 use crate::mapper::validate::DEFAULT_MAX_EVENT_BYTES;
 use crate::mapper::{LoadedMapper, MapperError};
-use crate::queue::{CommitOutcome, Queue, QueueError};
+use crate::queue::{CommitOutcome, LedgerWrites, Queue, QueueError};
 use crate::snapshot::{self, Identity};
 use crate::window::Window;
 
@@ -29,6 +34,16 @@ pub trait MeteredSource {
     fn items(&self, window: &Window) -> Vec<Item>;
     /// Everything that ended at or before `watermark` has been billed and may be forgotten.
     fn forget_billed(&mut self, watermark: i64);
+    /// State records changed since the last [`MeteredSource::ledger_committed`], to write in
+    /// the same transaction as the next window (keys relative to the source). Calling it again
+    /// before `ledger_committed` returns them again, with any newer changes. Default: none (a
+    /// source whose state needs no persisting).
+    fn ledger_writes(&mut self) -> LedgerWrites {
+        LedgerWrites::default()
+    }
+    /// The writes last returned by [`MeteredSource::ledger_writes`] are on disk with a
+    /// committed window: forget them (changes made since stay pending).
+    fn ledger_committed(&mut self) {}
 }
 
 /// What one tick did.
@@ -126,16 +141,27 @@ impl Biller {
                     }
                 }
             };
-            match self
-                .queue
-                .commit_window(source.name(), window.end(), &events)
-            {
+            let ledger = source.ledger_writes();
+            match self.queue.commit_window_with_ledger(
+                source.name(),
+                window.end(),
+                &events,
+                &ledger,
+            ) {
                 Ok(CommitOutcome::Committed) => {
+                    source.ledger_committed();
                     self.watermark = window.end();
                     source.forget_billed(self.watermark);
                     done += 1;
                     events_total += events.len();
-                    tracing::debug!(%window, events = events.len(), "window committed");
+                    tracing::debug!(
+                        %window,
+                        events = events.len(),
+                        ledger_records = ledger.puts.len(),
+                        ledger_removed = ledger.removes.len(),
+                        ledger_bytes = ledger.bytes(),
+                        "window committed"
+                    );
                     if self.log_events {
                         for e in &events {
                             match serde_json::to_string(e) {

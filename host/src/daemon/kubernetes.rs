@@ -4,17 +4,50 @@
 //! In sync means: every watch stream has completed its first (re-)list, none is in the middle of
 //! a re-list, and no watch error was reported within the last `2 × settle + 1` seconds. While
 //! out of sync nothing is billed; the next window simply covers the gap once the watch is back.
+//!
+//! ## Across restarts
+//!
+//! The source starts from the ledger records stored with the last committed window
+//! ([`crate::queue::Queue::ledger_records`]), restored into the ledger before any watcher input
+//! is applied, each attached to the stream of the current scope that watches its namespace. The
+//! first list of each stream then ends the entries it no longer contains (deleted while the
+//! collector was down: estimated, at the list's start) and updates the others; so a pod known at
+//! the stored watermark and deleted during the downtime is billed from the watermark to the
+//! first list, marked estimated.
+//!
+//! - A record whose stream is no longer watched (its namespace left `--namespace`, or
+//!   `--label-selector`/`--node-name` changed, or PVCs are not watched any more) is dropped,
+//!   logged at INFO and counted ([`RestoreReport::out_of_scope`]): ending it at the first list
+//!   would bill a pod that may still run, or that another collector now meters.
+//! - A record that cannot be decoded or read back is logged at WARN with its key, skipped and
+//!   counted ([`RestoreReport::unreadable`]); the daemon carries on.
+//! - Both kinds are deleted from the store with the next committed window.
+//! - Each commit writes only the records changed since the previous one
+//!   ([`MeteredSource::ledger_writes`]); they are forgotten only once committed.
+//! - At most [`LEDGER_BYTES_PER_COMMIT`] of records are put per commit (all removals always
+//!   go), oldest change first; the rest stay pending for the next windows. One sled
+//!   transaction holding a whole 10k-pod ledger (17 MiB) grew the process by ~118 MiB RSS,
+//!   never given back; 2 MiB commits by ~45 MiB (`host/tests/ledger_persist.rs`). So after a
+//!   start without stored records (or a burst of changes) the store catches up over a few windows;
+//!   until it has, a pod whose record is not stored yet (or is older) and that is deleted
+//!   during a downtime is billed as before this store existed (not after the watermark) or
+//!   from its older record (ended at the first list, estimated).
 
 use std::collections::HashSet;
 
 use tokio::sync::mpsc;
 
 use crate::mapper::bindings::{Item, SourceKind};
+use crate::queue::LedgerWrites;
 use crate::snapshot::{self, Identity};
 use crate::sources::kubernetes::config::Scope;
-use crate::sources::kubernetes::ledger::{Change, Ledger, LedgerInput};
-use crate::sources::kubernetes::spawn_watchers;
-use crate::sources::kubernetes::watcher::{Clock, StreamId, WatcherHandle, system_clock};
+use crate::sources::kubernetes::ledger::{
+    Change, EntryKind, EntryRef, Ledger, LedgerInput, Restored,
+};
+use crate::sources::kubernetes::watcher::{
+    Clock, StreamId, WatchKind, WatcherHandle, system_clock,
+};
+use crate::sources::kubernetes::{persist, spawn_watchers};
 use crate::window::Window;
 
 use super::biller::MeteredSource;
@@ -22,9 +55,50 @@ use super::biller::MeteredSource;
 /// Watcher inputs that may wait for the ledger.
 const INPUT_CHANNEL: usize = 64;
 
+/// The source's name: its watermark key and ledger-record prefix in the queue.
+pub const SOURCE_NAME: &str = "kubernetes";
+
+/// Most bytes of ledger records put with one window commit (see the module docs).
+pub const LEDGER_BYTES_PER_COMMIT: usize = 2 << 20;
+
+/// What a [`ledger_writes`] call handed to a commit, to acknowledge with [`ledger_committed`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Handed {
+    generation: u64,
+    stale: usize,
+    /// `None`: every pending change; else the keys of the changes handed.
+    keys: Option<Vec<(EntryKind, String)>>,
+}
+
+impl Handed {
+    /// True when some pending changes were left for a later commit (over the byte budget).
+    pub fn partial(&self) -> bool {
+        self.keys.is_some()
+    }
+}
+
+/// What [`KubernetesSource::start`] did with the stored ledger records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Pods and PVCs held again.
+    pub restored: usize,
+    /// Records of streams no longer watched: dropped.
+    pub out_of_scope: usize,
+    /// Records that could not be decoded or read back: skipped.
+    pub unreadable: usize,
+}
+
 /// Watchers + ledger + sync tracking.
 pub struct KubernetesSource {
     ledger: Ledger,
+    /// `Scope::selectors` of the pod and PVC streams, stored with each record.
+    pod_selectors: String,
+    pvc_selectors: String,
+    /// Stored records to delete (unreadable or out of scope) with the next commit.
+    stale: Vec<Vec<u8>>,
+    /// What the last `ledger_writes` covered.
+    handed: Option<Handed>,
+    restore_report: RestoreReport,
     rx: mpsc::Receiver<LedgerInput>,
     handle: WatcherHandle,
     clock: Clock,
@@ -47,26 +121,52 @@ impl std::fmt::Debug for KubernetesSource {
 }
 
 impl KubernetesSource {
-    /// Starts the watchers of `scope`.
-    pub fn start(client: kube::Client, scope: &Scope, settle: u64, raw_objects: bool) -> Self {
-        Self::start_with_clock(client, scope, settle, raw_objects, system_clock())
+    /// Restores the stored ledger `records` (keys relative to the source, as
+    /// [`crate::queue::Queue::ledger_records`] returns them; empty on a first start), then
+    /// starts the watchers of `scope`.
+    pub fn start<K, V>(
+        client: kube::Client,
+        scope: &Scope,
+        settle: u64,
+        raw_objects: bool,
+        records: impl IntoIterator<Item = (K, V)>,
+    ) -> Self
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        Self::start_with_clock(client, scope, settle, raw_objects, system_clock(), records)
     }
 
     /// Same, with an injected clock (tests).
-    pub fn start_with_clock(
+    pub fn start_with_clock<K, V>(
         client: kube::Client,
         scope: &Scope,
         settle: u64,
         raw_objects: bool,
         clock: Clock,
-    ) -> Self {
-        // Small: each queued input holds a whole typed object plus its JSON tree (25–50 KiB for a
-        // real pod); 8192 of them during an initial list could hold ~300 MiB. The watcher simply
-        // waits for the ledger, which applies a pod in well under a millisecond.
+        records: impl IntoIterator<Item = (K, V)>,
+    ) -> Self
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        let mut ledger = Ledger::new();
+        let mut stale = Vec::new();
+        let restore_report = restore(&mut ledger, &mut stale, scope, records);
+        // Restored first: the watchers' first lists then end what they no longer contain.
+        // Small channel: each queued input holds a whole typed object plus its JSON tree
+        // (25–50 KiB for a real pod); 8192 of them during an initial list could hold ~300 MiB.
+        // The watcher simply waits for the ledger, which applies a pod in well under a ms.
         let (tx, rx) = mpsc::channel(INPUT_CHANNEL);
         let handle = spawn_watchers(client, scope, clock.clone(), tx);
         KubernetesSource {
-            ledger: Ledger::new(),
+            ledger,
+            pod_selectors: scope.selectors(WatchKind::Pods),
+            pvc_selectors: scope.selectors(WatchKind::Pvcs),
+            stale,
+            handed: None,
+            restore_report,
             rx,
             handle,
             clock,
@@ -123,11 +223,140 @@ impl KubernetesSource {
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
     }
+
+    /// What was done with the stored ledger records at start.
+    pub fn restore_report(&self) -> RestoreReport {
+        self.restore_report
+    }
+}
+
+/// The records to write for `ledger`'s pending changes (plus the `stale` keys to remove), as
+/// [`MeteredSource::ledger_writes`] hands them to the biller: every removal, and changed
+/// entries oldest first until `max_put_bytes` (at least one). Public for tools and
+/// measurements.
+pub fn ledger_writes(
+    ledger: &Ledger,
+    stale: &[Vec<u8>],
+    pod_selectors: &str,
+    pvc_selectors: &str,
+    max_put_bytes: usize,
+) -> (LedgerWrites, Handed) {
+    let changes = ledger.changes();
+    let mut writes = LedgerWrites {
+        removes: stale.to_vec(),
+        puts: Vec::new(),
+    };
+    for (kind, uid) in &changes.removed {
+        writes.removes.push(persist::key(*kind, uid));
+    }
+    let mut bytes = 0;
+    let mut handed_upserts = 0;
+    for entry in &changes.upserts {
+        let selectors = match entry.stream().kind {
+            WatchKind::Pods => pod_selectors,
+            _ => pvc_selectors,
+        };
+        let (key, value) = persist::encode(entry, selectors);
+        bytes += key.len() + value.len();
+        if !writes.puts.is_empty() && bytes > max_put_bytes {
+            break;
+        }
+        writes.puts.push((key, value));
+        handed_upserts += 1;
+    }
+    let keys = (handed_upserts < changes.upserts.len()).then(|| {
+        let upserts = changes.upserts[..handed_upserts].iter().map(|e| match e {
+            EntryRef::Pod { uid, .. } => (EntryKind::Pod, (*uid).to_owned()),
+            EntryRef::Pvc { uid, .. } => (EntryKind::Pvc, (*uid).to_owned()),
+        });
+        let removed = changes
+            .removed
+            .iter()
+            .map(|(kind, uid)| (*kind, (*uid).to_owned()));
+        upserts.chain(removed).collect()
+    });
+    let handed = Handed {
+        generation: changes.generation,
+        stale: stale.len(),
+        keys,
+    };
+    (writes, handed)
+}
+
+/// The writes [`ledger_writes`] returned with `handed` are committed: forgets them in `ledger`
+/// and `stale` (changes made since, and those left over the budget, stay pending).
+pub fn ledger_committed(ledger: &mut Ledger, stale: &mut Vec<Vec<u8>>, handed: Handed) {
+    match &handed.keys {
+        None => ledger.changes_persisted(handed.generation),
+        Some(keys) => ledger.some_changes_persisted(
+            handed.generation,
+            keys.iter().map(|(kind, uid)| (*kind, uid.as_str())),
+        ),
+    }
+    stale.drain(..handed.stale.min(stale.len()));
+}
+
+/// Imports stored ledger records into `ledger` as [`KubernetesSource::start`] does; the keys
+/// of those dropped (out of scope, unreadable) are appended to `stale`, to be removed from the
+/// store with the next commit. Public for tools and measurements.
+pub fn restore<K, V>(
+    ledger: &mut Ledger,
+    stale: &mut Vec<Vec<u8>>,
+    scope: &Scope,
+    records: impl IntoIterator<Item = (K, V)>,
+) -> RestoreReport
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let mut report = RestoreReport::default();
+    for (key, value) in records {
+        let key = key.as_ref();
+        let decoded = match persist::decode(key, value.as_ref()) {
+            Ok(d) => d,
+            Err(error) => {
+                tracing::warn!(key = %persist::show_key(key), error = %error, "stored ledger record skipped: it cannot be decoded");
+                report.unreadable += 1;
+                stale.push(key.to_vec());
+                continue;
+            }
+        };
+        let watch = match decoded.entry.kind() {
+            EntryKind::Pod => WatchKind::Pods,
+            EntryKind::Pvc => WatchKind::Pvcs,
+        };
+        let same_selectors = decoded.selectors == scope.selectors(watch);
+        let outcome = ledger.restore(decoded.entry, |_, namespace| {
+            same_selectors
+                .then(|| scope.stream_for(watch, namespace))
+                .flatten()
+        });
+        match outcome {
+            Ok(Restored::Held | Restored::AlreadyHeld) => report.restored += 1,
+            Ok(Restored::OutOfScope) => {
+                tracing::debug!(key = %persist::show_key(key), "stored ledger record of a stream no longer watched dropped");
+                report.out_of_scope += 1;
+                stale.push(key.to_vec());
+            }
+            Err(error) => {
+                tracing::warn!(key = %persist::show_key(key), error = %error, cause = ?std::error::Error::source(&error), "stored ledger record skipped: its object cannot be read back");
+                report.unreadable += 1;
+                stale.push(key.to_vec());
+            }
+        }
+    }
+    if report.out_of_scope > 0 {
+        tracing::info!(
+            dropped = report.out_of_scope,
+            "stored pods/PVCs of namespaces or selectors no longer watched were dropped; they are not billed after the stored watermark"
+        );
+    }
+    report
 }
 
 impl MeteredSource for KubernetesSource {
     fn name(&self) -> &str {
-        "kubernetes"
+        SOURCE_NAME
     }
 
     fn kind(&self) -> SourceKind {
@@ -160,6 +389,31 @@ impl MeteredSource for KubernetesSource {
     fn forget_billed(&mut self, watermark: i64) {
         self.ledger.forget_billed(watermark);
     }
+
+    fn ledger_writes(&mut self) -> LedgerWrites {
+        let (writes, handed) = ledger_writes(
+            &self.ledger,
+            &self.stale,
+            &self.pod_selectors,
+            &self.pvc_selectors,
+            LEDGER_BYTES_PER_COMMIT,
+        );
+        if handed.partial() {
+            tracing::debug!(
+                pending = self.ledger.changed_count(),
+                written = writes.puts.len(),
+                "ledger changes over the per-commit budget are left for the next windows"
+            );
+        }
+        self.handed = Some(handed);
+        writes
+    }
+
+    fn ledger_committed(&mut self) {
+        if let Some(handed) = self.handed.take() {
+            ledger_committed(&mut self.ledger, &mut self.stale, handed);
+        }
+    }
 }
 
 impl KubernetesSource {
@@ -172,5 +426,196 @@ impl KubernetesSource {
             self.errors_seen = errors;
             self.last_error_at = Some((self.clock)());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::sources::kubernetes::Object;
+    use crate::sources::kubernetes::config::install_crypto_provider;
+    use serde_json::json;
+
+    fn pod(uid: &str, namespace: &str) -> Object {
+        let raw = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("pod-{uid}"), "namespace": namespace, "uid": uid},
+            "spec": {"containers": [{"name": "app"}]},
+            "status": {"phase": "Running", "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]},
+        });
+        match Object::from_value(raw) {
+            Some(Ok(o)) => o,
+            other => panic!("test pod does not parse: {other:?}"),
+        }
+    }
+
+    /// Stored records of pods in `namespaces`, as a commit under `scope` writes them.
+    fn stored(scope: &Scope, pods: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut l = Ledger::new();
+        for (uid, ns) in pods {
+            let stream = scope
+                .stream_for(WatchKind::Pods, Some(ns))
+                .expect("watched");
+            l.apply(LedgerInput {
+                stream,
+                observed_at: 1_767_225_700,
+                change: Change::Apply(pod(uid, ns)),
+            });
+        }
+        let selectors = scope.selectors(WatchKind::Pods);
+        l.changes()
+            .upserts
+            .iter()
+            .map(|e| persist::encode(e, &selectors))
+            .collect()
+    }
+
+    fn scope(namespaces: &[&str], label_selector: Option<&str>) -> Scope {
+        Scope {
+            namespaces: Some(namespaces.iter().map(|n| (*n).to_owned()).collect()),
+            label_selector: label_selector.map(str::to_owned),
+            node_name: None,
+        }
+    }
+
+    #[test]
+    fn undecodable_and_out_of_scope_records_are_skipped_counted_and_marked_stale() {
+        let old = scope(&["a", "b"], None);
+        let mut records = stored(&old, &[("p1", "a"), ("p2", "b"), ("p3", "b")]);
+        records.sort();
+        let mut future = records[2].clone();
+        future.0 = persist::key(EntryKind::Pod, "p4");
+        future.1[0] = 9; // a format from a newer version
+        let truncated = (
+            persist::key(EntryKind::Pod, "p5"),
+            records[0].1[..10].to_vec(),
+        );
+        let bad_key = (b"zzz".to_vec(), records[0].1.clone());
+        records.extend([future, truncated, bad_key]);
+
+        // "b" is no longer watched: p2 and p3 are dropped; "c" is new.
+        let now = scope(&["a", "c"], None);
+        let mut ledger = Ledger::new();
+        let mut stale = Vec::new();
+        let report = restore(&mut ledger, &mut stale, &now, records.clone());
+        assert_eq!(
+            report,
+            RestoreReport {
+                restored: 1,
+                out_of_scope: 2,
+                unreadable: 3,
+            }
+        );
+        assert_eq!(ledger.pod_uids().collect::<Vec<_>>(), ["p1"]);
+        let a = now.stream_for(WatchKind::Pods, Some("a"));
+        assert_eq!(a.map(|s| s.scope), Some(0));
+        stale.sort();
+        let mut expected: Vec<Vec<u8>> = ["p2", "p3", "p4", "p5"]
+            .iter()
+            .map(|u| persist::key(EntryKind::Pod, u))
+            .collect();
+        expected.push(b"zzz".to_vec());
+        expected.sort();
+        assert_eq!(stale, expected);
+
+        // Another label selector: nothing is attached.
+        let mut ledger = Ledger::new();
+        let report = restore(
+            &mut ledger,
+            &mut Vec::new(),
+            &scope(&["a", "b"], Some("team=x")),
+            records,
+        );
+        assert_eq!((report.restored, report.out_of_scope), (0, 3));
+    }
+
+    #[tokio::test]
+    async fn stale_records_and_changes_are_written_until_a_commit_is_confirmed() {
+        install_crypto_provider();
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = kube::Client::try_from(config).expect("client");
+        let s = scope(&["a"], None);
+        let mut records = stored(&s, &[("p1", "a")]);
+        records.push((persist::key(EntryKind::Pod, "junk"), vec![FORMAT_JUNK]));
+        let mut source = KubernetesSource::start_with_clock(
+            client,
+            &s,
+            2,
+            false,
+            Arc::new(|| 1_767_225_800),
+            records,
+        );
+        source.stop();
+        let junk = persist::key(EntryKind::Pod, "junk");
+        let w = source.ledger_writes();
+        assert_eq!((w.removes.clone(), w.puts.len()), (vec![junk.clone()], 0));
+        // Not confirmed (the commit was refused): handed again, with a new change.
+        let stream = s.stream_for(WatchKind::Pods, Some("a")).expect("watched");
+        source.ledger.apply(LedgerInput {
+            stream,
+            observed_at: 1_767_225_810,
+            change: Change::Apply(pod("p2", "a")),
+        });
+        let w = source.ledger_writes();
+        assert_eq!(w.removes, vec![junk]);
+        assert_eq!(w.puts.len(), 1);
+        assert_eq!(w.puts[0].0, persist::key(EntryKind::Pod, "p2"));
+        source.ledger_committed();
+        assert!(source.ledger_writes().is_empty());
+    }
+
+    const FORMAT_JUNK: u8 = 200;
+
+    fn keys(w: &LedgerWrites) -> Vec<Vec<u8>> {
+        w.puts.iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    #[test]
+    fn over_the_byte_budget_changes_wait_oldest_first_and_removals_always_go() {
+        let s = scope(&["a"], None);
+        let stream = s.stream_for(WatchKind::Pods, Some("a")).expect("watched");
+        let sel = s.selectors(WatchKind::Pods);
+        let apply = |l: &mut Ledger, at: i64, change: Change| {
+            l.apply(LedgerInput {
+                stream,
+                observed_at: at,
+                change,
+            });
+        };
+        let key = |uid: &str| persist::key(EntryKind::Pod, uid);
+        let mut l = Ledger::new();
+        for uid in ["p1", "p2", "p3"] {
+            apply(&mut l, 1_767_225_700, Change::Apply(pod(uid, "a")));
+        }
+        let mut stale = vec![b"old".to_vec()];
+        // Everything fits: one commit takes it all.
+        let (w, h) = ledger_writes(&l, &stale, &sel, "", LEDGER_BYTES_PER_COMMIT);
+        assert_eq!((w.puts.len(), h.partial()), (3, false));
+
+        // A budget of one byte: one record per commit, oldest change first.
+        let (w, h) = ledger_writes(&l, &stale, &sel, "", 1);
+        assert_eq!((keys(&w), h.partial()), (vec![key("p1")], true));
+        assert_eq!(w.removes, vec![b"old".to_vec()], "stale keys always go");
+        // p1 changes again before that commit lands: it stays pending.
+        apply(&mut l, 1_767_225_710, Change::Delete(pod("p1", "a")));
+        ledger_committed(&mut l, &mut stale, h);
+        assert!(stale.is_empty());
+        assert_eq!(l.changed_count(), 3);
+        let (w, h) = ledger_writes(&l, &stale, &sel, "", 1);
+        assert_eq!(keys(&w), vec![key("p2")], "p1's change is now the newest");
+        ledger_committed(&mut l, &mut stale, h);
+        assert_eq!(l.changed_count(), 2);
+
+        // p1 is billed and forgotten: its removal goes whatever the budget.
+        assert_eq!(l.forget_billed(1_767_225_800), 1);
+        let (w, h) = ledger_writes(&l, &stale, &sel, "", 1);
+        assert_eq!(keys(&w), vec![key("p3")]);
+        assert_eq!(w.removes, vec![key("p1")]);
+        assert!(!h.partial(), "nothing left over");
+        ledger_committed(&mut l, &mut stale, h);
+        assert_eq!(l.changed_count(), 0);
     }
 }

@@ -21,7 +21,7 @@ use crate::sources::kubernetes::KubernetesArgs;
 use crate::window::{self, WindowError};
 
 use super::biller::{Biller, MeteredSource, TickOutcome};
-use super::kubernetes::KubernetesSource;
+use super::kubernetes::{KubernetesSource, SOURCE_NAME};
 use super::windows::{Idle, Plan};
 
 /// Where events go.
@@ -231,8 +231,23 @@ pub async fn run_with(
         collector_id: args.mapper.collector_id.clone(),
         cluster_id: args.mapper.cluster_id.clone(),
     };
-    let mut source =
-        KubernetesSource::start(client, &scope, plan.settle, mapper.wants_raw_objects());
+    let records = queue
+        .ledger_records(SOURCE_NAME)
+        .map_err(DaemonError::QueueOpen)?;
+    let mut source = KubernetesSource::start(
+        client,
+        &scope,
+        plan.settle,
+        mapper.wants_raw_objects(),
+        records,
+    );
+    let restored = source.restore_report();
+    tracing::info!(
+        restored = restored.restored,
+        out_of_scope = restored.out_of_scope,
+        unreadable = restored.unreadable,
+        "ledger restored from the queue"
+    );
     let mut biller = Biller::new(
         plan,
         mapper.clone(),

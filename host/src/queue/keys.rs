@@ -4,6 +4,22 @@
 pub(crate) const EVENTS: &str = "events";
 pub(crate) const WATERMARKS: &str = "watermarks";
 pub(crate) const DEAD: &str = "dead";
+pub(crate) const LEDGER: &str = "ledger";
+
+/// The prefix of `source`'s records in the `ledger` tree: its name and a NUL byte.
+pub(crate) fn ledger_prefix(source: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(source.len() + 1);
+    k.extend_from_slice(source.as_bytes());
+    k.push(0);
+    k
+}
+
+/// The full `ledger` key of a record of `source` (`key` relative to the source).
+pub(crate) fn ledger_key(source: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = ledger_prefix(source);
+    k.extend_from_slice(key);
+    k
+}
 
 /// `seq` as an 8-byte big-endian key.
 pub(crate) fn seq_key(seq: u64) -> [u8; 8] {

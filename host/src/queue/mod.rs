@@ -6,7 +6,7 @@
 //!
 //! # On-disk layout
 //!
-//! One sled database (a directory, default `/var/lib/edgemeter/queue`) with three trees. All
+//! One sled database (a directory, default `/var/lib/edgemeter/queue`) with four trees. All
 //! integers are big-endian so that sled's byte order is numeric order.
 //!
 //! | tree          | key                              | value                                        |
@@ -14,6 +14,12 @@
 //! | `events`      | `seq: u64` (8 bytes)             | one [`CloudEvent`] as compact JSON            |
 //! | `watermarks`  | source name (UTF-8)              | `billed_up_to: i64` Unix seconds (8 bytes)    |
 //! | `dead`        | `seq: u64` (8 bytes)             | a [`DeadLetter`] as JSON (event + reason)     |
+//! | `ledger`      | source name, `0x00`, record key  | one ledger record: a format byte, then the entry |
+//!
+//! `ledger` holds the source's state that must survive a restart: for `kubernetes`, one record
+//! per pod or PVC held by the ledger (record key `b'p'`/`b'c'` + UID; the value format is in
+//! [`crate::sources::kubernetes::persist`]). The queue treats records as opaque bytes
+//! ([`LedgerWrites`]); source names never contain a NUL byte.
 //!
 //! `seq` comes from sled's `generate_id`, which is unique and increasing across restarts, so
 //! iterating `events` from the start yields events in enqueue order (oldest first). The JSON in
@@ -25,13 +31,24 @@
 //!    the source's watermark in one sled transaction, then flushes. After a crash either both
 //!    are on disk or neither is: a window is re-billed (with the same deterministic ids) only if
 //!    its commit never happened, and never after. Watermarks only move forward.
-//! 2. **Ack = delete after 2xx.** An event leaves `events` only through [`Queue::ack`] (the
+//! 2. **The stored ledger goes with the watermark.** [`Queue::commit_window_with_ledger`]
+//!    writes the source's ledger records (changed or dropped since its last commit, never the
+//!    whole ledger) in the *same* transaction as the window's events and watermark: every
+//!    record on disk was written with a watermark that is on disk, and a removal (an entry
+//!    billed for good) never lands without the watermark that billed it. A commit that is
+//!    refused (`Full`) or fails writes none of them; the source hands them again, with newer
+//!    changes, to the next commit. To bound a transaction's memory a source may spread a burst
+//!    over several commits (the Kubernetes source puts at most
+//!    [`LEDGER_BYTES_PER_COMMIT`](crate::daemon::kubernetes::LEDGER_BYTES_PER_COMMIT) per
+//!    commit, oldest change first), so the stored ledger can lag the in-memory one by a few
+//!    windows after a start without stored records or a mass change.
+//! 3. **Ack = delete after 2xx.** An event leaves `events` only through [`Queue::ack`] (the
 //!    receiver answered 2xx) or [`Queue::dead_letter`] (moved to `dead` in one transaction). Both
 //!    flush, so a crash re-sends at most the one batch that was in flight; the receiver dedupes
 //!    on (`source`, `id`).
-//! 3. **One consumer.** Only one sink reads and deletes at a time (sled's file lock already
+//! 4. **One consumer.** Only one sink reads and deletes at a time (sled's file lock already
 //!    keeps a second process out; within the process the daemon runs one sink per queue).
-//! 4. **Bounded.** `pending_bytes` (key + value bytes in `events`) is kept in memory, recomputed
+//! 5. **Bounded.** `pending_bytes` (key + value bytes in `events`) is kept in memory, recomputed
 //!    by a scan on open. When it is at or over `max_bytes`, `commit_window` writes nothing and
 //!    returns [`CommitOutcome::Full`]; the watermark stays, so the window is billed later, longer.
 //!    Dead letters are not counted (they are few and need an operator anyway).
@@ -39,13 +56,14 @@
 //!    file, so after a drained outage the directory keeps its peak size (measured: 1,000,000
 //!    events of ~300 bytes took 466 MiB, and still did after the drain and a reopen). Size the
 //!    volume for about 1.6 × `max_bytes`.
-//! 5. **Corruption.** If sled reports corruption on open, the directory is renamed to
+//! 6. **Corruption.** If sled reports corruption on open, the directory is renamed to
 //!    `<dir>.corrupt-<unix seconds>`, an ERROR is logged, and a fresh queue starts (the
 //!    watermarks restart too, so the next tick bills from the sources' own history). sled
 //!    reports corruption of its own metadata (`conf`, snapshots); a bad checksum in the data
-//!    log is instead treated as a torn write and recovered up to. Either way events and
-//!    watermarks are lost or kept *together* (one log, one transaction), so a window is never
-//!    half-billed: it is billed again with the same ids and the receiver dedupes.
+//!    log is instead treated as a torn write and recovered up to. Either way events,
+//!    watermarks and ledger records are lost or kept *together* (one log, one transaction), so
+//!    a window is never half-billed: it is billed again with the same ids and the receiver
+//!    dedupes.
 //!
 //! The key layout and batch-body encoding are pure functions in `keys`; `store` does the I/O.
 
@@ -57,7 +75,9 @@ pub mod cli;
 
 pub use config::{CorruptionPolicy, QueueConfig};
 pub use keys::batch_body;
-pub use store::{CommitOutcome, DeadLetter, Queue, QueueError, QueueStats, QueuedEvent};
+pub use store::{
+    CommitOutcome, DeadLetter, LedgerWrites, Queue, QueueError, QueueStats, QueuedEvent,
+};
 
 #[cfg(test)]
 mod tests;

@@ -80,6 +80,32 @@ pub enum QueueError {
     },
 }
 
+/// Records of a source's state (its ledger) to write with a window, keys relative to the
+/// source (the queue adds the `source\0` prefix; see the layout table in the module docs).
+/// Removals are applied before puts, so a key in both ends up put.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerWrites {
+    pub removes: Vec<Vec<u8>>,
+    pub puts: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl LedgerWrites {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.removes.is_empty() && self.puts.is_empty()
+    }
+
+    /// Key and value bytes written (removals count their key).
+    pub fn bytes(&self) -> usize {
+        self.removes.iter().map(Vec::len).sum::<usize>()
+            + self
+                .puts
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+}
+
 /// What [`Queue::commit_window`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CommitOutcome {
@@ -141,6 +167,7 @@ struct Inner {
     events: sled::Tree,
     watermarks: sled::Tree,
     dead: sled::Tree,
+    ledger: sled::Tree,
     max_bytes: u64,
     /// Signed so that adds and subtracts commute: the sink may ack a commit's events before
     /// `commit_window` has added them here; the sum is exact once both are done.
@@ -232,6 +259,7 @@ impl Queue {
         let events = open_tree(keys::EVENTS)?;
         let watermarks = open_tree(keys::WATERMARKS)?;
         let dead = open_tree(keys::DEAD)?;
+        let ledger = open_tree(keys::LEDGER)?;
         let (mut events_found, mut bytes) = (0i64, 0i64);
         for item in events.iter() {
             let (_, value) = item.map_err(|source| QueueError::Scan { source })?;
@@ -244,6 +272,7 @@ impl Queue {
                 events,
                 watermarks,
                 dead,
+                ledger,
                 max_bytes: config.max_bytes,
                 pending_events: AtomicI64::new(events_found),
                 pending_bytes: AtomicI64::new(bytes),
@@ -284,6 +313,19 @@ impl Queue {
         watermark: i64,
         events: &[CloudEvent],
     ) -> Result<CommitOutcome, QueueError> {
+        self.commit_window_with_ledger(source, watermark, events, &LedgerWrites::default())
+    }
+
+    /// [`Queue::commit_window`], also writing `ledger` (the source's state changes) in the same
+    /// transaction: the stored ledger always matches the stored watermark. When the outcome is
+    /// not `Committed` none of `ledger` was written; the caller keeps it for a later commit.
+    pub fn commit_window_with_ledger(
+        &self,
+        source: &str,
+        watermark: i64,
+        events: &[CloudEvent],
+        ledger: &LedgerWrites,
+    ) -> Result<CommitOutcome, QueueError> {
         if self.pending_bytes() >= self.inner.max_bytes {
             return Ok(CommitOutcome::Full);
         }
@@ -298,7 +340,22 @@ impl Queue {
             .collect::<Result<Vec<_>, _>>()?;
         let added_bytes: i64 = encoded.iter().map(|j| stored_bytes(j.len())).sum();
         let wm_value = keys::watermark_value(watermark);
-        let result = (&self.inner.events, &self.inner.watermarks).transaction(|(ev, wm)| {
+        let removes: Vec<Vec<u8>> = ledger
+            .removes
+            .iter()
+            .map(|k| keys::ledger_key(source, k))
+            .collect();
+        let puts: Vec<(Vec<u8>, &[u8])> = ledger
+            .puts
+            .iter()
+            .map(|(k, v)| (keys::ledger_key(source, k), v.as_slice()))
+            .collect();
+        let trees = (
+            &self.inner.events,
+            &self.inner.watermarks,
+            &self.inner.ledger,
+        );
+        let result = trees.transaction(|(ev, wm, lg)| {
             if let Some(current) = wm.get(source.as_bytes())? {
                 let current = keys::parse_watermark(&current).unwrap_or(i64::MIN);
                 if current > watermark {
@@ -310,6 +367,12 @@ impl Queue {
                 ev.insert(&keys::seq_key(seq)[..], json.as_slice())?;
             }
             wm.insert(source.as_bytes(), &wm_value[..])?;
+            for key in &removes {
+                lg.remove(key.as_slice())?;
+            }
+            for (key, value) in &puts {
+                lg.insert(key.as_slice(), *value)?;
+            }
             Ok(())
         });
         match result {
@@ -330,6 +393,21 @@ impl Queue {
             self.inner.new_events.notify_one();
         }
         Ok(CommitOutcome::Committed)
+    }
+
+    /// Every ledger record of `source` (keys relative to the source, in key order), as of the
+    /// last committed window.
+    pub fn ledger_records(&self, source: &str) -> Result<Vec<(Vec<u8>, IVec)>, QueueError> {
+        let prefix = keys::ledger_prefix(source);
+        self.inner
+            .ledger
+            .scan_prefix(&prefix)
+            .map(|item| {
+                let (key, value) = item.map_err(|source| QueueError::Read { source })?;
+                let relative = key.get(prefix.len()..).unwrap_or_default().to_vec();
+                Ok((relative, value))
+            })
+            .collect()
     }
 
     /// Up to `max` of the oldest undelivered events, oldest first. Does not remove them.

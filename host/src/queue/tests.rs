@@ -352,3 +352,77 @@ fn counts_stay_exact_while_a_consumer_acks_during_commits() -> anyhow::Result<()
     assert!(q.peek(1)?.is_empty());
     Ok(())
 }
+
+fn writes(puts: &[(&str, &str)], removes: &[&str]) -> LedgerWrites {
+    LedgerWrites {
+        removes: removes.iter().map(|k| k.as_bytes().to_vec()).collect(),
+        puts: puts
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect(),
+    }
+}
+
+fn records(q: &Queue, source: &str) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(q.ledger_records(source)?
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect())
+}
+
+#[test]
+fn ledger_records_are_written_with_the_window_and_survive_a_reopen() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    {
+        let q = open(&dir)?;
+        let w = writes(&[("pa", "1"), ("pb", "1"), ("cx", "1")], &[]);
+        q.commit_window_with_ledger("k8s", 60, &events(0, 1), &w)?;
+        // Another source's records live under their own prefix.
+        q.commit_window_with_ledger("k8s2", 60, &[], &writes(&[("pa", "other")], &[]))?;
+        // Removed and put in one commit: removals first, so the put wins.
+        let w = writes(&[("pb", "2"), ("pc", "1")], &["pa", "pb", "missing"]);
+        q.commit_window_with_ledger("k8s", 120, &[], &w)?;
+    }
+    let q = open(&dir)?;
+    assert_eq!(q.watermark("k8s")?, Some(120));
+    assert_eq!(
+        records(&q, "k8s")?,
+        [("cx", "1"), ("pb", "2"), ("pc", "1")].map(|(k, v)| (k.to_owned(), v.to_owned()))
+    );
+    assert_eq!(
+        records(&q, "k8s2")?,
+        [("pa".to_owned(), "other".to_owned())]
+    );
+    assert!(
+        records(&q, "k8")?.is_empty(),
+        "a prefix of a name is another source"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_refused_or_full_commit_writes_no_ledger_record() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut config = QueueConfig::new(dir.path().join("q"));
+    config.max_bytes = 1;
+    let q = Queue::open(&config)?;
+    q.commit_window_with_ledger("k8s", 120, &events(0, 1), &writes(&[("pa", "1")], &[]))?;
+    assert_eq!(
+        q.commit_window_with_ledger("k8s", 180, &[], &writes(&[("pb", "1")], &["pa"]))?,
+        CommitOutcome::Full
+    );
+    q.ack(&q.peek(10)?)?;
+    assert!(
+        q.commit_window_with_ledger("k8s", 60, &[], &writes(&[("pc", "1")], &["pa"]))
+            .is_err(),
+        "a watermark moving back is refused"
+    );
+    assert_eq!(records(&q, "k8s")?, [("pa".to_owned(), "1".to_owned())]);
+    assert_eq!(q.watermark("k8s")?, Some(120));
+    Ok(())
+}

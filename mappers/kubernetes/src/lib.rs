@@ -17,6 +17,7 @@
 //! | `gpu_type`, `gpu_resource` | GPU model (when known) and resource name |
 //! | `<field>_per_second` | value × `duration_seconds`, for each of the six resource fields |
 //! | `KEY` | every `data.openmeter.io/KEY` annotation (built-in fields win on a clash) |
+//! | `allocation_estimated` | `true` only when the interval is an estimate (e.g. the pod was deleted while the collector was down); absent otherwise |
 //!
 //! Limits are `0` when the pod sets none (unbounded). With `unit` `minute` (or `hour`) the
 //! companions are `<field>_per_minute` = value × duration / 60 (`_per_hour`: / 3600).
@@ -24,7 +25,8 @@
 //! **PVC event** — `type` `kube-pvc-allocation` (config `pvc_event_type`), `subject` from the
 //! PVC's `openmeter.io/subject` annotation, else its namespace; `data`: `pvc_name`,
 //! `pvc_namespace`, `pvc_uid`, `storage_class`, `duration_seconds`, `storage_request_bytes`,
-//! `storage_request_bytes_per_<unit>`.
+//! `storage_request_bytes_per_<unit>`, and `allocation_estimated: true` when the bind time or
+//! the end is an estimate (e.g. deleted while the collector was down).
 //!
 //! Config (JSON, every key optional): `source`, `event_type`, `pvc_event_type`, `unit`
 //! (`second` | `minute` | `hour`), `subject_annotation`, `data_annotation_prefix`.
@@ -368,6 +370,9 @@ fn pvc_event(
     )]
     let per = per_unit(bytes as f64, a.seconds, cfg.unit);
     data.value(&format!("storage_request_bytes{}", cfg.unit.suffix()), &per);
+    if a.estimated {
+        data.value("allocation_estimated", &Value::Bool(true));
+    }
     Ok(finish(
         cfg,
         &cfg.pvc_event_type,

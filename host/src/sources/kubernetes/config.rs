@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+use super::watcher::{StreamId, WatchKind};
+
 /// Why the Kubernetes source could not be configured.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -89,6 +91,45 @@ impl Scope {
     /// Whether PVCs and PVs are watched (not in per-node mode).
     pub fn watches_storage(&self) -> bool {
         self.node_name.is_none()
+    }
+
+    /// The selectors that shape the lists of `kind`'s streams, as one string. Stored with each
+    /// persisted ledger entry: after a restart an entry is attached to a stream only if these
+    /// are unchanged (under other selectors the first list would end pods that merely stopped
+    /// matching, or that another collector now meters).
+    pub fn selectors(&self, kind: WatchKind) -> String {
+        match kind {
+            WatchKind::Pods => format!(
+                "labelSelector={};fieldSelector={}",
+                self.label_selector.as_deref().unwrap_or_default(),
+                self.node_name
+                    .as_deref()
+                    .map(|n| format!("spec.nodeName={n}"))
+                    .unwrap_or_default()
+            ),
+            WatchKind::Pvcs | WatchKind::Pvs | WatchKind::Nodes => String::new(),
+        }
+    }
+
+    /// The stream that watches `kind` objects of `namespace` in this scope (the same
+    /// [`StreamId`] as [`spawn_watchers`](super::spawn_watchers) gives it); `None` when no
+    /// stream does.
+    pub fn stream_for(&self, kind: WatchKind, namespace: Option<&str>) -> Option<StreamId> {
+        let index = match kind {
+            WatchKind::Pods | WatchKind::Pvcs => match (&self.namespaces, namespace) {
+                (None, _) => 0,
+                (Some(list), Some(ns)) => list.iter().position(|n| n == ns)?,
+                (Some(_), None) => return None,
+            },
+            WatchKind::Pvs | WatchKind::Nodes => 0,
+        };
+        if matches!(kind, WatchKind::Pvcs | WatchKind::Pvs) && !self.watches_storage() {
+            return None;
+        }
+        Some(StreamId {
+            kind,
+            scope: u16::try_from(index).unwrap_or(u16::MAX),
+        })
     }
 }
 

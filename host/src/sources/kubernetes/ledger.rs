@@ -16,14 +16,40 @@
 //! [`crate::accounting::interval::interval`] returns for the stored state; it lets
 //! [`Ledger::pod_snapshot`] inflate and parse only pods with seconds in the window, and
 //! [`Ledger::forget_billed`] decide without parsing.
+//!
+//! ## Persistence (export and import, no I/O here)
+//!
+//! The daemon writes pod and PVC entries to the queue's database in the same transaction as
+//! each window commit (see [`crate::queue`]), so that after a restart the entries known at the
+//! stored watermark come back and the first re-list can end the ones deleted meanwhile.
+//! The ledger only keeps the books:
+//!
+//! - every pod or PVC entry whose stored form changes (object bytes, observations or facts, or
+//!   stream), and every entry dropped by [`Ledger::forget_billed`], is recorded as *changed*
+//!   with a generation number; a re-list that delivers an unchanged object changes nothing;
+//! - [`Ledger::changes`] lists what changed (entries still held are upserts, the others
+//!   removals) with the generation it covers; [`Ledger::changes_persisted`] is called once they
+//!   are on disk and forgets only changes up to that generation, so a commit that did not
+//!   happen loses nothing: its changes are listed again with the next one;
+//! - [`Ledger::restore`] imports a stored entry (before the first list is applied), attached
+//!   to the stream the caller resolves from its namespace; restoring changes nothing.
+//!
+//! PVs and nodes are not persisted: the first list brings them back before anything is billed,
+//! and what a PVC learnt from its PV is copied into its [`PvcFacts`].
 
-/// Why a stored pod could not be read back.
+/// Why a stored pod or PVC could not be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("failed to inflate the stored pod {uid}: {reason}")]
     Inflate { uid: String, reason: String },
     #[error("failed to parse the stored pod {uid}")]
     Parse {
+        uid: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("failed to parse the stored PVC {uid}")]
+    ParsePvc {
         uid: String,
         #[source]
         source: serde_json::Error,
@@ -211,6 +237,103 @@ struct PvEntry {
     stream: StreamId,
 }
 
+/// The two kinds of entries that are persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EntryKind {
+    Pod,
+    Pvc,
+}
+
+/// A held entry as exported for persistence (borrowed from the ledger).
+#[derive(Debug, Clone, Copy)]
+pub enum EntryRef<'a> {
+    Pod {
+        uid: &'a str,
+        /// The pod's JSON without `managedFields`, deflated (as held).
+        packed: &'a [u8],
+        observations: Observations,
+        stream: StreamId,
+    },
+    Pvc {
+        uid: &'a str,
+        object: &'a PvcObject,
+        facts: &'a PvcFacts,
+        stream: StreamId,
+    },
+}
+
+impl EntryRef<'_> {
+    /// The stream the entry came from.
+    pub fn stream(&self) -> StreamId {
+        match self {
+            EntryRef::Pod { stream, .. } | EntryRef::Pvc { stream, .. } => *stream,
+        }
+    }
+}
+
+/// What changed since the changes up to some generation were persisted.
+#[derive(Debug, Default)]
+pub struct LedgerChanges<'a> {
+    /// Entries added or changed (held now).
+    pub upserts: Vec<EntryRef<'a>>,
+    /// Entries no longer held (dropped by [`Ledger::forget_billed`]).
+    pub removed: Vec<(EntryKind, &'a str)>,
+    /// The generation these changes cover; pass it to [`Ledger::changes_persisted`].
+    pub generation: u64,
+}
+
+impl LedgerChanges<'_> {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// An entry read back from storage, to import with [`Ledger::restore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredEntry {
+    Pod {
+        uid: String,
+        /// Deflated JSON, as exported.
+        packed: Vec<u8>,
+        observations: Observations,
+    },
+    Pvc {
+        uid: String,
+        /// The PVC's JSON.
+        json: String,
+        facts: PvcFacts,
+    },
+}
+
+impl StoredEntry {
+    /// Pod or PVC.
+    pub fn kind(&self) -> EntryKind {
+        match self {
+            StoredEntry::Pod { .. } => EntryKind::Pod,
+            StoredEntry::Pvc { .. } => EntryKind::Pvc,
+        }
+    }
+
+    /// The UID it is stored under.
+    pub fn uid(&self) -> &str {
+        match self {
+            StoredEntry::Pod { uid, .. } | StoredEntry::Pvc { uid, .. } => uid,
+        }
+    }
+}
+
+/// What [`Ledger::restore`] did with a stored entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restored {
+    /// Held again, attached to the resolved stream.
+    Held,
+    /// The ledger already holds this UID (fresher than the stored copy): ignored.
+    AlreadyHeld,
+    /// No current stream watches its namespace: not held.
+    OutOfScope,
+}
+
 #[derive(Debug, Default)]
 struct Relist {
     started_at: i64,
@@ -228,6 +351,10 @@ pub struct Ledger {
     nodes: BTreeMap<String, BTreeMap<String, String>>,
     node_streams: HashMap<String, StreamId>,
     relists: HashMap<StreamId, Relist>,
+    /// Persisted entries changed since the last [`Ledger::changes_persisted`], with the
+    /// generation of their latest change.
+    changed: HashMap<(EntryKind, String), u64>,
+    generation: u64,
 }
 
 fn is_terminal(pod: &Pod) -> bool {
@@ -342,10 +469,20 @@ impl Ledger {
             stream,
         };
         match index {
-            Some(i) => self.pods[i] = entry,
+            Some(i) => {
+                let old = &self.pods[i];
+                let same = old.packed == entry.packed
+                    && old.observations == entry.observations
+                    && old.stream == entry.stream;
+                self.pods[i] = entry;
+                if !same {
+                    self.touch(EntryKind::Pod, &uid);
+                }
+            }
             None => {
                 self.pod_index.insert(uid.clone(), self.pods.len());
                 self.pods.push(entry);
+                self.touch(EntryKind::Pod, &uid);
             }
         }
         uid
@@ -393,6 +530,9 @@ impl Ledger {
         if let Some(pv) = volume {
             merge_pv_facts(&mut facts, pv);
         }
+        let same = self.pvcs.get(&uid).is_some_and(|old| {
+            old.object.raw == object.raw && old.facts == facts && old.stream == stream
+        });
         self.pvcs.insert(
             uid.clone(),
             PvcEntry {
@@ -401,6 +541,9 @@ impl Ledger {
                 stream,
             },
         );
+        if !same {
+            self.touch(EntryKind::Pvc, &uid);
+        }
         uid
     }
 
@@ -434,8 +577,17 @@ impl Ledger {
                 .filter(|c| !c.is_empty()),
             stream,
         };
-        if let Some(claim) = entry.claim_uid.as_ref().and_then(|u| self.pvcs.get_mut(u)) {
+        if let Some((uid, claim)) = entry
+            .claim_uid
+            .as_ref()
+            .and_then(|u| self.pvcs.get_mut(u).map(|c| (u, c)))
+        {
+            let before = claim.facts.clone();
             merge_pv_facts(&mut claim.facts, &entry);
+            if claim.facts != before {
+                let uid = uid.clone();
+                self.touch(EntryKind::Pvc, &uid);
+            }
         }
         self.pvs.insert(name.clone(), entry);
         name
@@ -452,18 +604,31 @@ impl Ledger {
         };
         match stream.kind {
             WatchKind::Pods => {
+                let mut ended = Vec::new();
                 for p in &mut self.pods {
-                    if p.stream == stream && !relist.seen.contains(&p.uid) {
+                    if p.stream == stream
+                        && !relist.seen.contains(&p.uid)
+                        && p.observations.deleted.is_none()
+                    {
                         p.mark_deleted(gone);
+                        ended.push(p.uid.clone());
                     }
+                }
+                for uid in ended {
+                    self.touch(EntryKind::Pod, &uid);
                 }
             }
             WatchKind::Pvcs => {
+                let mut ended = Vec::new();
                 for (uid, e) in self.pvcs.iter_mut() {
                     if e.stream == stream && !relist.seen.contains(uid) && e.facts.deleted.is_none()
                     {
                         e.facts.deleted = Some(gone);
+                        ended.push(uid.clone());
                     }
+                }
+                for uid in ended {
+                    self.touch(EntryKind::Pvc, &uid);
                 }
             }
             WatchKind::Pvs => self
@@ -501,17 +666,25 @@ impl Ledger {
                 dropped += 1;
             }
         }
-        let before = self.pvcs.len();
-        self.pvcs.retain(|_, e| {
+        let mut gone = Vec::new();
+        self.pvcs.retain(|uid, e| {
             let Some(d) = e.facts.deleted else {
                 return true;
             };
-            match pvc::bound_at(&e.object.pvc, &e.facts) {
+            let keep = match pvc::bound_at(&e.object.pvc, &e.facts) {
                 None => false,
                 Some((from, _)) => d.at.max(from) > watermark,
+            };
+            if !keep {
+                gone.push(uid.clone());
             }
+            keep
         });
-        dropped + (before - self.pvcs.len())
+        dropped += gone.len();
+        for uid in gone {
+            self.touch(EntryKind::Pvc, &uid);
+        }
+        dropped
     }
 
     fn remove_pod(&mut self, i: usize) {
@@ -519,6 +692,145 @@ impl Ledger {
         self.pod_index.remove(&removed.uid);
         if let Some(moved) = self.pods.get(i) {
             self.pod_index.insert(moved.uid.clone(), i);
+        }
+        self.touch(EntryKind::Pod, &removed.uid);
+    }
+
+    /// Records that the stored form of an entry changed (or that it is gone).
+    fn touch(&mut self, kind: EntryKind, uid: &str) {
+        self.generation += 1;
+        self.changed.insert((kind, uid.to_owned()), self.generation);
+    }
+
+    /// What changed since the last [`Ledger::changes_persisted`]: entries held are upserts,
+    /// the others removals, each oldest change first (so a caller that persists only a prefix
+    /// starves none). Does not clear anything.
+    pub fn changes(&self) -> LedgerChanges<'_> {
+        let mut changes = LedgerChanges {
+            generation: self.generation,
+            ..LedgerChanges::default()
+        };
+        let mut changed: Vec<(&(EntryKind, String), u64)> =
+            self.changed.iter().map(|(k, g)| (k, *g)).collect();
+        changed.sort_unstable_by_key(|(_, g)| *g);
+        for ((kind, uid), _) in changed {
+            let held = match kind {
+                EntryKind::Pod => self.pod_index.get(uid).map(|&i| {
+                    let p = &self.pods[i];
+                    EntryRef::Pod {
+                        uid: &p.uid,
+                        packed: &p.packed,
+                        observations: p.observations,
+                        stream: p.stream,
+                    }
+                }),
+                EntryKind::Pvc => self.pvcs.get_key_value(uid).map(|(uid, e)| EntryRef::Pvc {
+                    uid,
+                    object: &e.object,
+                    facts: &e.facts,
+                    stream: e.stream,
+                }),
+            };
+            match held {
+                Some(entry) => changes.upserts.push(entry),
+                None => changes.removed.push((*kind, uid.as_str())),
+            }
+        }
+        changes
+    }
+
+    /// The changes listed by [`Ledger::changes`] with this `generation` are on disk: forgets
+    /// them, keeping any made after.
+    pub fn changes_persisted(&mut self, generation: u64) {
+        self.changed.retain(|_, g| *g > generation);
+    }
+
+    /// Some of the changes listed by [`Ledger::changes`] with this `generation` are on disk:
+    /// forgets those of `keys` that did not change again since.
+    pub fn some_changes_persisted<'k>(
+        &mut self,
+        generation: u64,
+        keys: impl IntoIterator<Item = (EntryKind, &'k str)>,
+    ) {
+        for (kind, uid) in keys {
+            let key = (kind, uid.to_owned());
+            if self.changed.get(&key).is_some_and(|g| *g <= generation) {
+                self.changed.remove(&key);
+            }
+        }
+    }
+
+    /// Number of entries changed since the last [`Ledger::changes_persisted`].
+    pub fn changed_count(&self) -> usize {
+        self.changed.len()
+    }
+
+    /// Imports a stored entry (call before the first list is applied). `stream_for` gives the
+    /// current stream that watches the entry's kind in its namespace (`None`: not watched any
+    /// more). An entry already held is left as it is. Restoring records no change: the entry
+    /// is stored as it is.
+    pub fn restore(
+        &mut self,
+        entry: StoredEntry,
+        stream_for: impl FnOnce(EntryKind, Option<&str>) -> Option<StreamId>,
+    ) -> Result<Restored, LedgerError> {
+        match entry {
+            StoredEntry::Pod {
+                uid,
+                packed,
+                observations,
+            } => {
+                if self.pod_index.contains_key(&uid) {
+                    return Ok(Restored::AlreadyHeld);
+                }
+                let mut entry = PodEntry {
+                    uid,
+                    packed: packed.into_boxed_slice(),
+                    observations,
+                    interval: None,
+                    terminal: false,
+                    stream: StreamId {
+                        kind: WatchKind::Pods,
+                        scope: 0,
+                    },
+                };
+                let pod = entry.typed(&entry.json()?)?;
+                let Some(stream) = stream_for(EntryKind::Pod, pod.metadata.namespace.as_deref())
+                else {
+                    return Ok(Restored::OutOfScope);
+                };
+                entry.stream = stream;
+                entry.terminal = is_terminal(&pod);
+                entry.interval = interval::interval(&pod, &observations);
+                self.pod_index.insert(entry.uid.clone(), self.pods.len());
+                self.pods.push(entry);
+                Ok(Restored::Held)
+            }
+            StoredEntry::Pvc { uid, json, facts } => {
+                if self.pvcs.contains_key(&uid) {
+                    return Ok(Restored::AlreadyHeld);
+                }
+                let parse_error = |source| LedgerError::ParsePvc {
+                    uid: uid.clone(),
+                    source,
+                };
+                let raw: Value = serde_json::from_str(&json).map_err(parse_error)?;
+                let pvc: PersistentVolumeClaim =
+                    serde_json::from_value(raw.clone()).map_err(parse_error)?;
+                let Some(stream) = stream_for(EntryKind::Pvc, pvc.metadata.namespace.as_deref())
+                else {
+                    return Ok(Restored::OutOfScope);
+                };
+                self.pvcs.insert(
+                    uid,
+                    PvcEntry {
+                        object: PvcObject { raw, pvc },
+                        facts,
+                        stream,
+                    },
+                );
+                Ok(Restored::Held)
+            }
         }
     }
 

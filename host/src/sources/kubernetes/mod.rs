@@ -33,9 +33,21 @@
 //!   `finishedAt` must keep its first `terminal_observed_at`).
 //! - A pod that stops matching `--label-selector` arrives as a watch `DELETE` (the watch cache
 //!   turns selector transitions into ADDED/DELETED) and is billed as deleted at that moment.
-//! - The ledger is pure (no I/O, no clock): the same inputs give the same state. It lives in
-//!   memory only: pods created and deleted entirely while the collector process was not running
-//!   are unknown to it.
+//! - The ledger is pure (no I/O, no clock): the same inputs give the same state.
+//! - **Across restarts.** The daemon stores the pod and PVC entries that changed (and removes
+//!   the forgotten ones) with every committed window, in the same queue transaction as the
+//!   watermark ([`Ledger::changes`], [`persist`], [`crate::queue`]), and restores them
+//!   ([`Ledger::restore`]) before the watchers' first list is applied. That list is a re-list
+//!   like any other: an entry it no longer contains was deleted while the collector was down
+//!   and is billed from the stored watermark to the list, marked estimated; an entry whose
+//!   deletion was observed before the restart keeps its real end; a terminal pod keeps its
+//!   first `terminal_observed_at`. Entries of streams no longer watched (namespace left the
+//!   scope, selectors changed) are dropped, not ended. Pods (and PVCs) created after the last
+//!   committed window and deleted before the restart are unknown and not billed; so is the
+//!   part after the stored watermark of an entry whose stored record could not be read back,
+//!   or was not written yet (at most 2 MiB of records go per commit, so after a start without
+//!   stored records the store catches up over a few windows).
+//!   PVs and nodes are not stored: they are listed again before anything is billed.
 //!
 //! ## Use (the daemon)
 //!
@@ -62,7 +74,10 @@
 //!             let Some(window) = edgemeter::window::Window::new(watermark, now) else { continue };
 //!             let (pods, _skipped) = ledger.pod_snapshot(envelope_for(&window), false);
 //!             let (pvc_items, _skipped) = ledger.pvc_items(&window);
-//!             // … map pods.items + pvc_items, enqueue events and the new watermark atomically …
+//!             // … map pods.items + pvc_items; enqueue the events, the new watermark and the
+//!             // records of `ledger.changes()` (see `persist`) in one transaction …
+//!             let committed = ledger.changes().generation;
+//!             ledger.changes_persisted(committed); // only once the commit happened
 //!             watermark = window.end();
 //!             ledger.forget_billed(watermark);
 //!         }
@@ -73,11 +88,16 @@
 
 pub mod config;
 pub mod ledger;
+pub mod persist;
 pub mod watcher;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::{ConfigError, KubernetesArgs};
-pub use ledger::{Change, Ledger, LedgerError, LedgerInput, Object, PvcObject};
+pub use ledger::{
+    Change, EntryKind, EntryRef, Ledger, LedgerChanges, LedgerError, LedgerInput, Object,
+    PvcObject, Restored, StoredEntry,
+};
+pub use persist::PersistError;
 pub use watcher::{Clock, StreamId, WatchError, WatchKind, WatcherHandle, spawn_watchers};

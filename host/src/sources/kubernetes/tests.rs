@@ -666,3 +666,399 @@ fn pod_seconds_exact_across_any_partition_of_windows() {
     // Windows where a pod holds nothing do not carry it.
     assert_eq!(pod_seconds(&l, &[14, 20]).get("short"), None);
 }
+
+// ---- Persistence: export, import, change tracking, stored encoding ----
+
+use super::ledger::{EntryKind, Restored, StoredEntry};
+use super::persist::{self, PersistError};
+
+const SELECTORS: &str = "labelSelector=;fieldSelector=";
+
+/// Encoded records: (key, value).
+type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The records a commit would write for `l`'s pending changes: (puts, removed keys).
+fn records(l: &Ledger) -> (Records, Vec<Vec<u8>>) {
+    let changes = l.changes();
+    let mut puts: Vec<_> = changes
+        .upserts
+        .iter()
+        .map(|e| persist::encode(e, SELECTORS))
+        .collect();
+    puts.sort();
+    let mut removed: Vec<_> = changes
+        .removed
+        .iter()
+        .map(|(k, uid)| persist::key(*k, uid))
+        .collect();
+    removed.sort();
+    (puts, removed)
+}
+
+/// Decodes `puts` and restores them into a fresh ledger (pods on PODS, PVCs on PVCS).
+fn restored(puts: &[(Vec<u8>, Vec<u8>)]) -> Ledger {
+    let mut l = Ledger::new();
+    for (k, v) in puts {
+        let d = persist::decode(k, v).expect("decodes");
+        assert_eq!(d.selectors, SELECTORS);
+        let got = l
+            .restore(d.entry, |kind, ns| {
+                assert_eq!(ns, Some("ns"));
+                Some(match kind {
+                    EntryKind::Pod => PODS,
+                    EntryKind::Pvc => PVCS,
+                })
+            })
+            .expect("restores");
+        assert_eq!(got, Restored::Held);
+    }
+    l
+}
+
+/// A ledger with a running pod, a finished pod, a pod deleted live, a pod without
+/// `finishedAt` observed terminal, a bound PVC with PV facts and a deleted PVC.
+fn populated() -> Ledger {
+    let mut l = Ledger::new();
+    apply(&mut l, PODS, 100, pod("run", Some(90), "Running", None));
+    apply(
+        &mut l,
+        PODS,
+        100,
+        pod("done", Some(80), "Succeeded", Some(95)),
+    );
+    apply(&mut l, PODS, 100, pod("gone", Some(70), "Running", None));
+    delete(&mut l, PODS, 120, pod("gone", Some(70), "Running", None));
+    apply(&mut l, PODS, 130, pod("evicted", Some(60), "Failed", None));
+    apply(&mut l, PVCS, 100, pvc("c1", 50, "Bound", Some("pv1"), None));
+    l.apply(input(
+        PVS,
+        100,
+        Change::Apply(object(pv("pv1", "c1", 55, "Bound", 56, "fast"))),
+    ));
+    apply(
+        &mut l,
+        PVCS,
+        100,
+        pvc("c2", 50, "Bound", Some("pv2"), Some("std")),
+    );
+    delete(
+        &mut l,
+        PVCS,
+        140,
+        pvc("c2", 50, "Bound", Some("pv2"), Some("std")),
+    );
+    l
+}
+
+/// Everything billing reads from a ledger, comparable.
+fn view(l: &Ledger) -> Vec<String> {
+    let mut v: Vec<String> = l
+        .pod_objects()
+        .expect("readable")
+        .iter()
+        .map(|p| {
+            let uid = p.pod.metadata.uid.clone().unwrap_or_default();
+            format!(
+                "pod {uid} {} {:?} {:?}",
+                p.raw,
+                p.observations,
+                l.pod_interval(&uid)
+            )
+        })
+        .chain(l.pvcs().map(|(p, f)| format!("pvc {} {:?}", p.raw, f)))
+        .collect();
+    v.sort();
+    let w = Window::new(0, 1000).expect("window");
+    let (items, skipped) = l.pvc_items(&w);
+    assert!(skipped.is_empty());
+    v.extend(
+        items
+            .iter()
+            .map(|i| format!("{} {:?}", i.uid, i.allocation)),
+    );
+    v
+}
+
+#[test]
+fn export_then_import_restores_every_pod_and_pvc_exactly() {
+    let l = populated();
+    let (puts, removed) = records(&l);
+    assert_eq!(puts.len(), 6, "4 pods + 2 PVCs, every one changed");
+    assert!(removed.is_empty());
+    let back = restored(&puts);
+    assert_eq!(view(&back), view(&l));
+    assert_eq!(back.counts(), (4, 2, 0, 0), "PVs are not persisted");
+    assert!(back.changes().is_empty(), "restoring is not a change");
+    assert_eq!(
+        back.pod_observations("evicted")
+            .and_then(|o| o.terminal_observed_at),
+        Some(130),
+        "the first terminal observation survives"
+    );
+    let (_, f) = back
+        .pvcs()
+        .find(|(p, _)| p.pvc.metadata.uid.as_deref() == Some("c1"))
+        .expect("c1");
+    assert_eq!(
+        (f.pv_bound_at, f.pv_storage_class.as_deref()),
+        (Some(56), Some("fast"))
+    );
+}
+
+#[test]
+fn changes_list_only_what_changed_and_survive_an_unpersisted_commit() {
+    let mut l = populated();
+    let g = l.changes().generation;
+    l.changes_persisted(g);
+    assert!(l.changes().is_empty());
+
+    // A re-list delivering the same objects changes nothing.
+    l.apply(input(PODS, 200, Change::Init));
+    for uid in ["run", "evicted"] {
+        let phase = if uid == "run" { "Running" } else { "Failed" };
+        let sched = if uid == "run" { 90 } else { 60 };
+        l.apply(input(
+            PODS,
+            200,
+            Change::InitApply(object(pod(uid, Some(sched), phase, None))),
+        ));
+    }
+    l.apply(input(
+        PODS,
+        200,
+        Change::InitApply(object(pod("done", Some(80), "Succeeded", Some(95)))),
+    ));
+    l.apply(input(PODS, 200, Change::InitDone));
+    assert!(l.changes().is_empty(), "{:?}", l.changes());
+
+    // A change: handed to a commit that does not happen, then another change.
+    apply(
+        &mut l,
+        PODS,
+        210,
+        pod("run", Some(90), "Succeeded", Some(205)),
+    );
+    let first = l.changes();
+    assert_eq!(first.upserts.len(), 1);
+    let first_generation = first.generation;
+    apply(&mut l, PODS, 220, pod("new", Some(215), "Running", None));
+    let (puts, _) = records(&l);
+    assert_eq!(
+        puts.len(),
+        2,
+        "the uncommitted change is listed again, with the new one"
+    );
+    // A commit of the first listing only: the newer change stays pending.
+    l.changes_persisted(first_generation);
+    let (puts, _) = records(&l);
+    assert_eq!(
+        puts,
+        vec![persist::encode(&l.changes().upserts[0], SELECTORS)]
+    );
+    assert_eq!(puts[0].0, persist::key(EntryKind::Pod, "new"));
+    let g = l.changes().generation;
+    l.changes_persisted(g);
+
+    // forget_billed drops the deleted pod and PVC: removals.
+    assert_eq!(l.forget_billed(500), 2);
+    let (puts, removed) = records(&l);
+    assert!(puts.is_empty());
+    assert_eq!(
+        removed,
+        vec![
+            persist::key(EntryKind::Pvc, "c2"),
+            persist::key(EntryKind::Pod, "gone")
+        ]
+    );
+}
+
+#[test]
+fn restored_pod_missing_from_the_first_list_ends_estimated_at_the_list() {
+    let (puts, _) = records(&populated());
+    let mut l = restored(&puts);
+    // After a restart the first list (at 600) holds only "run".
+    l.apply(input(PODS, 600, Change::Init));
+    l.apply(input(
+        PODS,
+        600,
+        Change::InitApply(object(pod("run", Some(90), "Running", None))),
+    ));
+    l.apply(input(PODS, 601, Change::InitDone));
+    let gone = l.pod_observations("gone").and_then(|o| o.deleted);
+    assert_eq!(
+        gone,
+        Some(Deletion {
+            at: 120,
+            estimated: false
+        }),
+        "a deletion observed before the restart keeps its real end"
+    );
+    let iv = interval(&l, "evicted");
+    assert_eq!(
+        (iv.from, iv.until),
+        (60, Some(130)),
+        "a terminal pod keeps its end"
+    );
+    assert!(l.pod_observations("done").and_then(|o| o.deleted).is_some());
+    let iv = interval(&l, "done");
+    assert_eq!((iv.until, iv.estimated), (Some(95), false));
+    assert_eq!(
+        l.pod_interval("run").map(|i| i.until),
+        Some(None),
+        "listed: still running"
+    );
+    // Not listed: these were only held, now they are recorded as changed (deleted).
+    let changed: Vec<_> = {
+        let mut v: Vec<String> = l
+            .changes()
+            .upserts
+            .iter()
+            .map(|e| match e {
+                super::ledger::EntryRef::Pod { uid, .. } => (*uid).to_owned(),
+                super::ledger::EntryRef::Pvc { uid, .. } => (*uid).to_owned(),
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(changed, vec!["done", "evicted"]);
+}
+
+#[test]
+fn restored_running_pod_missing_from_the_first_list_is_billed_to_it_estimated() {
+    let mut l = Ledger::new();
+    apply(&mut l, PODS, 100, pod("p", Some(90), "Running", None));
+    let (puts, _) = records(&l);
+    let mut l = restored(&puts);
+    l.apply(input(PODS, 700, Change::Init));
+    l.apply(input(PODS, 702, Change::InitDone));
+    assert_eq!(
+        l.pod_observations("p").and_then(|o| o.deleted),
+        Some(Deletion {
+            at: 700,
+            estimated: true
+        })
+    );
+    let iv = interval(&l, "p");
+    assert_eq!((iv.from, iv.until, iv.estimated), (90, Some(700), true));
+    assert_eq!(
+        records(&l).0.len(),
+        1,
+        "the deletion is a change to persist"
+    );
+}
+
+#[test]
+fn restore_leaves_held_entries_and_out_of_scope_ones_alone() {
+    let (puts, _) = records(&populated());
+    let mut l = Ledger::new();
+    apply(
+        &mut l,
+        PODS,
+        300,
+        pod("run", Some(90), "Succeeded", Some(250)),
+    );
+    let g = l.changes().generation;
+    l.changes_persisted(g);
+    let mut outcomes = Vec::new();
+    for (k, v) in &puts {
+        let d = persist::decode(k, v).expect("decodes");
+        let out = l
+            .restore(d.entry, |kind, _| (kind == EntryKind::Pod).then_some(PODS))
+            .expect("restores");
+        outcomes.push(out);
+    }
+    outcomes.sort_by_key(|o| format!("{o:?}"));
+    assert_eq!(
+        outcomes,
+        vec![
+            Restored::AlreadyHeld,
+            Restored::Held,
+            Restored::Held,
+            Restored::Held,
+            Restored::OutOfScope,
+            Restored::OutOfScope
+        ]
+    );
+    assert_eq!(l.counts().1, 0, "PVCs not watched any more are not held");
+    assert_eq!(
+        interval(&l, "run").until,
+        Some(250),
+        "the held (fresher) entry was kept"
+    );
+    assert!(l.changes().is_empty());
+}
+
+#[test]
+fn stored_records_decode_only_when_well_formed() {
+    let (puts, _) = records(&populated());
+    for (k, v) in &puts {
+        let d = persist::decode(k, v).expect("round trip");
+        assert_eq!(persist::key(d.entry.kind(), d.entry.uid()), *k);
+        // Every truncation is an error, never a panic.
+        for cut in 0..v.len() {
+            assert!(persist::decode(k, &v[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = v.clone();
+        longer.push(0);
+        assert!(matches!(
+            persist::decode(k, &longer),
+            Err(PersistError::Value { .. })
+        ));
+        let mut future = v.clone();
+        future[0] = 2;
+        assert!(matches!(
+            persist::decode(k, &future),
+            Err(PersistError::Format { format: 2, .. })
+        ));
+    }
+    let (_, v) = &puts[0];
+    for bad_key in [&b""[..], b"p", b"xuid", b"p\xff\xfe"] {
+        assert!(
+            matches!(persist::decode(bad_key, v), Err(PersistError::Key { .. })),
+            "{bad_key:?}"
+        );
+    }
+    // A pod record whose deflated JSON is garbage decodes, but does not restore.
+    let garbage = StoredEntry::Pod {
+        uid: "u".to_owned(),
+        packed: vec![1, 2, 3],
+        observations: Default::default(),
+    };
+    let mut l = Ledger::new();
+    assert!(l.restore(garbage, |_, _| Some(PODS)).is_err());
+    assert_eq!(l.counts().0, 0);
+}
+
+#[test]
+fn stored_entries_attach_to_the_stream_that_watches_their_namespace() {
+    use super::config::Scope;
+    let all = Scope::default();
+    assert_eq!(all.stream_for(WatchKind::Pods, Some("x")), Some(PODS));
+    assert_eq!(all.stream_for(WatchKind::Pvcs, Some("x")), Some(PVCS));
+    let listed = Scope {
+        namespaces: Some(vec!["a".to_owned(), "b".to_owned()]),
+        ..Scope::default()
+    };
+    assert_eq!(listed.stream_for(WatchKind::Pods, Some("b")), Some(PODS_B));
+    assert_eq!(listed.stream_for(WatchKind::Pods, Some("c")), None);
+    assert_eq!(listed.stream_for(WatchKind::Pods, None), None);
+    let per_node = Scope {
+        node_name: Some("n1".to_owned()),
+        ..Scope::default()
+    };
+    assert_eq!(
+        per_node.stream_for(WatchKind::Pvcs, Some("a")),
+        None,
+        "PVCs not watched"
+    );
+    assert_ne!(
+        per_node.selectors(WatchKind::Pods),
+        all.selectors(WatchKind::Pods),
+        "another node is another pod stream"
+    );
+    assert_eq!(
+        per_node.selectors(WatchKind::Pvcs),
+        all.selectors(WatchKind::Pvcs)
+    );
+}
