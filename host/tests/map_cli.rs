@@ -188,6 +188,18 @@ fn bad_input_gets_a_clear_error_and_a_non_zero_exit() {
             &podlist,
             "--window",
             HOUR,
+            "--mapper-timeout-per-item",
+            "soon",
+        ],
+        "invalid --mapper-timeout-per-item / EDGEMETER_MAPPER_TIMEOUT_PER_ITEM",
+    );
+    fails_with(
+        &[
+            "map",
+            "--input",
+            &podlist,
+            "--window",
+            HOUR,
             "--mapper-config",
             "[1]",
         ],

@@ -59,10 +59,14 @@ fn hostile() -> LoadedMapper {
 }
 
 fn hostile_with(deadline: Duration) -> LoadedMapper {
-    let limits = MapperLimits {
+    hostile_limits(MapperLimits {
         deadline,
+        deadline_per_item: Duration::ZERO,
         ..MapperLimits::default()
-    };
+    })
+}
+
+fn hostile_limits(limits: MapperLimits) -> LoadedMapper {
     let runtime = MapperRuntime::new(limits, Some(shared_cache_dir())).expect("runtime");
     runtime
         .load("hostile", &hostile_wasm())
@@ -98,6 +102,35 @@ fn an_infinite_loop_is_stopped_at_the_deadline() {
         other => panic!("expected a timeout, got {other:?}"),
     }
     maps_normally(&m);
+}
+
+/// The time limit grows with the snapshot: a large cluster's window must not time out for
+/// its size alone (it would be retried, larger, for ever).
+#[test]
+fn the_deadline_grows_with_the_number_of_items() {
+    let per_item = Duration::from_millis(100);
+    let m = hostile_limits(MapperLimits {
+        deadline: DEADLINE,
+        deadline_per_item: per_item,
+        ..MapperLimits::default()
+    });
+    let snap = snapshot("loop");
+    let items = snap.items.len();
+    assert!(items >= 2, "the fixture snapshot has several items");
+    let expected = DEADLINE + per_item * u32::try_from(items).expect("few items");
+    assert_eq!(m.runtime_limits().deadline_for(items), expected);
+    match m.map_snapshot(&snap) {
+        Err(MapperError::Timeout {
+            deadline, elapsed, ..
+        }) => {
+            assert_eq!(deadline, expected);
+            assert!(
+                elapsed >= expected,
+                "stopped only after {expected:?}: {elapsed:?}"
+            );
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
 }
 
 #[test]

@@ -35,9 +35,18 @@ pub struct MapperArgs {
     #[arg(long, env = "EDGEMETER_MAPPER_MEMORY_MIB", default_value_t = 256)]
     pub mapper_memory_mib: usize,
 
-    /// Time a mapper call may take (Go duration syntax).
+    /// Time a mapper call may take (Go duration syntax), plus --mapper-timeout-per-item for
+    /// each snapshot item.
     #[arg(long, env = "EDGEMETER_MAPPER_TIMEOUT", default_value = "2s")]
     pub mapper_timeout: String,
+
+    /// Extra time a mapper call may take per snapshot item (Go duration syntax, e.g. 500us).
+    #[arg(
+        long,
+        env = "EDGEMETER_MAPPER_TIMEOUT_PER_ITEM",
+        default_value = "500us"
+    )]
+    pub mapper_timeout_per_item: String,
 
     /// Directory for compiled mappers (default: $XDG_CACHE_HOME/edgemeter or
     /// ~/.cache/edgemeter); `none` disables the cache.
@@ -58,6 +67,8 @@ pub enum Unit {
 pub enum MapperArgsError {
     #[error("invalid --mapper-timeout / EDGEMETER_MAPPER_TIMEOUT")]
     Timeout(#[source] window::WindowError),
+    #[error("invalid --mapper-timeout-per-item / EDGEMETER_MAPPER_TIMEOUT_PER_ITEM")]
+    TimeoutPerItem(#[source] window::WindowError),
     #[error(
         "invalid --mapper-config / EDGEMETER_MAPPER_CONFIG: {reason}; pass a JSON object such as '{{\"unit\": \"minute\"}}'"
     )]
@@ -102,6 +113,8 @@ impl MapperArgs {
     pub fn load(&self) -> Result<LoadedMapper, MapperArgsError> {
         let timeout =
             window::parse_duration(&self.mapper_timeout).map_err(MapperArgsError::Timeout)?;
+        let per_item = window::parse_duration(&self.mapper_timeout_per_item)
+            .map_err(MapperArgsError::TimeoutPerItem)?;
         let config = self.config()?;
         let cache_dir = match self.cache_dir.as_deref() {
             Some("none") => None,
@@ -111,6 +124,7 @@ impl MapperArgs {
         let limits = MapperLimits {
             memory_bytes: self.mapper_memory_mib.saturating_mul(1024 * 1024),
             deadline: timeout,
+            deadline_per_item: per_item,
             ..MapperLimits::default()
         };
         let runtime = MapperRuntime::new(limits, cache_dir)?;

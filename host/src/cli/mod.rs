@@ -42,10 +42,10 @@ pub enum LogFormat {
 pub enum Command {
     /// Turn Kubernetes objects from a file into CloudEvents (one JSON per line on stdout),
     /// through a mapper. This is also how mapper authors test a mapper.
-    Map(map::MapArgs),
+    Map(Box<map::MapArgs>),
     /// See it work with no cluster: the real daemon against a simulated cluster, delivering
     /// to a loopback OpenMeter receiver that prints every event.
-    Demo(crate::daemon::demo::DemoArgs),
+    Demo(Box<crate::daemon::demo::DemoArgs>),
     /// Run the collector: watch Kubernetes, bill every window, deliver to OpenMeter.
     Run(Box<crate::daemon::run::RunArgs>),
     /// Inspect and repair the delivery queue: stats, dead letters, retry (safe while the
@@ -67,8 +67,8 @@ pub enum CliError {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Map(args) => map::run(args).map_err(CliError::from),
-        Command::Demo(args) => crate::daemon::demo::run(args).map_err(CliError::from),
+        Command::Map(args) => map::run(*args).map_err(CliError::from),
+        Command::Demo(args) => crate::daemon::demo::run(*args).map_err(CliError::from),
         Command::Run(args) => crate::daemon::run::run(*args).map_err(CliError::from),
         Command::Queue(args) => crate::queue::cli::run(args).map_err(CliError::from),
     }

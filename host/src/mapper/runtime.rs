@@ -34,12 +34,27 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct MapperLimits {
     /// Linear memory a call may grow to, in bytes.
     pub memory_bytes: usize,
-    /// Wall-clock time a call may run.
+    /// Wall-clock time a call may run, plus [`MapperLimits::deadline_per_item`] for each item of
+    /// the snapshot: a fixed budget would stop every window of a large enough cluster (the
+    /// built-in mapper exceeded 2 s on 100k pods under load in `benches/daemon.rs`), and the
+    /// window would be retried, larger, for ever.
     pub deadline: Duration,
+    /// Extra wall-clock time per snapshot item.
+    pub deadline_per_item: Duration,
     /// Guest stdout + stderr kept per call, in bytes.
     pub stdio_bytes: usize,
     /// `log` lines kept per call.
     pub log_lines: usize,
+}
+
+impl MapperLimits {
+    /// The time limit of a call given `items` snapshot items.
+    pub fn deadline_for(&self, items: usize) -> Duration {
+        let per_item = self
+            .deadline_per_item
+            .saturating_mul(u32::try_from(items).unwrap_or(u32::MAX));
+        self.deadline.saturating_add(per_item)
+    }
 }
 
 impl Default for MapperLimits {
@@ -47,6 +62,8 @@ impl Default for MapperLimits {
         MapperLimits {
             memory_bytes: 256 * 1024 * 1024,
             deadline: Duration::from_secs(2),
+            // The built-in mapper needs ~7 µs per item; mappers in interpreted languages far more.
+            deadline_per_item: Duration::from_micros(500),
             stdio_bytes: 64 * 1024,
             log_lines: 200,
         }
@@ -304,7 +321,11 @@ impl MapperRuntime {
         Ok(mapper)
     }
 
-    fn new_store(&self, mapper: &Arc<str>) -> (Store<CallState>, CappedPipe, CappedPipe) {
+    fn new_store(
+        &self,
+        mapper: &Arc<str>,
+        deadline: Duration,
+    ) -> (Store<CallState>, CappedPipe, CappedPipe) {
         let stdout = CappedPipe::new(self.limits.stdio_bytes);
         let stderr = CappedPipe::new(self.limits.stdio_bytes);
         let wasi = WasiCtxBuilder::new()
@@ -328,12 +349,7 @@ impl MapperRuntime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         // +1: the current tick may be almost over, and a mapper must get its whole deadline.
-        let ticks = self
-            .limits
-            .deadline
-            .as_millis()
-            .div_ceil(EPOCH_TICK.as_millis())
-            + 1;
+        let ticks = deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()) + 1;
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
         (store, stdout, stderr)
@@ -364,6 +380,11 @@ impl LoadedMapper {
         &self.name
     }
 
+    /// The limits its calls run under.
+    pub fn runtime_limits(&self) -> &MapperLimits {
+        &self.runtime.limits
+    }
+
     /// What the mapper said about itself at load time.
     pub fn info(&self) -> &MapperInfo {
         &self.info
@@ -386,14 +407,17 @@ impl LoadedMapper {
 
     /// Runs `f` against a fresh instance in a fresh store, with all limits applied, and turns
     /// traps into typed errors. The store is dropped afterwards whatever happened.
+    /// One call in a fresh store; `items` (snapshot items, 0 for other calls) sets its deadline.
     fn call<R>(
         &self,
         what: &'static str,
+        items: usize,
         f: impl FnOnce(&Mapper, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, MapperError> {
         let stats = &self.runtime.stats;
         stats.calls.fetch_add(1, Ordering::Relaxed);
-        let (mut store, stdout, stderr) = self.runtime.new_store(&self.name);
+        let deadline = self.runtime.limits.deadline_for(items);
+        let (mut store, stdout, stderr) = self.runtime.new_store(&self.name, deadline);
         let started = Instant::now();
         let result = self
             .pre
@@ -403,7 +427,7 @@ impl LoadedMapper {
         self.drain_stdio(&stdout, &stderr, &store);
         result.map_err(|e| {
             stats.failures.fetch_add(1, Ordering::Relaxed);
-            let err = self.classify(e, &store, elapsed, what);
+            let err = self.classify(e, &store, elapsed, deadline, what);
             match &err {
                 MapperError::Timeout { .. } => stats.timeouts.fetch_add(1, Ordering::Relaxed),
                 MapperError::MemoryExceeded { .. } => {
@@ -420,6 +444,7 @@ impl LoadedMapper {
         e: wasmtime::Error,
         store: &Store<CallState>,
         elapsed: Duration,
+        deadline: Duration,
         what: &'static str,
     ) -> MapperError {
         let mapper = self.name.to_string();
@@ -436,7 +461,7 @@ impl LoadedMapper {
         ) {
             return MapperError::Timeout {
                 mapper,
-                deadline: self.runtime.limits.deadline,
+                deadline,
                 elapsed,
             };
         }
@@ -475,22 +500,26 @@ impl LoadedMapper {
 
     /// The mapper's self-description.
     pub fn describe(&self) -> Result<MapperInfo, MapperError> {
-        self.call("describe", |m, s| m.call_describe(s))
+        self.call("describe", 0, |m, s| m.call_describe(s))
     }
 
     /// Asks the mapper whether `config` (JSON) is usable.
     pub fn validate_config(&self, config: &str) -> Result<(), MapperError> {
-        self.call("validate-config", |m, s| m.call_validate_config(s, config))?
-            .map_err(|reason| MapperError::InvalidConfig {
-                mapper: self.name.to_string(),
-                reason,
-            })
+        self.call("validate-config", 0, |m, s| {
+            m.call_validate_config(s, config)
+        })?
+        .map_err(|reason| MapperError::InvalidConfig {
+            mapper: self.name.to_string(),
+            reason,
+        })
     }
 
     /// Maps one snapshot (raw mapper output; see `mapper::validate` for the checks).
     pub fn map_snapshot(&self, snapshot: &Snapshot) -> Result<bindings::Mapped, MapperError> {
         let mapped = self
-            .call("map-snapshot", |m, s| m.call_map_snapshot(s, snapshot))?
+            .call("map-snapshot", snapshot.items.len(), |m, s| {
+                m.call_map_snapshot(s, snapshot)
+            })?
             .map_err(|e| MapperError::Rejected {
                 mapper: self.name.to_string(),
                 error: e,
