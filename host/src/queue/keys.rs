@@ -5,6 +5,10 @@ pub(crate) const EVENTS: &str = "events";
 pub(crate) const WATERMARKS: &str = "watermarks";
 pub(crate) const DEAD: &str = "dead";
 pub(crate) const LEDGER: &str = "ledger";
+pub(crate) const META: &str = "meta";
+
+/// `meta` key of the publication mark: events with a lower `seq` are committed.
+pub(crate) const PUBLISHED: &[u8] = b"published";
 
 /// The prefix of `source`'s records in the `ledger` tree: its name and a NUL byte.
 pub(crate) fn ledger_prefix(source: &str) -> Vec<u8> {

@@ -6,7 +6,7 @@
 //!
 //! # On-disk layout
 //!
-//! One sled database (a directory, default `/var/lib/edgemeter/queue`) with four trees. All
+//! One sled database (a directory, default `/var/lib/edgemeter/queue`) with five trees. All
 //! integers are big-endian so that sled's byte order is numeric order.
 //!
 //! | tree          | key                              | value                                        |
@@ -15,6 +15,7 @@
 //! | `watermarks`  | source name (UTF-8)              | `billed_up_to: i64` Unix seconds (8 bytes)    |
 //! | `dead`        | `seq: u64` (8 bytes)             | a [`DeadLetter`] as JSON (event + reason)     |
 //! | `ledger`      | source name, `0x00`, record key  | one ledger record: a format byte, then the entry |
+//! | `meta`        | `published`                      | the publication mark: `seq: u64` (8 bytes)    |
 //!
 //! `ledger` holds the source's state that must survive a restart: for `kubernetes`, one record
 //! per pod or PVC held by the ledger (record key `b'p'`/`b'c'` + UID; the value format is in
@@ -27,10 +28,20 @@
 //!
 //! # Invariants
 //!
-//! 1. **Window watermark rule.** [`Queue::commit_window`] inserts a window's events *and* sets
-//!    the source's watermark in one sled transaction, then flushes. After a crash either both
-//!    are on disk or neither is: a window is re-billed (with the same deterministic ids) only if
-//!    its commit never happened, and never after. Watermarks only move forward.
+//! 1. **Window watermark rule.** [`Queue::commit_window`] makes a window's events visible *and*
+//!    sets the source's watermark atomically: after a crash either both happened or neither
+//!    did, so a window is re-billed (with the same deterministic ids) only if its commit never
+//!    happened, and never after. Watermarks only move forward. It is done in two steps so that
+//!    a 10k-event window is not one 10k-insert sled transaction (sled holds its whole write set
+//!    and more: ~100 MiB for 10k inserts, measured): (a) *stage* — insert the events under
+//!    fresh `seq`s in batches of 1,000 and flush; they are above the publication mark, and
+//!    sinks read only `events` below it; (b) *publish* — one small transaction moves the mark
+//!    past them and sets the watermark (and the ledger records, invariant 2), then flush.
+//!    [`Queue::open`] removes every event at or above the mark (staged by a commit that never
+//!    published; WARN with the count), so the window is billed again as if its commit never
+//!    began. `seq`s only grow, also across restarts, so a later commit's events are always
+//!    above the mark of earlier ones. A queue from before the mark existed gets a mark just
+//!    above its last event (it held only committed events) on open.
 //! 2. **The stored ledger goes with the watermark.** [`Queue::commit_window_with_ledger`]
 //!    writes the source's ledger records (changed or dropped since its last commit, never the
 //!    whole ledger) in the *same* transaction as the window's events and watermark: every

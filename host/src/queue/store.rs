@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -168,6 +168,10 @@ struct Inner {
     watermarks: sled::Tree,
     dead: sled::Tree,
     ledger: sled::Tree,
+    meta: sled::Tree,
+    /// Events with a lower `seq` are committed and visible to sinks; staged ones sit above it
+    /// until their window's commit transaction moves it (invariant 1).
+    published: AtomicU64,
     max_bytes: u64,
     /// Signed so that adds and subtracts commute: the sink may ack a commit's events before
     /// `commit_window` has added them here; the sum is exact once both are done.
@@ -207,6 +211,54 @@ fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Events staged per sled batch (a few hundred KiB).
+const STAGE_BATCH: usize = 1000;
+
+/// Reads the publication mark and removes events staged above it by a commit that never
+/// completed. A queue written before the mark existed had only committed events: all of them
+/// are published.
+fn open_published(events: &sled::Tree, meta: &sled::Tree) -> Result<u64, QueueError> {
+    let stored = meta
+        .get(keys::PUBLISHED)
+        .map_err(|source| QueueError::Read { source })?;
+    let published = match stored {
+        Some(v) => keys::parse_seq(&v).ok_or_else(|| QueueError::Decode {
+            what: "publication mark",
+            key: "published".to_owned(),
+            reason: format!("expected 8 bytes, found {}", v.len()),
+        })?,
+        None => {
+            let last = events
+                .last()
+                .map_err(|source| QueueError::Scan { source })?
+                .and_then(|(k, _)| keys::parse_seq(&k));
+            let mark = last.map_or(0, |s| s.saturating_add(1));
+            // Stored before any staging, or a crash during the first commit would leave its
+            // staged events looking committed at the next open.
+            meta.insert(keys::PUBLISHED, &keys::seq_key(mark)[..])
+                .and_then(|_| meta.flush())
+                .map_err(|source| QueueError::Write { source })?;
+            mark
+        }
+    };
+    let mut orphans = sled::Batch::default();
+    let mut count = 0u64;
+    for key in events.range(keys::seq_key(published)..).keys() {
+        orphans.remove(key.map_err(|source| QueueError::Scan { source })?);
+        count += 1;
+    }
+    if count > 0 {
+        events
+            .apply_batch(orphans)
+            .map_err(|source| QueueError::Write { source })?;
+        tracing::warn!(
+            events = count,
+            "removed the staged events of a window whose commit did not complete; that window is billed again"
+        );
+    }
+    Ok(published)
 }
 
 fn open_db(config: &QueueConfig) -> Result<sled::Db, sled::Error> {
@@ -260,8 +312,10 @@ impl Queue {
         let watermarks = open_tree(keys::WATERMARKS)?;
         let dead = open_tree(keys::DEAD)?;
         let ledger = open_tree(keys::LEDGER)?;
+        let meta = open_tree(keys::META)?;
+        let published = open_published(&events, &meta)?;
         let (mut events_found, mut bytes) = (0i64, 0i64);
-        for item in events.iter() {
+        for item in events.range(..keys::seq_key(published)) {
             let (_, value) = item.map_err(|source| QueueError::Scan { source })?;
             events_found += 1;
             bytes = bytes.saturating_add(stored_bytes(value.len()));
@@ -273,6 +327,8 @@ impl Queue {
                 watermarks,
                 dead,
                 ledger,
+                meta,
+                published: AtomicU64::new(published),
                 max_bytes: config.max_bytes,
                 pending_events: AtomicI64::new(events_found),
                 pending_bytes: AtomicI64::new(bytes),
@@ -350,23 +406,25 @@ impl Queue {
             .iter()
             .map(|(k, v)| (keys::ledger_key(source, k), v.as_slice()))
             .collect();
-        let trees = (
-            &self.inner.events,
-            &self.inner.watermarks,
-            &self.inner.ledger,
-        );
-        let result = trees.transaction(|(ev, wm, lg)| {
+        // 1. Stage: the events go in under fresh sequence numbers, above the publication mark
+        //    and so invisible to sinks, in batches; then they are flushed.
+        let staged = self.stage(&encoded)?;
+        // 2. Publish: one small transaction moves the mark over them and sets the watermark
+        //    (and the ledger records); then it is flushed. A crash in between leaves staged
+        //    events only, which the next open removes: the window is billed again.
+        let mark = staged.map(|(_, last)| keys::seq_key(last.saturating_add(1)));
+        let trees = (&self.inner.watermarks, &self.inner.meta, &self.inner.ledger);
+        let result = trees.transaction(|(wm, meta, lg)| {
             if let Some(current) = wm.get(source.as_bytes())? {
                 let current = keys::parse_watermark(&current).unwrap_or(i64::MIN);
                 if current > watermark {
                     return Err(ConflictableTransactionError::Abort(current));
                 }
             }
-            for json in &encoded {
-                let seq = ev.generate_id()?;
-                ev.insert(&keys::seq_key(seq)[..], json.as_slice())?;
-            }
             wm.insert(source.as_bytes(), &wm_value[..])?;
+            if let Some(mark) = &mark {
+                meta.insert(keys::PUBLISHED, &mark[..])?;
+            }
             for key in &removes {
                 lg.remove(key.as_slice())?;
             }
@@ -378,13 +436,22 @@ impl Queue {
         match result {
             Ok(()) => {}
             Err(TransactionError::Abort(current)) => {
+                self.unstage(staged);
                 return Err(QueueError::WatermarkRegressed {
                     source_name: source.to_owned(),
                     current,
                     requested: watermark,
                 });
             }
-            Err(TransactionError::Storage(source)) => return Err(QueueError::Write { source }),
+            Err(TransactionError::Storage(source)) => {
+                self.unstage(staged);
+                return Err(QueueError::Write { source });
+            }
+        }
+        if let Some((_, last)) = staged {
+            self.inner
+                .published
+                .fetch_max(last.saturating_add(1), Ordering::AcqRel);
         }
         // Count before the flush: the events are visible to the sink from here on.
         self.add_pending(count(encoded.len()), added_bytes);
@@ -393,6 +460,57 @@ impl Queue {
             self.inner.new_events.notify_one();
         }
         Ok(CommitOutcome::Committed)
+    }
+
+    /// Writes `encoded` under fresh sequence numbers above the publication mark (invisible to
+    /// sinks), in batches of [`STAGE_BATCH`], and flushes. Returns the first and last `seq`.
+    /// (`pub(super)`: the tests stage without publishing, as a crash between the two would.)
+    pub(super) fn stage(&self, encoded: &[Vec<u8>]) -> Result<Option<(u64, u64)>, QueueError> {
+        let mut range: Option<(u64, u64)> = None;
+        for chunk in encoded.chunks(STAGE_BATCH) {
+            let mut batch = sled::Batch::default();
+            for json in chunk {
+                let seq = self
+                    .inner
+                    .db
+                    .generate_id()
+                    .map_err(|source| QueueError::Write { source })?;
+                batch.insert(&keys::seq_key(seq)[..], json.as_slice());
+                range = Some((range.map_or(seq, |(first, _)| first), seq));
+            }
+            if let Err(source) = self.inner.events.apply_batch(batch) {
+                self.unstage(range);
+                return Err(QueueError::Write { source });
+            }
+        }
+        if range.is_some() {
+            self.flush()?;
+        }
+        Ok(range)
+    }
+
+    /// Removes staged events of a commit that did not happen (best effort: whatever stays is
+    /// removed by the next open, being above the publication mark).
+    fn unstage(&self, staged: Option<(u64, u64)>) {
+        let Some((first, last)) = staged else { return };
+        let mut batch = sled::Batch::default();
+        for item in self
+            .inner
+            .events
+            .range(keys::seq_key(first)..=keys::seq_key(last))
+            .keys()
+        {
+            match item {
+                Ok(key) => batch.remove(key),
+                Err(e) => {
+                    tracing::warn!(error = %e, "failed to list staged events; the next start removes them");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.inner.events.apply_batch(batch) {
+            tracing::warn!(error = %e, "failed to remove staged events; the next start removes them");
+        }
     }
 
     /// Every ledger record of `source` (keys relative to the source, in key order), as of the
@@ -413,7 +531,8 @@ impl Queue {
     /// Up to `max` of the oldest undelivered events, oldest first. Does not remove them.
     pub fn peek(&self, max: usize) -> Result<Vec<QueuedEvent>, QueueError> {
         let mut out = Vec::with_capacity(max.min(4096));
-        for item in self.inner.events.iter().take(max) {
+        let published = keys::seq_key(self.inner.published.load(Ordering::Acquire));
+        for item in self.inner.events.range(..published).take(max) {
             let (key, json) = item.map_err(|source| QueueError::Read { source })?;
             let seq = keys::parse_seq(&key).ok_or_else(|| QueueError::Decode {
                 what: "event key",
@@ -525,18 +644,28 @@ impl Queue {
                 Ok((key, json))
             })
             .collect::<Result<Vec<_>, QueueError>>()?;
-        let result = (&self.inner.events, &self.inner.dead).transaction(|(ev, dead)| {
-            let mut moved = (0i64, 0i64);
+        let trees = (&self.inner.events, &self.inner.dead, &self.inner.meta);
+        let result = trees.transaction(|(ev, dead, meta)| {
+            let mut moved = (0i64, 0i64, None);
             for (key, json) in &letters {
                 if dead.remove(key)?.is_some() {
-                    ev.insert(&keys::seq_key(ev.generate_id()?)[..], json.as_slice())?;
+                    let seq = ev.generate_id()?;
+                    ev.insert(&keys::seq_key(seq)[..], json.as_slice())?;
                     moved.0 += 1;
                     moved.1 += stored_bytes(json.len());
+                    moved.2 = Some(seq.saturating_add(1));
                 }
+            }
+            // Published with the move, like a window's events.
+            if let Some(mark) = moved.2 {
+                meta.insert(keys::PUBLISHED, &keys::seq_key(mark)[..])?;
             }
             Ok::<_, ConflictableTransactionError<()>>(moved)
         });
-        let (moved, bytes) = result.map_err(storage_error)?;
+        let (moved, bytes, mark) = result.map_err(storage_error)?;
+        if let Some(mark) = mark {
+            self.inner.published.fetch_max(mark, Ordering::AcqRel);
+        }
         self.add_pending(moved, bytes);
         self.flush()?;
         if moved > 0 {
