@@ -2,8 +2,8 @@
 //!
 //! At each tick the [`Biller`] asks the [`windows`](super::windows) planner for the windows to
 //! bill from the source's watermark, and for each, in order: builds the snapshot from the
-//! source, maps it (sandboxed WASM), and commits the events **and** the new watermark in one
-//! sled transaction. It stops at the first window that cannot be committed (mapper failure,
+//! source, maps it (sandboxed WASM), and commits the events **and** the new watermark atomically
+//! ([`Queue::commit_window`]: staged, then published with the watermark in one transaction). It stops at the first window that cannot be committed (mapper failure,
 //! queue full, queue error) so the watermark never skips a span; the span is retried at the
 //! next tick. A crash before a commit re-bills the same window with the same deterministic
 //! ids; after it, nothing is billed twice.
