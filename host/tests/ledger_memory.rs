@@ -1,22 +1,13 @@
 //! Resident memory of the ledger at 10k pods (the daemon's target is ≤ 64 MiB RSS in total),
 //! in its own test binary so no other test shares the process.
 
+mod common;
+
+use common::rss_kib;
 use edgemeter::sources::kubernetes::{Change, Ledger, LedgerInput, Object, StreamId, WatchKind};
 
 const RECORDED: &str =
     include_str!("../../tests/fixtures/kubernetes/watch-streaming-list.kind-v1.36.ndjson");
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 #[test]
 fn ten_thousand_recorded_pods_fit_in_the_memory_budget() {

@@ -16,6 +16,9 @@
 //! whole ledger in one transaction (`LEDGER_BUDGET=100000000`) RSS went 30 → 148 MiB and
 //! stayed there, whether sled's cache was 8 or 64 MiB.
 
+mod common;
+
+use common::rss_kib;
 use std::time::Instant;
 
 use edgemeter::daemon::kubernetes::{
@@ -61,19 +64,6 @@ fn input(at: i64, change: Change) -> LedgerInput {
         observed_at: at,
         change,
     }
-}
-
-/// Resident set size of this process, KiB (0 if unreadable).
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 struct Persisted {

@@ -181,70 +181,27 @@ fn bad_input_gets_a_clear_error_and_a_non_zero_exit() {
         ],
         "is not after its start",
     );
-    fails_with(
-        &[
-            "map",
-            "--input",
-            &podlist,
-            "--window",
-            HOUR,
+    // The podlist over one hour, with one bad mapper flag each.
+    let bad_flags: [(&str, &str, &str); 6] = [
+        (
             "--mapper-timeout-per-item",
             "soon",
-        ],
-        "invalid --mapper-timeout-per-item / EDGEMETER_MAPPER_TIMEOUT_PER_ITEM",
-    );
-    fails_with(
-        &[
-            "map",
-            "--input",
-            &podlist,
-            "--window",
-            HOUR,
-            "--mapper-config",
-            "[1]",
-        ],
-        "invalid --mapper-config",
-    );
-    fails_with(
-        &[
-            "map",
-            "--input",
-            &podlist,
-            "--window",
-            HOUR,
+            "invalid --mapper-timeout-per-item / EDGEMETER_MAPPER_TIMEOUT_PER_ITEM",
+        ),
+        ("--mapper-config", "[1]", "invalid --mapper-config"),
+        (
             "--mapper-config",
             r#"{"unit": "fortnight"}"#,
-        ],
-        "rejected its configuration",
-    );
-    fails_with(
-        &[
-            "map",
-            "--input",
-            &podlist,
-            "--window",
-            HOUR,
-            "--mapper",
-            "/nonexistent/m.wasm",
-        ],
-        "failed to read mapper",
-    );
-    fails_with(
-        &[
-            "map", "--input", &podlist, "--window", HOUR, "--mapper", &not_wasm,
-        ],
-        "failed to compile mapper",
-    );
-    fails_with(
-        &[
-            "map",
-            "--input",
-            &podlist,
-            "--window",
-            HOUR,
-            "--mapper",
-            "builtin:nope",
-        ],
-        "unknown built-in mapper",
-    );
+            "rejected its configuration",
+        ),
+        ("--mapper", "/nonexistent/m.wasm", "failed to read mapper"),
+        ("--mapper", &not_wasm, "failed to compile mapper"),
+        ("--mapper", "builtin:nope", "unknown built-in mapper"),
+    ];
+    for (flag, value, needle) in bad_flags {
+        fails_with(
+            &["map", "--input", &podlist, "--window", HOUR, flag, value],
+            needle,
+        );
+    }
 }
