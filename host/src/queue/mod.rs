@@ -36,7 +36,9 @@
 //!    and more: ~100 MiB for 10k inserts, measured): (a) *stage* — insert the events under
 //!    fresh `seq`s in batches of 1,000 and flush; they are above the publication mark, and
 //!    sinks read only `events` below it; (b) *publish* — one small transaction moves the mark
-//!    past them and sets the watermark (and the ledger records, invariant 2), then flush.
+//!    past them and sets the watermark (and the ledger records, invariant 2), then flush; only
+//!    then does the in-memory mark that sinks read move, so no sink ever sends an event of a
+//!    commit that a crash could still undo.
 //!    [`Queue::open`] removes every event at or above the mark (staged by a commit that never
 //!    published; WARN with the count), so the window is billed again as if its commit never
 //!    began. `seq`s only grow, also across restarts, so a later commit's events are always

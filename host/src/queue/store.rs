@@ -448,14 +448,15 @@ impl Queue {
                 return Err(QueueError::Write { source });
             }
         }
+        // Durable first, then visible: a sink never sends events of a commit that a crash could
+        // still undo (the window would be billed again over different bounds).
+        self.flush()?;
         if let Some((_, last)) = staged {
             self.inner
                 .published
                 .fetch_max(last.saturating_add(1), Ordering::AcqRel);
         }
-        // Count before the flush: the events are visible to the sink from here on.
         self.add_pending(count(encoded.len()), added_bytes);
-        self.flush()?;
         if !encoded.is_empty() {
             self.inner.new_events.notify_one();
         }
@@ -663,11 +664,11 @@ impl Queue {
             Ok::<_, ConflictableTransactionError<()>>(moved)
         });
         let (moved, bytes, mark) = result.map_err(storage_error)?;
+        self.flush()?;
         if let Some(mark) = mark {
             self.inner.published.fetch_max(mark, Ordering::AcqRel);
         }
         self.add_pending(moved, bytes);
-        self.flush()?;
         if moved > 0 {
             self.inner.new_events.notify_one();
         }
