@@ -97,23 +97,8 @@ fn scenario(seed: u64) -> (Scenario, Vec<Truth>) {
                     .memory("128Mi", None),
             );
         let node = nodes[usize::try_from(rng.next_u64() % 3).expect("small")];
+        scenario.push_pod_start(pod, node, created, scheduled_at, started);
         let (ns, n) = (namespace.clone(), name.clone());
-        scenario.push(created, Action::CreatePod { pod });
-        scenario.push(
-            scheduled_at,
-            Action::SchedulePod {
-                namespace: ns.clone(),
-                name: n.clone(),
-                node: node.to_owned(),
-            },
-        );
-        scenario.push(
-            started,
-            Action::StartPod {
-                namespace: ns.clone(),
-                name: n.clone(),
-            },
-        );
         scenario.push(
             ended_at,
             Action::FinishPod {

@@ -187,6 +187,29 @@ impl Scenario {
         self.steps.push(Step { at, action });
     }
 
+    /// Adds a pod's first three steps: created at `created`, bound to `node` at `scheduled`,
+    /// running at `started`. Its end (finish, delete) is the caller's.
+    pub fn push_pod_start(
+        &mut self,
+        pod: PodTemplate,
+        node: &str,
+        created: u64,
+        scheduled: u64,
+        started: u64,
+    ) {
+        let (namespace, name) = (pod.namespace.clone(), pod.name.clone());
+        self.push(created, Action::CreatePod { pod });
+        self.push(
+            scheduled,
+            Action::SchedulePod {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                node: node.to_owned(),
+            },
+        );
+        self.push(started, Action::StartPod { namespace, name });
+    }
+
     /// The offset of the last step.
     pub fn duration(&self) -> u64 {
         self.steps.iter().map(|s| s.at).max().unwrap_or(0)
@@ -494,23 +517,8 @@ pub fn generate(config: &GeneratorConfig) -> Generated {
             memory_bytes += 64 << 20;
         }
 
+        scenario.push_pod_start(pod, &node, created, scheduled_at, started);
         let (ns, n) = (namespace.clone(), name.clone());
-        scenario.push(created, Action::CreatePod { pod });
-        scenario.push(
-            scheduled_at,
-            Action::SchedulePod {
-                namespace: ns.clone(),
-                name: n.clone(),
-                node: node.clone(),
-            },
-        );
-        scenario.push(
-            started,
-            Action::StartPod {
-                namespace: ns.clone(),
-                name: n.clone(),
-            },
-        );
         let mut deleted_at = None;
         match end {
             PodEnd::Deleted => scenario.push(
