@@ -47,8 +47,12 @@ use kube_sim::{
 };
 use serde_json::Value;
 
-const RECORDED: &str =
-    include_str!("../../tests/fixtures/kubernetes/watch-streaming-list.kind-v1.36.ndjson");
+#[path = "../tests/common/mod.rs"]
+#[allow(
+    dead_code,
+    reason = "the bench uses only the recorded pods of the shared test helpers"
+)]
+mod common;
 
 /// kube-runtime's watch `timeoutSeconds`: each watch is reopened this often.
 const WATCH_RENEWAL_S: f64 = 290.0;
@@ -143,12 +147,7 @@ fn memory_mib(pid: u32) -> (f64, f64, f64) {
 // The simulated cluster.
 
 fn recorded_pods() -> anyhow::Result<Vec<Value>> {
-    let pods: Vec<Value> = RECORDED
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["type"] == "ADDED")
-        .map(|e| e["object"].clone())
-        .collect();
+    let pods = common::recorded_pods();
     if pods.is_empty() {
         bail!("no pods in the recorded watch stream");
     }

@@ -3,22 +3,14 @@
 
 mod common;
 
-use common::rss_kib;
+use common::{recorded_pods, rss_kib};
 use edgemeter::sources::kubernetes::{Change, Ledger, LedgerInput, Object, StreamId, WatchKind};
-
-const RECORDED: &str =
-    include_str!("../../tests/fixtures/kubernetes/watch-streaming-list.kind-v1.36.ndjson");
 
 #[test]
 fn ten_thousand_recorded_pods_fit_in_the_memory_budget() {
     // Real pods from a kind cluster (with managedFields, stripped by the ledger), given fresh
     // uids and names: 10k distinct entries.
-    let templates: Vec<serde_json::Value> = RECORDED
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["type"] == "ADDED")
-        .map(|e| e["object"].clone())
-        .collect();
+    let templates = recorded_pods();
     assert_eq!(templates.len(), 8);
     let stream = StreamId {
         kind: WatchKind::Pods,

@@ -18,7 +18,7 @@
 
 mod common;
 
-use common::rss_kib;
+use common::{recorded_pods, rss_kib};
 use std::time::Instant;
 
 use edgemeter::daemon::kubernetes::{
@@ -29,20 +29,9 @@ use edgemeter::sources::kubernetes::config::Scope;
 use edgemeter::sources::kubernetes::{Change, Ledger, LedgerInput, Object, StreamId, WatchKind};
 use serde_json::Value;
 
-const RECORDED: &str =
-    include_str!("../../tests/fixtures/kubernetes/watch-streaming-list.kind-v1.36.ndjson");
 const PODS: usize = 10_000;
 /// Unix seconds of the first window's end (after the recorded pods were scheduled).
 const T: i64 = 1_900_000_000;
-
-fn templates() -> Vec<Value> {
-    RECORDED
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["type"] == "ADDED")
-        .map(|e| e["object"].clone())
-        .collect()
-}
 
 /// Pod `i` at `version` (a new resourceVersion and a changed annotation, as a status update
 /// would bring).
@@ -103,7 +92,7 @@ fn commit(
 
 #[test]
 fn ten_thousand_pods_persist_incrementally_and_load_back() {
-    let templates = templates();
+    let templates = recorded_pods();
     assert_eq!(templates.len(), 8);
     let scope = Scope::default();
     let dir = tempfile::tempdir().expect("tempdir");
