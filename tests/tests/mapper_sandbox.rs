@@ -109,16 +109,17 @@ fn an_infinite_loop_is_stopped_at_the_deadline() {
 #[test]
 fn the_deadline_grows_with_the_number_of_items() {
     let per_item = Duration::from_millis(100);
-    let m = hostile_limits(MapperLimits {
+    let limits = MapperLimits {
         deadline: DEADLINE,
         deadline_per_item: per_item,
         ..MapperLimits::default()
-    });
+    };
     let snap = snapshot("loop");
     let items = snap.items.len();
     assert!(items >= 2, "the fixture snapshot has several items");
     let expected = DEADLINE + per_item * u32::try_from(items).expect("few items");
-    assert_eq!(m.runtime_limits().deadline_for(items), expected);
+    assert_eq!(limits.deadline_for(items), expected);
+    let m = hostile_limits(limits);
     match m.map_snapshot(&snap) {
         Err(MapperError::Timeout {
             deadline, elapsed, ..

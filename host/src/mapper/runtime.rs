@@ -380,11 +380,6 @@ impl LoadedMapper {
         &self.name
     }
 
-    /// The limits its calls run under.
-    pub fn runtime_limits(&self) -> &MapperLimits {
-        &self.runtime.limits
-    }
-
     /// What the mapper said about itself at load time.
     pub fn info(&self) -> &MapperInfo {
         &self.info
