@@ -1,9 +1,16 @@
 //! Queue configuration.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Default location of the queue directory.
 pub const DEFAULT_QUEUE_DIR: &str = "/var/lib/edgemeter/queue";
+
+/// How long [`super::Queue::open`] waits for sled's directory lock by default. sled 0.34 releases
+/// the lock from its background flusher thread some time *after* the last handle is dropped
+/// (spacejam/sled#1234), and the kernel releases a killed process's lock lazily, so an open right
+/// after a close or a restart can find the lock still held for a moment.
+pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// What to do when sled reports the database as corrupt on open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,6 +36,10 @@ pub struct QueueConfig {
     pub cache_bytes: u64,
     #[arg(skip)]
     pub on_corruption: CorruptionPolicy,
+    /// How long to keep retrying while another handle holds the directory lock before giving
+    /// up with [`super::QueueError::Locked`].
+    #[arg(skip = DEFAULT_LOCK_WAIT)]
+    pub lock_wait: Duration,
 }
 
 impl QueueConfig {
@@ -39,6 +50,7 @@ impl QueueConfig {
             max_bytes: 1 << 30,
             cache_bytes: 64 << 20,
             on_corruption: CorruptionPolicy::MoveAside,
+            lock_wait: DEFAULT_LOCK_WAIT,
         }
     }
 }

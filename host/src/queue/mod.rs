@@ -61,6 +61,9 @@
 //!    on (`source`, `id`).
 //! 4. **One consumer.** Only one sink reads and deletes at a time (sled's file lock already
 //!    keeps a second process out; within the process the daemon runs one sink per queue).
+//!    sled releases that lock from a background thread a moment after the last handle is
+//!    dropped (spacejam/sled#1234), so [`Queue::open`] retries for
+//!    [`QueueConfig::lock_wait`] (default 2 s) before failing with [`QueueError::Locked`].
 //! 5. **Bounded.** `pending_bytes` (key + value bytes in `events`) is kept in memory, recomputed
 //!    by a scan on open. When it is at or over `max_bytes`, `commit_window` writes nothing and
 //!    returns [`CommitOutcome::Full`]; the watermark stays, so the window is billed later, longer.
@@ -86,7 +89,7 @@ mod store;
 
 pub mod cli;
 
-pub use config::{CorruptionPolicy, QueueConfig};
+pub use config::{CorruptionPolicy, DEFAULT_LOCK_WAIT, QueueConfig};
 pub use keys::batch_body;
 pub use store::{
     CommitOutcome, DeadLetter, LedgerWrites, Queue, QueueError, QueueStats, QueuedEvent,

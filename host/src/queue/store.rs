@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -23,6 +23,10 @@ pub enum QueueError {
         #[source]
         source: sled::Error,
     },
+    #[error(
+        "failed to open the queue at {path}: another process (or handle) still holds its lock after waiting {waited:?}; stop the other edgemeter using this directory or give this one its own --queue-dir"
+    )]
+    Locked { path: PathBuf, waited: Duration },
     #[error(
         "failed to open the queue at {path}: it is corrupt ({source}); move it aside or remove it"
     )]
@@ -261,11 +265,60 @@ fn open_published(events: &sled::Tree, meta: &sled::Tree) -> Result<u64, QueueEr
     Ok(published)
 }
 
-fn open_db(config: &QueueConfig) -> Result<sled::Db, sled::Error> {
-    sled::Config::new()
-        .path(&config.path)
-        .cache_capacity(config.cache_bytes)
-        .open()
+/// True for sled 0.34's "directory lock is held" error. sled reports it as an `Io` error of kind
+/// `Other` whose message starts with this text (config.rs, `try_lock_exclusive`); sled is pinned
+/// to an exact version and `cli_refuses_a_queue_locked_by_a_running_daemon` fails if this stops
+/// matching.
+fn is_lock_held(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(io) if io.to_string().starts_with("could not acquire lock on"))
+}
+
+/// Opens sled, retrying (bounded by `config.lock_wait`, exponential backoff from 10 ms to 200 ms)
+/// while the directory lock is still held; any other error returns at once.
+fn open_db(config: &QueueConfig) -> Result<sled::Db, QueueError> {
+    use backoff::backoff::Backoff;
+    let started = Instant::now();
+    let mut delays = backoff::ExponentialBackoffBuilder::new()
+        .with_initial_interval(Duration::from_millis(10))
+        .with_max_interval(Duration::from_millis(200))
+        .with_randomization_factor(0.0)
+        .with_max_elapsed_time(None)
+        .build();
+    loop {
+        let error = match sled::Config::new()
+            .path(&config.path)
+            .cache_capacity(config.cache_bytes)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            Err(error) => error,
+        };
+        if !is_lock_held(&error) {
+            return Err(match error {
+                source @ sled::Error::Corruption { .. } => QueueError::Corrupt {
+                    path: config.path.clone(),
+                    source,
+                },
+                source => QueueError::Open {
+                    path: config.path.clone(),
+                    source,
+                },
+            });
+        }
+        let waited = started.elapsed();
+        let Some(left) = config
+            .lock_wait
+            .checked_sub(waited)
+            .filter(|d| !d.is_zero())
+        else {
+            return Err(QueueError::Locked {
+                path: config.path.clone(),
+                waited,
+            });
+        };
+        let delay = delays.next_backoff().unwrap_or(left);
+        std::thread::sleep(delay.min(left));
+    }
 }
 
 impl Queue {
@@ -274,13 +327,8 @@ impl Queue {
     pub fn open(config: &QueueConfig) -> Result<Queue, QueueError> {
         let db = match open_db(config) {
             Ok(db) => db,
-            Err(source @ sled::Error::Corruption { .. }) => match config.on_corruption {
-                CorruptionPolicy::Fail => {
-                    return Err(QueueError::Corrupt {
-                        path: config.path.clone(),
-                        source,
-                    });
-                }
+            Err(QueueError::Corrupt { path, source }) => match config.on_corruption {
+                CorruptionPolicy::Fail => return Err(QueueError::Corrupt { path, source }),
                 CorruptionPolicy::MoveAside => {
                     let to = move_aside(&config.path)?;
                     tracing::error!(
@@ -289,18 +337,10 @@ impl Queue {
                         error = %source,
                         "queue database is corrupt: moved it aside and started an empty queue; undelivered events in it are not sent"
                     );
-                    open_db(config).map_err(|source| QueueError::Open {
-                        path: config.path.clone(),
-                        source,
-                    })?
+                    open_db(config)?
                 }
             },
-            Err(source) => {
-                return Err(QueueError::Open {
-                    path: config.path.clone(),
-                    source,
-                });
-            }
+            Err(other) => return Err(other),
         };
         let open_tree = |name: &str| {
             db.open_tree(name).map_err(|source| QueueError::Open {
