@@ -93,6 +93,7 @@ pub use config::{CorruptionPolicy, DEFAULT_LOCK_WAIT, QueueConfig};
 pub use keys::batch_body;
 pub use store::{
     CommitOutcome, DeadLetter, LedgerWrites, Queue, QueueError, QueueStats, QueuedEvent,
+    StagedWindow,
 };
 
 #[cfg(test)]

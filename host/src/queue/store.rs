@@ -422,111 +422,67 @@ impl Queue {
         events: &[CloudEvent],
         ledger: &LedgerWrites,
     ) -> Result<CommitOutcome, QueueError> {
-        if self.pending_bytes() >= self.inner.max_bytes {
+        let Some(mut window) = self.begin_window() else {
             return Ok(CommitOutcome::Full);
-        }
-        let encoded = events
-            .iter()
-            .map(|e| {
-                serde_json::to_vec(e).map_err(|source| QueueError::Encode {
-                    id: e.id.clone(),
-                    source,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let added_bytes: i64 = encoded.iter().map(|j| stored_bytes(j.len())).sum();
-        let wm_value = keys::watermark_value(watermark);
-        let removes: Vec<Vec<u8>> = ledger
-            .removes
-            .iter()
-            .map(|k| keys::ledger_key(source, k))
-            .collect();
-        let puts: Vec<(Vec<u8>, &[u8])> = ledger
-            .puts
-            .iter()
-            .map(|(k, v)| (keys::ledger_key(source, k), v.as_slice()))
-            .collect();
-        // 1. Stage: the events go in under fresh sequence numbers, above the publication mark
-        //    and so invisible to sinks, in batches; then they are flushed.
-        let staged = self.stage(&encoded)?;
-        // 2. Publish: one small transaction moves the mark over them and sets the watermark
-        //    (and the ledger records); then it is flushed. A crash in between leaves staged
-        //    events only, which the next open removes: the window is billed again.
-        let mark = staged.map(|(_, last)| keys::seq_key(last.saturating_add(1)));
-        let trees = (&self.inner.watermarks, &self.inner.meta, &self.inner.ledger);
-        let result = trees.transaction(|(wm, meta, lg)| {
-            if let Some(current) = wm.get(source.as_bytes())? {
-                let current = keys::parse_watermark(&current).unwrap_or(i64::MIN);
-                if current > watermark {
-                    return Err(ConflictableTransactionError::Abort(current));
-                }
-            }
-            wm.insert(source.as_bytes(), &wm_value[..])?;
-            if let Some(mark) = &mark {
-                meta.insert(keys::PUBLISHED, &mark[..])?;
-            }
-            for key in &removes {
-                lg.remove(key.as_slice())?;
-            }
-            for (key, value) in &puts {
-                lg.insert(key.as_slice(), *value)?;
-            }
-            Ok(())
-        });
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Abort(current)) => {
-                self.unstage(staged);
-                return Err(QueueError::WatermarkRegressed {
-                    source_name: source.to_owned(),
-                    current,
-                    requested: watermark,
-                });
-            }
-            Err(TransactionError::Storage(source)) => {
-                self.unstage(staged);
-                return Err(QueueError::Write { source });
-            }
-        }
-        // Durable first, then visible: a sink never sends events of a commit that a crash could
-        // still undo (the window would be billed again over different bounds).
-        self.flush()?;
-        if let Some((_, last)) = staged {
-            self.inner
-                .published
-                .fetch_max(last.saturating_add(1), Ordering::AcqRel);
-        }
-        self.add_pending(count(encoded.len()), added_bytes);
-        if !encoded.is_empty() {
-            self.inner.new_events.notify_one();
-        }
+        };
+        window.stage(events)?;
+        window.publish(source, watermark, ledger)?;
         Ok(CommitOutcome::Committed)
     }
 
-    /// Writes `encoded` under fresh sequence numbers above the publication mark (invisible to
-    /// sinks), in batches of [`STAGE_BATCH`], and flushes. Returns the first and last `seq`.
-    /// (`pub(super)`: the tests stage without publishing, as a crash between the two would.)
-    pub(super) fn stage(&self, encoded: &[Vec<u8>]) -> Result<Option<(u64, u64)>, QueueError> {
-        let mut range: Option<(u64, u64)> = None;
-        for chunk in encoded.chunks(STAGE_BATCH) {
+    /// Starts a window's commit whose events arrive in parts (a window mapped in slices):
+    /// [`StagedWindow::stage`] each part, then [`StagedWindow::publish`] the window with its
+    /// watermark. `None` when the queue holds `max_bytes` or more (nothing written; the same
+    /// as [`CommitOutcome::Full`]). Peak memory is one part, not the whole window.
+    pub fn begin_window(&self) -> Option<StagedWindow<'_>> {
+        (self.pending_bytes() < self.inner.max_bytes).then_some(StagedWindow {
+            queue: self,
+            range: None,
+            events: 0,
+            bytes: 0,
+            published: false,
+        })
+    }
+
+    /// Writes `events` (encoded [`STAGE_BATCH`] at a time) under fresh sequence numbers above
+    /// the publication mark, so invisible to sinks; widens `range` to cover them. Not flushed.
+    fn stage_into(
+        &self,
+        events: &[CloudEvent],
+        range: &mut Option<(u64, u64)>,
+    ) -> Result<(usize, i64), QueueError> {
+        let mut bytes = 0i64;
+        for chunk in events.chunks(STAGE_BATCH) {
             let mut batch = sled::Batch::default();
-            for json in chunk {
+            for event in chunk {
+                let json = serde_json::to_vec(event).map_err(|source| QueueError::Encode {
+                    id: event.id.clone(),
+                    source,
+                })?;
                 let seq = self
                     .inner
                     .db
                     .generate_id()
                     .map_err(|source| QueueError::Write { source })?;
-                batch.insert(&keys::seq_key(seq)[..], json.as_slice());
-                range = Some((range.map_or(seq, |(first, _)| first), seq));
+                bytes = bytes.saturating_add(stored_bytes(json.len()));
+                batch.insert(&keys::seq_key(seq)[..], json);
+                *range = Some((range.map_or(seq, |(first, _)| first), seq));
             }
-            if let Err(source) = self.inner.events.apply_batch(batch) {
-                self.unstage(range);
-                return Err(QueueError::Write { source });
-            }
+            self.inner
+                .events
+                .apply_batch(batch)
+                .map_err(|source| QueueError::Write { source })?;
         }
-        if range.is_some() {
-            self.flush()?;
-        }
+        Ok((events.len(), bytes))
+    }
+
+    /// Stages `events` and flushes, without publishing (what a crash between the two leaves).
+    /// Returns the first and last `seq`. Only the tests call it.
+    #[cfg(test)]
+    pub(super) fn stage(&self, events: &[CloudEvent]) -> Result<Option<(u64, u64)>, QueueError> {
+        let mut range = None;
+        self.stage_into(events, &mut range)?;
+        self.flush()?;
         Ok(range)
     }
 
@@ -788,6 +744,128 @@ impl Queue {
             .pending_events
             .fetch_add(events, Ordering::SeqCst);
         self.inner.pending_bytes.fetch_add(bytes, Ordering::SeqCst);
+    }
+}
+
+/// A window being committed in parts; see [`Queue::begin_window`]. Its events stay invisible
+/// to sinks until [`StagedWindow::publish`]; dropping it unpublished removes them (and, after
+/// a crash, the next open does).
+#[must_use = "a staged window is removed unless published"]
+pub struct StagedWindow<'q> {
+    queue: &'q Queue,
+    range: Option<(u64, u64)>,
+    events: usize,
+    bytes: i64,
+    published: bool,
+}
+
+impl std::fmt::Debug for StagedWindow<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedWindow")
+            .field("range", &self.range)
+            .field("events", &self.events)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StagedWindow<'_> {
+    /// Writes a part of the window's events (blocking sled I/O, no fsync).
+    pub fn stage(&mut self, events: &[CloudEvent]) -> Result<(), QueueError> {
+        let (n, bytes) = self.queue.stage_into(events, &mut self.range)?;
+        self.events += n;
+        self.bytes = self.bytes.saturating_add(bytes);
+        Ok(())
+    }
+
+    /// Events staged so far.
+    pub fn events(&self) -> usize {
+        self.events
+    }
+
+    /// Flushes the staged events, then in one small transaction moves the publication mark
+    /// over them, sets `source`'s watermark to `watermark` and writes `ledger`, and flushes
+    /// again. A watermark below the stored one is refused ([`QueueError::WatermarkRegressed`])
+    /// and the staged events are removed. A crash before the transaction leaves staged events
+    /// only, which the next open removes: the window is billed again.
+    pub fn publish(
+        mut self,
+        source: &str,
+        watermark: i64,
+        ledger: &LedgerWrites,
+    ) -> Result<(), QueueError> {
+        let q = self.queue;
+        if self.range.is_some() {
+            q.flush()?;
+        }
+        let wm_value = keys::watermark_value(watermark);
+        let removes: Vec<Vec<u8>> = ledger
+            .removes
+            .iter()
+            .map(|k| keys::ledger_key(source, k))
+            .collect();
+        let puts: Vec<(Vec<u8>, &[u8])> = ledger
+            .puts
+            .iter()
+            .map(|(k, v)| (keys::ledger_key(source, k), v.as_slice()))
+            .collect();
+        let mark = self
+            .range
+            .map(|(_, last)| keys::seq_key(last.saturating_add(1)));
+        let trees = (&q.inner.watermarks, &q.inner.meta, &q.inner.ledger);
+        let result = trees.transaction(|(wm, meta, lg)| {
+            if let Some(current) = wm.get(source.as_bytes())? {
+                let current = keys::parse_watermark(&current).unwrap_or(i64::MIN);
+                if current > watermark {
+                    return Err(ConflictableTransactionError::Abort(current));
+                }
+            }
+            wm.insert(source.as_bytes(), &wm_value[..])?;
+            if let Some(mark) = &mark {
+                meta.insert(keys::PUBLISHED, &mark[..])?;
+            }
+            for key in &removes {
+                lg.remove(key.as_slice())?;
+            }
+            for (key, value) in &puts {
+                lg.insert(key.as_slice(), *value)?;
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {}
+            // `self` drops unpublished: the staged events are removed.
+            Err(TransactionError::Abort(current)) => {
+                return Err(QueueError::WatermarkRegressed {
+                    source_name: source.to_owned(),
+                    current,
+                    requested: watermark,
+                });
+            }
+            Err(TransactionError::Storage(source)) => return Err(QueueError::Write { source }),
+        }
+        self.published = true;
+        // Durable first, then visible: a sink never sends events of a commit that a crash could
+        // still undo (the window would be billed again over different bounds).
+        q.flush()?;
+        if let Some((_, last)) = self.range {
+            q.inner
+                .published
+                .fetch_max(last.saturating_add(1), Ordering::AcqRel);
+        }
+        q.add_pending(count(self.events), self.bytes);
+        if self.events > 0 {
+            q.inner.new_events.notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StagedWindow<'_> {
+    fn drop(&mut self) {
+        if !self.published {
+            self.queue.unstage(self.range);
+        }
     }
 }
 

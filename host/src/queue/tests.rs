@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Context;
+
 use super::cli::{QueueArgs, QueueCommand, run_to};
 use super::*;
 use crate::event::CloudEvent;
@@ -488,13 +490,6 @@ fn a_refused_or_full_commit_writes_no_ledger_record() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn encoded(window: i64, n: usize) -> anyhow::Result<Vec<Vec<u8>>> {
-    Ok(events(window, n)
-        .iter()
-        .map(serde_json::to_vec)
-        .collect::<Result<_, _>>()?)
-}
-
 /// A crash between staging a window's events and publishing them: the staged events are never
 /// visible, are removed by the next open, and the watermark did not move, so the window is
 /// billed again (with the same ids) and nothing is sent twice or lost.
@@ -504,7 +499,7 @@ fn staged_events_of_an_unfinished_commit_are_invisible_and_removed_on_open() -> 
     {
         let q = open(&dir)?;
         q.commit_window("k8s", 60, &events(0, 3))?;
-        let staged = q.stage(&encoded(60, 2500)?)?;
+        let staged = q.stage(&events(60, 2500))?;
         assert!(staged.is_some_and(|(first, last)| last - first >= 2499));
         assert_eq!(ids(&q.peek(10_000)?)?, ["w0-e0", "w0-e1", "w0-e2"]);
         assert_eq!(q.pending_events(), 3);
@@ -543,10 +538,49 @@ fn a_queue_without_a_publication_mark_publishes_everything_it_holds() -> anyhow:
         let q = open(&dir)?;
         assert_eq!(ids(&q.peek(10)?)?, ["w0-e0", "w0-e1", "w0-e2"]);
         // A crash during the first commit after the upgrade must not publish its staging.
-        q.stage(&encoded(60, 2)?)?;
+        q.stage(&events(60, 2))?;
     }
     let q = open(&dir)?;
     assert_eq!(ids(&q.peek(10)?)?, ["w0-e0", "w0-e1", "w0-e2"]);
     assert_eq!(q.pending_events(), 3);
+    Ok(())
+}
+
+/// A window committed in parts (mapped in slices): the parts stay invisible until the publish,
+/// then appear in order with the watermark; a window dropped unpublished leaves nothing, not
+/// even after a reopen; a full queue refuses to begin one.
+#[test]
+fn a_window_staged_in_parts_is_invisible_until_published_and_removed_if_dropped()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let q = open(&dir)?;
+    let mut window = q.begin_window().context("an empty queue begins a window")?;
+    window.stage(&events(0, 2))?;
+    window.stage(&events(1, 1))?;
+    assert_eq!(window.events(), 3);
+    assert!(
+        q.peek(10)?.is_empty(),
+        "staged parts are visible before the publish"
+    );
+    assert_eq!(q.pending_events(), 0);
+    window.publish("k8s", 60, &LedgerWrites::default())?;
+    assert_eq!(ids(&q.peek(10)?)?, ["w0-e0", "w0-e1", "w1-e0"]);
+    assert_eq!(q.pending_events(), 3);
+    assert_eq!(q.watermark("k8s")?, Some(60));
+
+    let mut dropped = q.begin_window().context("begin a second window")?;
+    dropped.stage(&events(60, 4))?;
+    drop(dropped);
+    assert_eq!(q.pending_events(), 3);
+    drop(q);
+    let q = open(&dir)?;
+    assert_eq!(ids(&q.peek(10)?)?, ["w0-e0", "w0-e1", "w1-e0"]);
+    assert_eq!(q.watermark("k8s")?, Some(60));
+
+    drop(q);
+    let mut config = QueueConfig::new(dir.path().join("q"));
+    config.max_bytes = 1;
+    let q = Queue::open(&config)?;
+    assert!(q.begin_window().is_none(), "a full queue began a window");
     Ok(())
 }
