@@ -376,8 +376,10 @@ impl MeteredSource for StatefulSource {
     }
 }
 
+/// A full queue refuses a window before it is mapped or its state taken; the next window
+/// that commits writes the state.
 #[test]
-fn state_handed_to_a_window_the_full_queue_refused_is_written_with_the_next() {
+fn a_window_the_full_queue_refuses_takes_no_state_and_a_later_one_writes_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = QueueConfig::new(dir.path());
     cfg.max_bytes = 1;
@@ -410,12 +412,135 @@ fn state_handed_to_a_window_the_full_queue_refused_is_written_with_the_next() {
         ["k1"],
         "nothing written with a refused window"
     );
-    assert_eq!(src.pending.len(), 1, "the source still holds k2");
+    // The queue refuses before the window is mapped, so the source is not even asked for its
+    // changes. (Changes handed to a commit that then fails stay pending in the source:
+    // `daemon::kubernetes` tests `stale_records_and_changes_are_written_until_a_commit_is_confirmed`.)
+    assert_eq!(
+        src.changes, 1,
+        "a refused window asked for the source's state"
+    );
+    assert!(src.pending.is_empty());
     drain(&queue);
     assert!(matches!(
         b.tick(&mut src, T0 + 250),
         TickOutcome::Billed { windows: 1, .. }
     ));
-    assert_eq!(stored(&queue), ["k1", "k2", "k3"]);
+    assert_eq!(stored(&queue), ["k1", "k2"]);
     assert!(src.pending.is_empty());
+}
+
+/// All events committed so far, in queue order, as JSON values.
+fn committed(queue: &Queue) -> Vec<Value> {
+    queue
+        .peek(10_000)
+        .expect("peek")
+        .iter()
+        .map(|e| serde_json::from_slice(e.json()).expect("json"))
+        .collect()
+}
+
+/// A window mapped one item per call (the built-in mapper declares its items independent)
+/// commits exactly the events, in the same order, that one call per window commits.
+#[test]
+fn a_window_mapped_in_slices_commits_the_events_of_one_call() {
+    let whole_dir = tempfile::tempdir().expect("tempdir");
+    let whole = Queue::open(&QueueConfig::new(whole_dir.path())).expect("queue");
+    let sliced_dir = tempfile::tempdir().expect("tempdir");
+    let sliced = Queue::open(&QueueConfig::new(sliced_dir.path())).expect("queue");
+    let mut one_call = biller(&whole, builtin_mapper(), "{}");
+    let mut per_item = biller(&sliced, builtin_mapper(), "{}");
+    per_item.set_slice_items(1);
+    let (mut a, mut b) = (source(), source());
+    for now in [T0 + 40, T0 + 100, T0 + 220] {
+        assert!(matches!(
+            one_call.tick(&mut a, now),
+            TickOutcome::Billed { .. }
+        ));
+        assert!(matches!(
+            per_item.tick(&mut b, now),
+            TickOutcome::Billed { .. }
+        ));
+    }
+    let events = committed(&sliced);
+    assert!(
+        events.len() > 4,
+        "too few events to compare: {}",
+        events.len()
+    );
+    assert_eq!(events, committed(&whole));
+    assert_eq!(drain(&sliced).0, truth(220));
+}
+
+/// A slice that fails after earlier slices of its window were staged: nothing of that window
+/// becomes visible (not even after a reopen), the watermark stays at the window's start, and
+/// a working mapper later bills every second once.
+#[test]
+fn a_failed_slice_leaves_no_part_of_its_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q");
+    let queue = Queue::open(&QueueConfig::new(&path)).expect("queue");
+    let mut good = biller(&queue, builtin_mapper(), "{}");
+    let mut src = source();
+    assert!(matches!(
+        good.tick(&mut src, T0 + 100),
+        TickOutcome::Billed { .. }
+    ));
+    let before = committed(&queue);
+    // "late" starts at +130 and comes after "running" in the snapshot: with one item per call
+    // the window [100, 220) stages "running" then fails on "late".
+    let mut bad = biller(&queue, mapper(&hostile_wasm(), "hostile"), "fail-item:late");
+    bad.set_slice_items(1);
+    match bad.tick(&mut src, T0 + 220) {
+        TickOutcome::MapperFailed {
+            windows: 0,
+            watermark,
+            error,
+        } => {
+            assert_eq!(watermark, T0 + 100);
+            assert!(error.to_string().contains("refusing item late"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        committed(&queue),
+        before,
+        "a part of the failed window is visible"
+    );
+    assert_eq!(queue.watermark("kubernetes").expect("wm"), Some(T0 + 100));
+    drop((good, bad));
+    drop(queue);
+    let queue = Queue::open(&QueueConfig::new(&path)).expect("reopen");
+    assert_eq!(
+        committed(&queue),
+        before,
+        "the reopen published staged events"
+    );
+    let mut good = biller(&queue, builtin_mapper(), "{}");
+    assert!(matches!(
+        good.tick(&mut src, T0 + 220),
+        TickOutcome::Billed { .. }
+    ));
+    assert_eq!(drain(&queue).0, truth(220));
+}
+
+/// A mapper that declares its items independent but gives events of different items the same
+/// id: each call alone is valid, the window is not (the ingest API would keep one event and
+/// drop the others' usage). The window fails and nothing of it is committed.
+#[test]
+fn the_same_id_in_two_slices_fails_the_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
+    let mut b = biller(&queue, mapper(&hostile_wasm(), "hostile"), "fixed-id");
+    b.set_slice_items(1);
+    let mut src = source();
+    match b.tick(&mut src, T0 + 100) {
+        TickOutcome::MapperFailed {
+            windows: 0, error, ..
+        } => {
+            assert!(error.to_string().contains("across slices"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(queue.watermark("kubernetes").expect("wm"), None);
+    assert!(committed(&queue).is_empty());
 }

@@ -58,6 +58,11 @@ pub struct RunArgs {
     /// Address of the `/metrics`, `/healthz`, `/readyz` server.
     #[arg(long, env = "EDGEMETER_HTTP_LISTEN", default_value = "0.0.0.0:9464")]
     pub http_listen: SocketAddr,
+    /// Items per mapper call when the mapper declares its items independent
+    /// (`items-independent`): a window is mapped in slices of this many items and committed
+    /// once. Bounds memory for large clusters; other mappers get whole windows.
+    #[arg(long, env = "EDGEMETER_MAPPER_SLICE_ITEMS", default_value_t = super::biller::DEFAULT_SLICE_ITEMS, value_parser = slice_items)]
+    pub mapper_slice_items: usize,
     /// Log every event (as the seed collector's DEBUG=true did).
     #[arg(long, env = "DEBUG", default_value_t = false, action = clap::ArgAction::Set, default_missing_value = "true", num_args = 0..=1)]
     pub debug: bool,
@@ -102,6 +107,16 @@ pub enum DaemonError {
     Runtime(#[source] std::io::Error),
     #[error("the Kubernetes watchers stopped")]
     SourceEnded,
+}
+
+/// `--mapper-slice-items`: a whole number of at least 1.
+fn slice_items(value: &str) -> Result<usize, String> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{value:?} is not a number of items of at least 1, e.g. 1000"
+        )),
+    }
 }
 
 fn seconds(key: &'static str, value: &str) -> Result<Duration, DaemonError> {
@@ -259,6 +274,7 @@ pub async fn run_with(
     )
     .map_err(DaemonError::QueueOpen)?;
     biller.set_log_events(args.debug);
+    biller.set_slice_items(args.mapper_slice_items);
     tracing::info!(
         watermark = %window::rfc3339(biller.watermark()),
         interval_s = plan.interval,

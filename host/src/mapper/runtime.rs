@@ -314,6 +314,7 @@ impl MapperRuntime {
                 event_types: Vec::new(),
                 item_kinds: Vec::new(),
                 wants_raw_objects: true,
+                items_independent: false,
             }),
         };
         // Asked once: the answer decides whether snapshots carry raw objects.
@@ -388,6 +389,12 @@ impl LoadedMapper {
     /// Whether snapshots for this mapper must carry raw objects.
     pub fn wants_raw_objects(&self) -> bool {
         self.info.wants_raw_objects
+    }
+
+    /// Whether the mapper lets the host map a window in slices of items
+    /// (`mapper-info.items-independent`).
+    pub fn items_independent(&self) -> bool {
+        self.info.items_independent
     }
 
     /// Outcome counters shared with the runtime this mapper was loaded by.

@@ -130,6 +130,8 @@ pub fn info() -> MapperInfo {
         item_kinds: vec![ItemKind::Pod, ItemKind::PersistentVolumeClaim],
         // Everything it needs is in the allocation, labels and annotations.
         wants_raw_objects: false,
+        // One event per item, from that item alone: the host may map a window in slices.
+        items_independent: true,
     }
 }
 

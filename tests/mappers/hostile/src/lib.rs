@@ -7,6 +7,8 @@
 //! - `"flood"`: writes 1 MiB to stdout and 1,000 log lines (capped by the host), then maps;
 //! - `"invalid"`: returns an event whose data is not a JSON object;
 //! - `"env"`: reports what the sandbox exposes (env vars, preopened files) in an event;
+//! - `"fail-item:NAME"`: fails the call whose snapshot holds an item named NAME, maps others;
+//! - `"fixed-id"`: gives every event the same id (a duplicate once two items are mapped);
 //! - anything else: one well-formed event per item (`type` `hostile-ok`).
 
 use edgemeter_guest::{CloudEvent, Guest, Level, MapError, Mapped, MapperInfo, Snapshot};
@@ -47,6 +49,8 @@ impl Guest for Hostile {
             event_types: vec!["hostile-ok".to_owned()],
             item_kinds: vec![],
             wants_raw_objects: true,
+            // Declared so the host maps in slices; `fixed-id` then breaks the promise.
+            items_independent: true,
         }
     }
 
@@ -79,6 +83,20 @@ impl Guest for Hostile {
                 ok_events(&snapshot, "hostile-ok", "{}")
             }
             "invalid" => ok_events(&snapshot, "hostile-ok", "[1, 2, 3]"),
+            "fixed-id" => {
+                let mut events = ok_events(&snapshot, "hostile-ok", "{}");
+                for e in &mut events {
+                    e.id = Some("always-the-same".to_owned());
+                }
+                events
+            }
+            m if m.starts_with("fail-item:") => {
+                let name = &m["fail-item:".len()..];
+                if snapshot.items.iter().any(|i| i.name == name) {
+                    return Err(MapError::InvalidInput(format!("refusing item {name}")));
+                }
+                ok_events(&snapshot, "hostile-ok", "{}")
+            }
             "env" => {
                 let vars = std::env::vars().count();
                 let root = std::fs::read_dir("/").is_ok();
