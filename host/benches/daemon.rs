@@ -29,6 +29,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -317,7 +318,11 @@ fn lister_main() -> anyhow::Result<()> {
 struct ChildGuard(Child);
 
 impl Drop for ChildGuard {
+    /// Kills the child's whole process group (a profiler wrapper's child too: the children are
+    /// spawned as group leaders), then reaps the child.
     fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -400,6 +405,7 @@ fn spawn_edgemeter(
         None => Command::new(env!("CARGO_BIN_EXE_edgemeter")),
     };
     let child = command
+        .process_group(0)
         .arg("run")
         .arg("--kubeconfig")
         .arg(kubeconfig)
