@@ -35,6 +35,20 @@ pub trait MeteredSource {
     fn in_sync(&self) -> bool;
     /// Every item with allocation inside `window`.
     fn items(&self, window: &Window) -> Vec<Item>;
+    /// A page of [`MeteredSource::items`]: from position `cursor` (0 first) at most `max`
+    /// items, and the position of the next page (`None` after the last; a next position is
+    /// always past `cursor`). The biller pages one window while holding the source, so the
+    /// pages hold each item once. The default builds every item and keeps one page; a large
+    /// source overrides it so that only one page is ever in memory.
+    fn items_page(&self, window: &Window, cursor: usize, max: usize) -> (Vec<Item>, Option<usize>) {
+        let mut all = self.items(window);
+        let end = cursor.saturating_add(max.max(1));
+        if end >= all.len() {
+            return (all.split_off(cursor.min(all.len())), None);
+        }
+        all.truncate(end);
+        (all.split_off(cursor), Some(end))
+    }
     /// Everything that ended at or before `watermark` has been billed and may be forgotten.
     fn forget_billed(&mut self, watermark: i64);
     /// State records changed since the last [`MeteredSource::ledger_committed`], to write in
@@ -101,12 +115,8 @@ impl SliceIds {
     fn check(
         &mut self,
         mapper: &str,
-        slices: usize,
         events: &[crate::event::CloudEvent],
     ) -> Result<(), MapperError> {
-        if slices < 2 {
-            return Ok(());
-        }
         let problems: Vec<String> = events
             .iter()
             .filter(|e| !self.0.insert((e.source.clone(), e.id.clone())))
@@ -184,28 +194,34 @@ impl Biller {
                     watermark: self.watermark,
                 };
             };
-            let items = source.items(&window);
             let slice = if self.mapper.items_independent() {
                 self.slice_items
             } else {
-                items.len().max(1)
+                usize::MAX
             };
-            let slices = items.len().div_ceil(slice);
             let mut logged = Vec::new();
             let mut ids = SliceIds::default();
-            let mut items = items.into_iter();
-            for _ in 0..slices {
+            let mut cursor = Some(0);
+            let mut slices = 0usize;
+            while let Some(at) = cursor {
+                let (items, next) = source.items_page(&window, at, slice);
+                cursor = next.filter(|n| *n > at);
+                if items.is_empty() {
+                    continue;
+                }
+                slices += 1;
+                // A window in one slice needs no cross-slice id check.
+                let one_slice = slices == 1 && cursor.is_none();
                 let envelope =
                     snapshot::envelope(source.kind(), &window, &self.identity, &self.mapper_config);
-                let snap = crate::mapper::bindings::Snapshot {
-                    envelope,
-                    items: items.by_ref().take(slice).collect(),
-                };
+                let snap = crate::mapper::bindings::Snapshot { envelope, items };
                 let mapped = self
                     .mapper
                     .map_events(&snap, DEFAULT_MAX_EVENT_BYTES)
                     .and_then(|events| {
-                        ids.check(self.mapper.name(), slices, &events)?;
+                        if !one_slice {
+                            ids.check(self.mapper.name(), &events)?;
+                        }
                         Ok(events)
                     });
                 drop(snap);

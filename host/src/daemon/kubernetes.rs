@@ -386,6 +386,16 @@ impl MeteredSource for KubernetesSource {
         items
     }
 
+    fn items_page(&self, window: &Window, cursor: usize, max: usize) -> (Vec<Item>, Option<usize>) {
+        let (items, skipped, next) = self
+            .ledger
+            .items_page(window, self.raw_objects, cursor, max);
+        for s in &skipped {
+            tracing::error!(namespace = %s.namespace, name = %s.name, error = %s.error, "object skipped: its allocation cannot be computed");
+        }
+        (items, next)
+    }
+
     fn forget_billed(&mut self, watermark: i64) {
         self.ledger.forget_billed(watermark);
     }

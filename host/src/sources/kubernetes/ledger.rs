@@ -846,37 +846,88 @@ impl Ledger {
             return (Snapshot { envelope, items }, skipped);
         };
         for p in &self.pods {
-            let Some(iv) = p.interval else { continue };
-            if w.overlap(iv.from, iv.until) == 0 {
-                continue;
-            }
-            let read = p.json().and_then(|json| Ok((p.typed(&json)?, json)));
-            let (pod, json) = match read {
-                Ok(x) => x,
-                Err(e) => {
-                    skipped.push(Skipped {
-                        namespace: String::new(),
-                        name: p.uid.clone(),
-                        error: AccountingError::Object {
-                            source: Box::new(e),
-                        },
-                    });
-                    continue;
-                }
-            };
-            match snapshot::pod_item(
-                &pod,
-                &p.observations,
-                || if raw_objects { json } else { String::new() },
-                Some(&w),
-                &self.nodes,
-            ) {
+            match self.pod_entry_item(p, &w, raw_objects) {
                 Ok(Some(item)) => items.push(item),
                 Ok(None) => {}
                 Err(s) => skipped.push(*s),
             }
         }
         (Snapshot { envelope, items }, skipped)
+    }
+
+    /// One pod's item for `w`; `None` when it holds nothing in it.
+    fn pod_entry_item(
+        &self,
+        p: &PodEntry,
+        w: &Window,
+        raw_objects: bool,
+    ) -> Result<Option<Item>, Box<Skipped>> {
+        let Some(iv) = p.interval else {
+            return Ok(None);
+        };
+        if w.overlap(iv.from, iv.until) == 0 {
+            return Ok(None);
+        }
+        let read = p.json().and_then(|json| Ok((p.typed(&json)?, json)));
+        let (pod, json) = read.map_err(|e| {
+            Box::new(Skipped {
+                namespace: String::new(),
+                name: p.uid.clone(),
+                error: AccountingError::Object {
+                    source: Box::new(e),
+                },
+            })
+        })?;
+        snapshot::pod_item(
+            &pod,
+            &p.observations,
+            || if raw_objects { json } else { String::new() },
+            Some(w),
+            &self.nodes,
+        )
+    }
+
+    /// A page of the items with allocation in `window`, in the ledger's order (pods, then
+    /// PVCs), starting at position `from` (0 first): at most `max` items, the objects that
+    /// could not be read, and the position to continue from (`None` after the last). Raw
+    /// objects only when `raw_objects`. Positions stay valid while the ledger is unchanged
+    /// (the daemon pages one window at a time, holding the ledger), so the pages of a window
+    /// hold each item exactly once; only one page of items is in memory at a time.
+    pub fn items_page(
+        &self,
+        window: &Window,
+        raw_objects: bool,
+        from: usize,
+        max: usize,
+    ) -> (Vec<Item>, Vec<Skipped>, Option<usize>) {
+        let max = max.max(1);
+        let mut items = Vec::new();
+        let mut skipped = Vec::new();
+        let mut position = from;
+        for p in self.pods.iter().skip(from) {
+            if items.len() == max {
+                return (items, skipped, Some(position));
+            }
+            position += 1;
+            match self.pod_entry_item(p, window, raw_objects) {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => {}
+                Err(s) => skipped.push(*s),
+            }
+        }
+        let pvcs_from = from.saturating_sub(self.pods.len());
+        for (uid, e) in self.pvcs.iter().skip(pvcs_from) {
+            if items.len() == max {
+                return (items, skipped, Some(position));
+            }
+            position += 1;
+            match pvc_entry_item(uid, e, window, raw_objects) {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => {}
+                Err(s) => skipped.push(*s),
+            }
+        }
+        (items, skipped, None)
     }
 
     /// Every pod held, materialised (for tools and tests; the daemon uses
@@ -937,50 +988,68 @@ impl Ledger {
         let mut items = Vec::new();
         let mut skipped = Vec::new();
         for (uid, e) in &self.pvcs {
-            let meta = &e.object.pvc.metadata;
-            let alloc = match pvc::allocation(&e.object.pvc, &e.facts) {
-                Ok(Some(a)) => a,
-                Ok(None) => continue,
-                Err(error) => {
-                    skipped.push(Skipped {
-                        namespace: meta.namespace.clone().unwrap_or_default(),
-                        name: meta.name.clone().unwrap_or_default(),
-                        error,
-                    });
-                    continue;
-                }
-            };
-            let seconds = alloc.seconds_in(window);
-            if seconds == 0 {
-                continue;
+            match pvc_entry_item(uid, e, window, true) {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => {}
+                Err(s) => skipped.push(*s),
             }
-            items.push(Item {
-                kind: ItemKind::PersistentVolumeClaim,
-                namespace: meta.namespace.clone().unwrap_or_default(),
-                name: meta.name.clone().unwrap_or_default(),
-                uid: uid.clone(),
-                labels: pairs(meta.labels.as_ref()),
-                annotations: pairs(meta.annotations.as_ref()),
-                object: e.object.raw.to_string(),
-                allocation: Allocation {
-                    seconds,
-                    allocated_from: Some(alloc.interval.from),
-                    allocated_until: alloc.interval.until,
-                    estimated: alloc.interval.estimated,
-                    cpu_request_millicores: 0,
-                    cpu_limit_millicores: None,
-                    memory_request_bytes: 0,
-                    memory_limit_bytes: None,
-                    gpu: None,
-                    storage_bytes: Some(alloc.storage_bytes),
-                    storage_class: alloc.storage_class,
-                    node_name: None,
-                    phase: alloc.phase,
-                },
-            });
         }
         (items, skipped)
     }
+}
+
+/// One PVC's item for `window` (its raw object only when `raw_objects`); `None` when it holds
+/// nothing in it.
+fn pvc_entry_item(
+    uid: &str,
+    e: &PvcEntry,
+    window: &Window,
+    raw_objects: bool,
+) -> Result<Option<Item>, Box<Skipped>> {
+    let meta = &e.object.pvc.metadata;
+    let alloc = match pvc::allocation(&e.object.pvc, &e.facts) {
+        Ok(Some(a)) => a,
+        Ok(None) => return Ok(None),
+        Err(error) => {
+            return Err(Box::new(Skipped {
+                namespace: meta.namespace.clone().unwrap_or_default(),
+                name: meta.name.clone().unwrap_or_default(),
+                error,
+            }));
+        }
+    };
+    let seconds = alloc.seconds_in(window);
+    if seconds == 0 {
+        return Ok(None);
+    }
+    Ok(Some(Item {
+        kind: ItemKind::PersistentVolumeClaim,
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        uid: uid.to_owned(),
+        labels: pairs(meta.labels.as_ref()),
+        annotations: pairs(meta.annotations.as_ref()),
+        object: if raw_objects {
+            e.object.raw.to_string()
+        } else {
+            String::new()
+        },
+        allocation: Allocation {
+            seconds,
+            allocated_from: Some(alloc.interval.from),
+            allocated_until: alloc.interval.until,
+            estimated: alloc.interval.estimated,
+            cpu_request_millicores: 0,
+            cpu_limit_millicores: None,
+            memory_request_bytes: 0,
+            memory_limit_bytes: None,
+            gpu: None,
+            storage_bytes: Some(alloc.storage_bytes),
+            storage_class: alloc.storage_class,
+            node_name: None,
+            phase: alloc.phase,
+        },
+    }))
 }
 
 fn merge_pv_facts(facts: &mut PvcFacts, pv: &PvEntry) {

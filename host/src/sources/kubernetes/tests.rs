@@ -1062,3 +1062,44 @@ fn stored_entries_attach_to_the_stream_that_watches_their_namespace() {
         all.selectors(WatchKind::Pvcs)
     );
 }
+
+/// Paging a window's items (pods, then PVCs) in pages of any size yields exactly the items of
+/// the pod snapshot followed by the PVC items, each once, in order; raw objects only when
+/// asked for.
+#[test]
+fn items_pages_of_any_size_hold_every_item_once_in_order() {
+    use crate::mapper::bindings::{Item, SourceKind};
+    use crate::snapshot::{Identity, envelope};
+    let l = populated();
+    let w = Window::new(0, 1000).expect("window");
+    let line = |i: &Item| format!("{} {} {:?}", i.uid, i.object.len(), i.allocation);
+    let (snap, skipped) = l.pod_snapshot(
+        envelope(SourceKind::Kubernetes, &w, &Identity::default(), "{}"),
+        true,
+    );
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let (pvcs, _) = l.pvc_items(&w);
+    let all: Vec<String> = snap.items.iter().chain(&pvcs).map(line).collect();
+    assert!(all.len() >= 5, "too few items to page: {all:?}");
+    for max in 1..=all.len() + 1 {
+        let (mut got, mut cursor, mut pages) = (Vec::new(), Some(0), 0);
+        while let Some(at) = cursor {
+            let (items, skipped, next) = l.items_page(&w, true, at, max);
+            assert!(skipped.is_empty(), "{skipped:?}");
+            assert!(items.len() <= max);
+            assert!(next.is_none_or(|n| n > at), "no progress from {at}");
+            got.extend(items.iter().map(line));
+            cursor = next;
+            pages += 1;
+            assert!(pages <= 2 * all.len() + 2, "paging does not end");
+        }
+        assert_eq!(got, all, "pages of {max}");
+    }
+    let (items, _, next) = l.items_page(&w, false, 0, 100);
+    assert_eq!(items.len(), all.len());
+    assert!(next.is_none());
+    assert!(
+        items.iter().all(|i| i.object.is_empty()),
+        "raw objects not asked for"
+    );
+}
