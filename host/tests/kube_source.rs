@@ -64,7 +64,7 @@ async fn source(cluster: Cluster, flags: KubernetesArgs) -> Source {
     let clock_cluster = cluster.clone();
     let clock: Clock = Arc::new(move || clock_cluster.now().as_second());
     let (tx, mut rx) = mpsc::channel(1024);
-    let handle = spawn_watchers(client, &scope, clock, tx);
+    let handle = spawn_watchers(client, &scope, clock, false, tx);
     let ledger = Arc::new(Mutex::new(Ledger::new()));
     let l = ledger.clone();
     let pump = tokio::spawn(async move {

@@ -159,7 +159,7 @@ impl KubernetesSource {
         // (25–50 KiB for a real pod); 8192 of them during an initial list could hold ~300 MiB.
         // The watcher simply waits for the ledger, which applies a pod in well under a ms.
         let (tx, rx) = mpsc::channel(INPUT_CHANNEL);
-        let handle = spawn_watchers(client, scope, clock.clone(), tx);
+        let handle = spawn_watchers(client, scope, clock.clone(), raw_objects, tx);
         KubernetesSource {
             ledger,
             pod_selectors: scope.selectors(WatchKind::Pods),

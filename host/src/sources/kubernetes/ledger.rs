@@ -158,6 +158,60 @@ pub enum Change {
     Delete(Object),
 }
 
+/// Removes from a pod what billing never reads: container environment, commands, probes,
+/// ports, mounts, security and lifecycle settings, the pod's volumes, scheduling constraints,
+/// and the runtime ids of container statuses. Everything the request formula, the allocation
+/// interval, GPU detection and the built-in mapper read stays: names, resources, restart
+/// policies (sidecars), overhead, pod-level resources, node, phase, conditions, container
+/// states and resized resources, and all of `metadata`.
+pub fn strip_for_billing(pod: &mut Pod) {
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.volumes = None;
+        spec.tolerations = None;
+        spec.affinity = None;
+        spec.security_context = None;
+        spec.dns_config = None;
+        spec.host_aliases = None;
+        spec.topology_spread_constraints = None;
+        spec.image_pull_secrets = None;
+        spec.readiness_gates = None;
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            c.env = None;
+            c.env_from = None;
+            c.command = None;
+            c.args = None;
+            c.volume_mounts = None;
+            c.volume_devices = None;
+            c.liveness_probe = None;
+            c.readiness_probe = None;
+            c.startup_probe = None;
+            c.ports = None;
+            c.security_context = None;
+            c.lifecycle = None;
+            c.termination_message_path = None;
+            c.termination_message_policy = None;
+            c.working_dir = None;
+        }
+    }
+    if let Some(status) = pod.status.as_mut() {
+        for cs in status
+            .container_statuses
+            .iter_mut()
+            .flatten()
+            .chain(status.init_container_statuses.iter_mut().flatten())
+        {
+            cs.image_id = String::new();
+            cs.container_id = None;
+            cs.volume_mounts = None;
+            cs.user = None;
+        }
+    }
+}
+
 /// A watched object, `managedFields` already stripped.
 #[derive(Debug, Clone)]
 pub enum Object {
@@ -177,6 +231,15 @@ impl Object {
             pod,
             observations: Default::default(),
         })))
+    }
+
+    /// A pod from its typed form, without what neither billing nor a mapper that does not
+    /// read raw objects needs (see [`strip_for_billing`]): the daemon keeps every pod for as
+    /// long as it is billed, and these fields are most of a real pod's JSON (the recorded
+    /// kind pods: 5.1 → 1.9 KiB, deflated 1.7 → 0.7 KiB).
+    pub fn pod_for_billing(mut pod: Pod) -> Result<Self, serde_json::Error> {
+        strip_for_billing(&mut pod);
+        Self::pod(pod)
     }
 
     /// A PVC from its typed form (strips `managedFields`).

@@ -59,7 +59,7 @@
 //! let scope = args.scope()?; // validates --namespace/--label-selector/--node-name
 //! let client = args.client().await?;
 //! let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
-//! let _watchers = spawn_watchers(client, &scope, system_clock(), tx); // dropped = stopped
+//! let _watchers = spawn_watchers(client, &scope, system_clock(), false, tx); // dropped = stopped
 //! let mut ledger = Ledger::new();
 //! let mut tick = tokio::time::interval(std::time::Duration::from_secs(15));
 //! let mut watermark = 0_i64; // resumed from the queue in the daemon
@@ -97,7 +97,7 @@ mod tests;
 pub use config::{ConfigError, KubernetesArgs};
 pub use ledger::{
     Change, EntryKind, EntryRef, Ledger, LedgerChanges, LedgerError, LedgerInput, Object,
-    PvcObject, Restored, StoredEntry,
+    PvcObject, Restored, StoredEntry, strip_for_billing,
 };
 pub use persist::PersistError;
 pub use watcher::{Clock, StreamId, WatchError, WatchKind, WatcherHandle, spawn_watchers};

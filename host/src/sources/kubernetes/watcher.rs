@@ -161,10 +161,13 @@ async fn run<K>(
 }
 
 /// Starts one watcher per stream of `scope` and returns the handle; inputs arrive on `tx`.
+/// `raw_objects`: keep pods whole (a mapper reads raw objects); otherwise pods are kept
+/// without what billing never reads ([`Object::pod_for_billing`]).
 pub fn spawn_watchers(
     client: Client,
     scope: &Scope,
     clock: Clock,
+    raw_objects: bool,
     tx: mpsc::Sender<LedgerInput>,
 ) -> WatcherHandle {
     let errors = Arc::new(AtomicU64::new(0));
@@ -200,7 +203,12 @@ pub fn spawn_watchers(
         };
         let f = feed(WatchKind::Pods, i);
         streams.push(f.stream);
-        tasks.push(tokio::spawn(run(pods, pod_config.clone(), f, Object::pod)));
+        let convert = if raw_objects {
+            Object::pod
+        } else {
+            Object::pod_for_billing
+        };
+        tasks.push(tokio::spawn(run(pods, pod_config.clone(), f, convert)));
         if scope.watches_storage() {
             let pvcs: Api<PersistentVolumeClaim> = match ns {
                 Some(ns) => Api::namespaced(client.clone(), ns),
