@@ -318,10 +318,19 @@ fn lister_main() -> anyhow::Result<()> {
 struct ChildGuard(Child);
 
 impl Drop for ChildGuard {
-    /// Kills the child's whole process group (a profiler wrapper's child too: the children are
+    /// Stops the child's whole process group (a profiler wrapper's child too: the children are
     /// spawned as group leaders), then reaps the child.
+    /// SIGTERM first (the daemon finishes its window, a profiler writes its data), SIGKILL
+    /// after 10 s.
     fn drop(&mut self) {
         let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        for _ in 0..100 {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -430,6 +439,7 @@ fn spawn_edgemeter(
 fn spawn_lister(dir: &Path, kubeconfig: &Path, interval: u64) -> anyhow::Result<ChildGuard> {
     let log = std::fs::File::create(dir.join("lister.log"))?;
     let child = Command::new(std::env::current_exe()?)
+        .process_group(0)
         .env(ROLE_ENV, "lister")
         .env("KUBECONFIG", kubeconfig)
         .env("EDGEMETER_BENCH_INTERVAL", interval.to_string())
@@ -511,6 +521,8 @@ async fn run_case(n: usize, o: &Options, ticks: f64) -> anyhow::Result<Row> {
     let (mut rss_max, mut anon_max) = (0.0_f64, 0.0_f64);
     let mut lister_rss_max: f64 = 0.0;
     let deadline = Duration::from_secs(o.interval * o.windows + 120);
+    // EDGEMETER_BENCH_TRACE=1 prints every sample (to see where in a window memory peaks).
+    let trace = std::env::var_os("EDGEMETER_BENCH_TRACE").is_some();
     let w1 = loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (rss, _, anon) = memory_mib(pid);
@@ -520,6 +532,13 @@ async fn run_case(n: usize, o: &Options, ticks: f64) -> anyhow::Result<Row> {
         anon_max = anon_max.max(anon);
         lister_rss_max = lister_rss_max.max(memory_mib(lister_pid).0);
         let w = windows_billed(&http, &metrics).await.unwrap_or(w0);
+        if trace {
+            eprintln!(
+                "  t={:>4.0}s windows={} rss={rss:.0} MiB anon={anon:.0} MiB",
+                t0.elapsed().as_secs_f64(),
+                w - w0
+            );
+        }
         if w >= w0 + o.windows {
             break w;
         }
