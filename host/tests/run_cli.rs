@@ -68,3 +68,17 @@ fn invalid_values_name_the_key_wherever_they_come_from() {
         "failed to read the config file",
     );
 }
+
+#[test]
+fn a_slice_size_of_zero_or_not_a_number_is_refused_with_the_flag_named() {
+    for bad in ["0", "-5", "many"] {
+        fails_with(
+            &run(&[&format!("--mapper-slice-items={bad}")], &[]),
+            "--mapper-slice-items",
+        );
+        fails_with(
+            &run(&[], &[("EDGEMETER_MAPPER_SLICE_ITEMS", bad)]),
+            "at least 1",
+        );
+    }
+}
