@@ -320,12 +320,16 @@ struct ChildGuard(Child);
 impl Drop for ChildGuard {
     /// Stops the child's whole process group (a profiler wrapper's child too: the children are
     /// spawned as group leaders), then reaps the child.
-    /// SIGTERM first (the daemon finishes its window, a profiler writes its data), SIGKILL
-    /// after 10 s.
+    /// SIGTERM to the daemon first (it finishes its window; a profiler wrapping it then writes
+    /// its data), SIGKILL to the group after 30 s.
     fn drop(&mut self) {
-        let group = format!("-{}", self.0.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        for _ in 0..100 {
+        let pgid = self.0.id().to_string();
+        let group = format!("-{pgid}");
+        let _ = Command::new("pkill")
+            .args(["-TERM", "-g", &pgid, "-x", "edgemeter"])
+            .status();
+        let _ = Command::new("kill").args(["-TERM", &pgid]).status();
+        for _ in 0..300 {
             if matches!(self.0.try_wait(), Ok(Some(_))) {
                 break;
             }
