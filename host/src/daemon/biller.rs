@@ -8,8 +8,8 @@
 //! in slices of [`DEFAULT_SLICE_ITEMS`] items, so memory holds one slice's items and events,
 //! not the whole window's; the window is still published once, or not at all. It stops at the
 //! first window that cannot be committed (mapper failure, queue full, queue error) so the
-//! watermark never skips a span; the span is retried at the next tick. A crash before a commit re-bills the same window with the same deterministic
-//! ids; after it, nothing is billed twice.
+//! watermark never skips a span; the span is retried at the next tick. A crash before a commit
+//! re-bills the same window with the same deterministic ids; after it, nothing is billed twice.
 //!
 //! Each commit also carries the source's state changes ([`MeteredSource::ledger_writes`]), so
 //! the state stored beside the watermark is the one the watermark was committed with. The

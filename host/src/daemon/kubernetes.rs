@@ -39,7 +39,6 @@ use tokio::sync::mpsc;
 
 use crate::mapper::bindings::{Item, SourceKind};
 use crate::queue::LedgerWrites;
-use crate::snapshot::{self, Identity};
 use crate::sources::kubernetes::config::Scope;
 use crate::sources::kubernetes::ledger::{
     Change, EntryKind, EntryRef, Ledger, LedgerInput, Restored,
@@ -374,16 +373,9 @@ impl MeteredSource for KubernetesSource {
                 .is_none_or(|t| (self.clock)() - t > self.quiet_after_error)
     }
 
+    /// Every item in one page (pods, then PVCs).
     fn items(&self, window: &Window) -> Vec<Item> {
-        let envelope = snapshot::envelope(SourceKind::Kubernetes, window, &Identity::default(), "");
-        let (snap, skipped) = self.ledger.pod_snapshot(envelope, self.raw_objects);
-        let (pvcs, skipped_pvcs) = self.ledger.pvc_items(window);
-        for s in skipped.iter().chain(skipped_pvcs.iter()) {
-            tracing::error!(namespace = %s.namespace, name = %s.name, error = %s.error, "object skipped: its allocation cannot be computed");
-        }
-        let mut items = snap.items;
-        items.extend(pvcs);
-        items
+        self.items_page(window, 0, usize::MAX).0
     }
 
     fn items_page(&self, window: &Window, cursor: usize, max: usize) -> (Vec<Item>, Option<usize>) {
