@@ -1,0 +1,450 @@
+{{/* Names ---------------------------------------------------------------------------- */}}
+
+{{- define "edgemeter.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name; "-cluster" (8 characters) is appended to it, so it is kept to 55. */}}
+{{- define "edgemeter.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 55 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 55 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 55 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "edgemeter.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "edgemeter.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "edgemeter.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "edgemeter.labels" -}}
+helm.sh/chart: {{ include "edgemeter.chart" . }}
+{{ include "edgemeter.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: edgemeter
+{{- end }}
+
+{{- define "edgemeter.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "edgemeter.tokenSecretName" -}}
+{{- default (include "edgemeter.fullname" .) .Values.openmeter.existingSecret }}
+{{- end }}
+
+{{/* Whether OPENMETER_TOKEN is set: a token given here or an existing Secret. */}}
+{{- define "edgemeter.hasToken" -}}
+{{- if and (eq .Values.sink "openmeter") (or .Values.openmeter.existingSecret .Values.openmeter.token) }}true{{ end }}
+{{- end }}
+
+{{/* Mapper file mount point (custom mappers only). */}}
+{{- define "edgemeter.mapperDir" -}}/etc/edgemeter/mappers{{- end }}
+
+{{/* Queue volume size: explicit, or 1.6 × queue.maxBytes rounded up to whole Mi. */}}
+{{- define "edgemeter.queueSize" -}}
+{{- if .Values.queue.persistence.size }}
+{{- .Values.queue.persistence.size }}
+{{- else }}
+{{- $bytes := div (mul (int64 .Values.queue.maxBytes) 16) 10 }}
+{{- printf "%dMi" (div (add $bytes 1048575) 1048576) }}
+{{- end }}
+{{- end }}
+
+{{/* Checks that the schema cannot express, each with the fix. */}}
+{{- define "edgemeter.validate" -}}
+{{- $k := .Values.sources.kubernetes }}
+{{- if and (eq .Values.sink "openmeter") (not .Values.openmeter.url) }}
+{{- fail "openmeter.url is required (the OpenMeter API base URL): --set openmeter.url=https://openmeter.cloud, or --set sink=stdout to try the chart without OpenMeter" }}
+{{- end }}
+{{- if not (or $k.pods $k.pvcs) }}
+{{- fail "nothing to meter: enable sources.kubernetes.pods or sources.kubernetes.pvcs" }}
+{{- end }}
+{{- if and (eq .Values.mode "daemonset") (not $k.pods) }}
+{{- fail "mode daemonset runs one collector per node for that node's pods: enable sources.kubernetes.pods, or use mode deployment to meter PVCs only" }}
+{{- end }}
+{{- if and (eq .Values.mode "deployment") (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
+{{- fail (printf "replicas %d without leaderElection.enabled would bill every window %d times: set replicas=1 or leaderElection.enabled=true" (int .Values.replicas) (int .Values.replicas)) }}
+{{- end }}
+{{- if and (eq .Values.mode "daemonset") $k.pvcs (gt (int .Values.daemonset.cluster.replicas) 1) (not .Values.leaderElection.enabled) }}
+{{- fail (printf "daemonset.cluster.replicas %d without leaderElection.enabled would bill every PVC window %d times: set daemonset.cluster.replicas=1 or leaderElection.enabled=true" (int .Values.daemonset.cluster.replicas) (int .Values.daemonset.cluster.replicas)) }}
+{{- end }}
+{{- if and .Values.caBundle.configMap .Values.caBundle.secret }}
+{{- fail "caBundle: set configMap or secret, not both" }}
+{{- end }}
+{{- if and (eq .Values.mapper.type "configMap") (not .Values.mapper.configMap.name) }}
+{{- fail "mapper.type configMap needs mapper.configMap.name (an existing ConfigMap holding the .wasm in binaryData)" }}
+{{- end }}
+{{- if eq .Values.mapper.type "image" }}
+{{- if not .Values.mapper.image.reference }}
+{{- fail "mapper.type image needs mapper.image.reference (the OCI image holding the .wasm)" }}
+{{- end }}
+{{- if semverCompare "<1.31.0-0" .Capabilities.KubeVersion.Version }}
+{{- fail (printf "mapper.type image needs Kubernetes 1.31 or later (image volumes); this cluster is %s: use mapper.type configMap" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- end }}
+{{- if and (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) }}
+{{- fail "serviceAccount.create=false needs serviceAccount.name (an existing ServiceAccount; in mode daemonset also <name>-cluster)" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The workloads of this release, as a YAML list. Each one has its own ServiceAccount, RBAC,
+headless Service and (for StatefulSets) PodDisruptionBudget:
+  key             collector | cluster
+  kind            StatefulSet | DaemonSet
+  name            object name
+  component       app.kubernetes.io/component
+  kinds           what it meters (EDGEMETER_KINDS)
+  leaderElection  whether it holds a Lease to bill
+  replicas        StatefulSet replicas
+  serviceAccount  ServiceAccount name
+*/}}
+{{- define "edgemeter.workloads" -}}
+{{- $full := include "edgemeter.fullname" . }}
+{{- $sa := default $full .Values.serviceAccount.name }}
+{{- $k := .Values.sources.kubernetes }}
+{{- $out := list }}
+{{- if eq .Values.mode "daemonset" }}
+{{- $out = append $out (dict "key" "collector" "kind" "DaemonSet" "name" $full "component" "collector" "kinds" (list "pods") "leaderElection" false "serviceAccount" $sa) }}
+{{- if $k.pvcs }}
+{{- $r := int .Values.daemonset.cluster.replicas }}
+{{- $out = append $out (dict "key" "cluster" "kind" "StatefulSet" "name" (printf "%s-cluster" $full) "component" "cluster-collector" "kinds" (list "pvcs") "leaderElection" (and .Values.leaderElection.enabled true) "replicas" $r "serviceAccount" (printf "%s-cluster" $sa)) }}
+{{- end }}
+{{- else }}
+{{- $kinds := list }}
+{{- if $k.pods }}{{ $kinds = append $kinds "pods" }}{{ end }}
+{{- if $k.pvcs }}{{ $kinds = append $kinds "pvcs" }}{{ end }}
+{{- $out = append $out (dict "key" "collector" "kind" "StatefulSet" "name" $full "component" "collector" "kinds" $kinds "leaderElection" (and .Values.leaderElection.enabled true) "replicas" (int .Values.replicas) "serviceAccount" $sa) }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/* Pod-level security context: non-root 65532 (the image's user), seccomp RuntimeDefault. */}}
+{{- define "edgemeter.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "edgemeter.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Pod template of a workload: (dict "root" $ "w" $workload). */}}
+{{- define "edgemeter.podTemplate" -}}
+{{- $ := .root }}
+{{- $w := .w }}
+{{- $v := $.Values }}
+{{- $k := $v.sources.kubernetes }}
+{{- $mapperDir := include "edgemeter.mapperDir" $ }}
+metadata:
+  labels:
+    {{- include "edgemeter.selectorLabels" $ | nindent 4 }}
+    app.kubernetes.io/component: {{ $w.component }}
+    {{- with $v.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- if or $v.podAnnotations (and (eq $v.sink "openmeter") $v.openmeter.token (not $v.openmeter.existingSecret)) }}
+  annotations:
+    {{- if and (eq $v.sink "openmeter") $v.openmeter.token (not $v.openmeter.existingSecret) }}
+    checksum/token: {{ $v.openmeter.token | sha256sum }}
+    {{- end }}
+    {{- with $v.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  {{- end }}
+spec:
+  serviceAccountName: {{ $w.serviceAccount }}
+  # Only the collector talks to the API server; the test pod gets no token.
+  automountServiceAccountToken: true
+  enableServiceLinks: false
+  terminationGracePeriodSeconds: {{ $v.terminationGracePeriodSeconds }}
+  {{- with $v.priorityClassName }}
+  priorityClassName: {{ . }}
+  {{- end }}
+  {{- with $v.image.pullSecrets }}
+  imagePullSecrets:
+    {{- range . }}
+    - name: {{ . }}
+    {{- end }}
+  {{- end }}
+  securityContext:
+    {{- include "edgemeter.podSecurityContext" $ | nindent 4 }}
+  {{- with $v.nodeSelector }}
+  nodeSelector:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- if $v.affinity }}
+  affinity:
+    {{- toYaml $v.affinity | nindent 4 }}
+  {{- else if eq $w.kind "StatefulSet" }}
+  affinity:
+    # Replicas on distinct nodes when possible: one node's loss leaves a standby to take the lease.
+    podAntiAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 100
+          podAffinityTerm:
+            topologyKey: kubernetes.io/hostname
+            labelSelector:
+              matchLabels:
+                {{- include "edgemeter.selectorLabels" $ | nindent 16 }}
+                app.kubernetes.io/component: {{ $w.component }}
+  {{- end }}
+  {{- $tolerations := ternary $v.daemonset.tolerations $v.tolerations (eq $w.kind "DaemonSet") }}
+  {{- with $tolerations }}
+  tolerations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- if and (eq $w.kind "DaemonSet") $v.daemonset.hostPath.initChown.enabled }}
+  initContainers:
+    # Root, with CHOWN as its only capability: makes the hostPath queue directory (created
+    # root-owned by the kubelet; fsGroup does not apply to hostPath) writable by 65532.
+    - name: chown-queue
+      {{- $ic := $v.daemonset.hostPath.initChown.image }}
+      image: {{ printf "%s:%s" $ic.repository $ic.tag }}
+      imagePullPolicy: {{ $ic.pullPolicy }}
+      command: ["chown", "65532:65532", "/var/lib/edgemeter/queue"]
+      securityContext:
+        runAsNonRoot: false
+        runAsUser: 0
+        runAsGroup: 0
+        readOnlyRootFilesystem: true
+        allowPrivilegeEscalation: false
+        privileged: false
+        capabilities:
+          drop:
+            - ALL
+          add:
+            - CHOWN
+        seccompProfile:
+          type: RuntimeDefault
+      resources:
+        requests:
+          cpu: 10m
+          memory: 16Mi
+        limits:
+          memory: 32Mi
+      volumeMounts:
+        - name: queue
+          mountPath: /var/lib/edgemeter/queue
+  {{- end }}
+  containers:
+    - name: edgemeter
+      image: {{ include "edgemeter.image" $ }}
+      imagePullPolicy: {{ $v.image.pullPolicy }}
+      args: ["run"]
+      ports:
+        - name: http
+          containerPort: 9464
+          protocol: TCP
+      env:
+        - name: POD_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.name
+        - name: POD_NAMESPACE
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.namespace
+        - name: EDGEMETER_COLLECTOR_ID
+          value: $(POD_NAME)
+        - name: EDGEMETER_KINDS
+          value: {{ join "," $w.kinds | quote }}
+        {{- if eq $w.kind "DaemonSet" }}
+        - name: SCRAPE_NODE_NAME
+          valueFrom:
+            fieldRef:
+              fieldPath: spec.nodeName
+        {{- end }}
+        {{- with $k.namespaces }}
+        - name: SCRAPE_NAMESPACE
+          value: {{ join "," . | quote }}
+        {{- end }}
+        {{- with $k.labelSelector }}
+        - name: SCRAPE_LABEL_SELECTOR
+          value: {{ . | quote }}
+        {{- end }}
+        - name: SCRAPE_INTERVAL
+          value: {{ $v.interval | quote }}
+        - name: EDGEMETER_SINK
+          value: {{ $v.sink | quote }}
+        {{- if eq $v.sink "openmeter" }}
+        - name: OPENMETER_URL
+          value: {{ $v.openmeter.url | quote }}
+        {{- if include "edgemeter.hasToken" $ }}
+        - name: OPENMETER_TOKEN
+          valueFrom:
+            secretKeyRef:
+              name: {{ include "edgemeter.tokenSecretName" $ }}
+              key: {{ ternary $v.openmeter.existingSecretKey "token" (ne $v.openmeter.existingSecret "") }}
+        {{- end }}
+        {{- if or $v.caBundle.configMap $v.caBundle.secret }}
+        - name: OPENMETER_CA_BUNDLE
+          value: {{ printf "/etc/edgemeter/ca/%s" $v.caBundle.key | quote }}
+        {{- end }}
+        - name: OPENMETER_REQUEST_TIMEOUT
+          value: {{ $v.openmeter.requestTimeout | quote }}
+        - name: BATCH_SIZE
+          value: {{ $v.batch.size | quote }}
+        - name: BATCH_PERIOD
+          value: {{ $v.batch.period | quote }}
+        {{- end }}
+        - name: EDGEMETER_QUEUE_DIR
+          value: /var/lib/edgemeter/queue
+        - name: EDGEMETER_QUEUE_MAX_BYTES
+          value: {{ int64 $v.queue.maxBytes | quote }}
+        - name: EDGEMETER_CACHE_DIR
+          value: /var/cache/edgemeter/mappers
+        - name: EDGEMETER_MAPPER
+          {{- if eq $v.mapper.type "configMap" }}
+          value: {{ printf "%s/%s" $mapperDir $v.mapper.configMap.key | quote }}
+          {{- else if eq $v.mapper.type "image" }}
+          value: {{ printf "%s/%s" $mapperDir $v.mapper.image.path | quote }}
+          {{- else }}
+          value: {{ printf "builtin:%s" $v.mapper.builtin | quote }}
+          {{- end }}
+        - name: EDGEMETER_MAPPER_CONFIG
+          value: {{ toJson $v.mapper.config | quote }}
+        - name: EDGEMETER_MAPPER_MEMORY_MIB
+          value: {{ $v.mapper.memoryMiB | quote }}
+        - name: EDGEMETER_MAPPER_TIMEOUT
+          value: {{ $v.mapper.timeout | quote }}
+        {{- with $v.unit }}
+        - name: EDGEMETER_UNIT
+          value: {{ . | quote }}
+        {{- end }}
+        {{- with $v.clusterId }}
+        - name: EDGEMETER_CLUSTER_ID
+          value: {{ . | quote }}
+        {{- end }}
+        - name: EDGEMETER_HTTP_LISTEN
+          value: "0.0.0.0:9464"
+        - name: EDGEMETER_LOG
+          value: {{ $v.log.level | quote }}
+        - name: EDGEMETER_LOG_FORMAT
+          value: {{ $v.log.format | quote }}
+        - name: EDGEMETER_LEADER_ELECTION
+          value: {{ $w.leaderElection | quote }}
+        {{- if $w.leaderElection }}
+        - name: EDGEMETER_LEASE_NAME
+          value: {{ default $w.name $v.leaderElection.leaseName | quote }}
+        - name: EDGEMETER_LEASE_NAMESPACE
+          value: {{ $.Release.Namespace | quote }}
+        - name: EDGEMETER_LEASE_IDENTITY
+          value: $(POD_NAME)
+        - name: EDGEMETER_LEASE_DURATION
+          value: {{ $v.leaderElection.leaseDuration | quote }}
+        - name: EDGEMETER_LEASE_RENEW_DEADLINE
+          value: {{ $v.leaderElection.renewDeadline | quote }}
+        - name: EDGEMETER_LEASE_RETRY_PERIOD
+          value: {{ $v.leaderElection.retryPeriod | quote }}
+        {{- end }}
+        {{- with $v.extraEnv }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      startupProbe:
+        # Generous: the HTTP server answers early, but a cold start on a large node may be
+        # slow (mapper compilation, the first list of a large cluster).
+        httpGet:
+          path: /healthz
+          port: http
+        periodSeconds: 10
+        timeoutSeconds: 5
+        failureThreshold: 60
+      livenessProbe:
+        httpGet:
+          path: /healthz
+          port: http
+        periodSeconds: 20
+        timeoutSeconds: 5
+        failureThreshold: 3
+      readinessProbe:
+        # 503 while the queue does not answer or OpenMeter refuses the token/configuration.
+        httpGet:
+          path: /readyz
+          port: http
+        periodSeconds: 10
+        timeoutSeconds: 5
+        failureThreshold: 3
+      resources:
+        {{- toYaml (ternary $v.daemonset.resources $v.resources (eq $w.kind "DaemonSet")) | nindent 8 }}
+      securityContext:
+        {{- include "edgemeter.containerSecurityContext" $ | nindent 8 }}
+      volumeMounts:
+        - name: queue
+          mountPath: /var/lib/edgemeter/queue
+        - name: mapper-cache
+          mountPath: /var/cache/edgemeter/mappers
+        {{- if ne $v.mapper.type "builtin" }}
+        - name: mapper
+          mountPath: {{ $mapperDir }}
+          readOnly: true
+        {{- end }}
+        {{- if or $v.caBundle.configMap $v.caBundle.secret }}
+        - name: ca-bundle
+          mountPath: /etc/edgemeter/ca
+          readOnly: true
+        {{- end }}
+  volumes:
+    {{- if eq $w.kind "DaemonSet" }}
+    - name: queue
+      hostPath:
+        path: {{ default (printf "/var/lib/edgemeter/%s" $.Release.Name) $v.daemonset.hostPath.path }}
+        type: DirectoryOrCreate
+    {{- end }}
+    - name: mapper-cache
+      emptyDir: {}
+    {{- if eq $v.mapper.type "configMap" }}
+    - name: mapper
+      configMap:
+        name: {{ $v.mapper.configMap.name }}
+        items:
+          - key: {{ $v.mapper.configMap.key }}
+            path: {{ $v.mapper.configMap.key }}
+    {{- else if eq $v.mapper.type "image" }}
+    - name: mapper
+      image:
+        reference: {{ $v.mapper.image.reference }}
+        pullPolicy: {{ $v.mapper.image.pullPolicy }}
+    {{- end }}
+    {{- if $v.caBundle.configMap }}
+    - name: ca-bundle
+      configMap:
+        name: {{ $v.caBundle.configMap }}
+        items:
+          - key: {{ $v.caBundle.key }}
+            path: {{ $v.caBundle.key }}
+    {{- else if $v.caBundle.secret }}
+    - name: ca-bundle
+      secret:
+        secretName: {{ $v.caBundle.secret }}
+        items:
+          - key: {{ $v.caBundle.key }}
+            path: {{ $v.caBundle.key }}
+    {{- end }}
+{{- end }}
