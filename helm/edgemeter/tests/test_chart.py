@@ -1,0 +1,655 @@
+"""Tests of the edgemeter Helm chart over its rendered YAML (no cluster needed).
+
+For every case helm/edgemeter/ci/<case>-values.yaml, rendered as
+
+    helm template edgemeter helm/edgemeter -n metering -f helm/edgemeter/ci/<case>-values.yaml --kube-version 1.33.0
+
+it checks `helm lint --strict`, the golden file tests/golden/<case>.yaml, kubernetes-validate
+--strict against Kubernetes 1.33, the security contexts, the RBAC grants (exact sets), the
+workloads' shape, and that values.schema.json refuses unknown keys and wrong types.
+
+Run: bash .ci/chart.sh            (installs the pinned helm and Python packages first)
+     bash .ci/chart.sh --regen    (rewrites the golden files, then tests)
+or, with HELM and KUBERNETES_VALIDATE pointing at the tools:
+     python3 helm/edgemeter/tests/test_chart.py [--regen] [-k PATTERN]
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import functools
+import json
+import os
+import re
+import subprocess
+import sys
+import unittest
+from pathlib import Path
+
+import yaml
+
+CHART = Path(__file__).resolve().parents[1]
+REPO = CHART.parents[1]
+CHART_REL = CHART.relative_to(REPO).as_posix()
+GOLDEN = CHART / "tests" / "golden"
+HELM = os.environ.get("HELM", "helm")
+KUBERNETES_VALIDATE = os.environ.get("KUBERNETES_VALIDATE", "kubernetes-validate")
+KUBE_VERSION = "1.33.0"
+RELEASE, NAMESPACE = "edgemeter", "metering"
+UID = 65532
+READ = {"get", "list", "watch"}
+
+CASES = sorted(p.name[: -len("-values.yaml")] for p in (CHART / "ci").glob("*-values.yaml"))
+
+# What each case must grant, per ServiceAccount: the kinds it meters (pods → pods + nodes,
+# pvcs → persistentvolumeclaims + persistentvolumes) and the Lease it may hold (None: no
+# leader election, so no Lease Role at all). Written out by hand, not derived from the
+# templates' logic, so a template change that widens or narrows a grant fails here.
+BOTH = ("pods", "pvcs")
+EXPECTED = {
+    "default": {"edgemeter": (BOTH, "edgemeter")},
+    "single-replica": {"edgemeter": (BOTH, None)},
+    "daemonset-pvcs": {"edgemeter": (("pods",), None), "edgemeter-cluster": (("pvcs",), "edgemeter-cluster")},
+    "daemonset-pods-only": {"edgemeter": (("pods",), None)},
+    "existing-secret": {"edgemeter": (BOTH, "edgemeter")},
+    "mapper-configmap": {"edgemeter": (BOTH, "edgemeter")},
+    "mapper-image": {"edgemeter": (BOTH, "edgemeter")},
+    "namespaced": {"edgemeter": (BOTH, "edgemeter")},
+}
+# Namespaces the pods/PVCs grants are limited to (cluster-wide otherwise).
+SCOPED = {"namespaced": ("team-a", "team-b")}
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+def run(args, **kw):
+    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, **kw)
+
+
+def helm_template(*extra: str) -> subprocess.CompletedProcess:
+    return run([HELM, "template", RELEASE, CHART_REL, "-n", NAMESPACE,
+                "--kube-version", KUBE_VERSION, *extra])
+
+
+@functools.cache
+def rendered(case: str) -> str:
+    p = helm_template("-f", f"{CHART_REL}/ci/{case}-values.yaml")
+    if p.returncode != 0:
+        raise AssertionError(f"helm template failed for {case}:\n{p.stderr}")
+    return p.stdout
+
+
+@functools.cache
+def docs(case: str) -> tuple:
+    return tuple(d for d in yaml.safe_load_all(rendered(case)) if d)
+
+
+def values(case: str) -> dict:
+    return yaml.safe_load((CHART / "ci" / f"{case}-values.yaml").read_text()) or {}
+
+
+def of_kind(case: str, kind: str) -> list:
+    return [d for d in docs(case) if d["kind"] == kind]
+
+
+def one(case: str, kind: str, name: str) -> dict:
+    found = [d for d in of_kind(case, kind) if d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{case}: expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def workloads(case: str) -> list:
+    return [d for d in docs(case) if d["kind"] in ("StatefulSet", "DaemonSet")]
+
+
+def pod_specs(case: str):
+    """(name, pod spec) of every pod the chart makes: workloads and the helm test pod."""
+    for w in workloads(case):
+        yield f"{w['kind']}/{w['metadata']['name']}", w["spec"]["template"]["spec"]
+    for p in of_kind(case, "Pod"):
+        yield f"Pod/{p['metadata']['name']}", p["spec"]
+
+
+def env(container: dict) -> dict:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def env_value(container: dict, name: str):
+    e = env(container).get(name)
+    return None if e is None else e.get("value")
+
+
+def collector(workload: dict) -> dict:
+    (c,) = [c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == "edgemeter"]
+    return c
+
+
+def grants(case: str) -> dict:
+    """ServiceAccount → set of (namespace or '*', apiGroup, resource, verb, resourceName or '')."""
+    roles = {("*", r["metadata"]["name"]): r for r in of_kind(case, "ClusterRole")}
+    roles.update({(r["metadata"]["namespace"], r["metadata"]["name"]): r for r in of_kind(case, "Role")})
+    out: dict = {}
+    for b in of_kind(case, "ClusterRoleBinding") + of_kind(case, "RoleBinding"):
+        scope = b["metadata"].get("namespace", "*")
+        ref = b["roleRef"]
+        role = roles[("*" if ref["kind"] == "ClusterRole" else scope, ref["name"])]
+        for s in b["subjects"]:
+            assert s["kind"] == "ServiceAccount" and s["namespace"] == NAMESPACE, s
+            g = out.setdefault(s["name"], set())
+            for rule in role["rules"]:
+                assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}, rule
+                for group in rule["apiGroups"]:
+                    for res in rule["resources"]:
+                        for verb in rule["verbs"]:
+                            for rn in rule.get("resourceNames") or [""]:
+                                g.add((scope, group, res, verb, rn))
+    return out
+
+
+def expected_grants(case: str) -> dict:
+    out = {}
+    scoped = SCOPED.get(case)
+    for sa, (kinds, lease) in EXPECTED[case].items():
+        g = set()
+        for kind, namespaced, cluster in (("pods", "pods", "nodes"),
+                                          ("pvcs", "persistentvolumeclaims", "persistentvolumes")):
+            if kind not in kinds:
+                continue
+            for verb in READ:
+                g.add(("*", "", cluster, verb, ""))
+                for scope in scoped or ("*",):
+                    g.add((scope, "", namespaced, verb, ""))
+        if lease:
+            g.add((NAMESPACE, "coordination.k8s.io", "leases", "create", ""))
+            g.add((NAMESPACE, "coordination.k8s.io", "leases", "get", lease))
+            g.add((NAMESPACE, "coordination.k8s.io", "leases", "update", lease))
+        out[sa] = g
+    return out
+
+
+class PerCase(unittest.TestCase):
+    def each_case(self):
+        for case in CASES:
+            with self.subTest(case=case):
+                yield case
+
+
+# --- lint, golden files, Kubernetes schemas ----------------------------------------------
+
+class TestMatrix(unittest.TestCase):
+    def test_every_case_has_expectations_and_a_golden_file(self):
+        self.assertEqual(sorted(EXPECTED), CASES, "a ci/*-values.yaml without expectations here (or the reverse)")
+        self.assertEqual(sorted(p.stem for p in GOLDEN.glob("*.yaml")), CASES,
+                         "golden files do not match the cases: bash .ci/chart.sh --regen")
+
+
+class TestLint(PerCase):
+    def test_helm_lint_strict(self):
+        for case in self.each_case():
+            p = run([HELM, "lint", "--strict", CHART_REL, "-n", NAMESPACE, "--kube-version", KUBE_VERSION,
+                     "-f", f"{CHART_REL}/ci/{case}-values.yaml"])
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertNotIn("[WARNING]", p.stdout)
+            self.assertNotIn("[ERROR]", p.stdout)
+
+
+class TestGolden(PerCase):
+    def test_render_equals_golden(self):
+        for case in self.each_case():
+            path = GOLDEN / f"{case}.yaml"
+            want = path.read_text() if path.exists() else ""
+            got = rendered(case)
+            if got != want:
+                diff = "".join(list(difflib.unified_diff(
+                    want.splitlines(True), got.splitlines(True), f"golden/{case}.yaml", "rendered"))[:80])
+                self.fail(f"render differs from golden/{case}.yaml (intended? bash .ci/chart.sh --regen):\n{diff}")
+
+
+class TestKubernetesValidate(PerCase):
+    def test_strict_against_kubernetes_1_33(self):
+        for case in self.each_case():
+            p = run([KUBERNETES_VALIDATE, "--strict", "-k", KUBE_VERSION, "--quiet", "-"], input=rendered(case))
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            out = (p.stdout + p.stderr).strip()
+            for line in filter(None, out.splitlines()):
+                # No schema ships for CRDs: only the ServiceMonitor may be unchecked.
+                self.assertRegex(line, r"^WARN .*kind ServiceMonitor with api version monitoring\.coreos\.com/v1")
+
+
+# --- security ----------------------------------------------------------------------------
+
+class TestSecurity(PerCase):
+    def test_pods_run_as_65532_with_runtime_default_seccomp(self):
+        for case in self.each_case():
+            for name, spec in pod_specs(case):
+                sc = spec["securityContext"]
+                self.assertIs(sc["runAsNonRoot"], True, name)
+                self.assertEqual((sc["runAsUser"], sc["runAsGroup"], sc["fsGroup"]), (UID, UID, UID), name)
+                self.assertEqual(sc["seccompProfile"], {"type": "RuntimeDefault"}, name)
+                for host in ("hostNetwork", "hostPID", "hostIPC", "shareProcessNamespace"):
+                    self.assertFalse(spec.get(host, False), f"{name}: {host}")
+
+    def test_containers_read_only_no_capabilities_no_escalation(self):
+        for case in self.each_case():
+            for name, spec in pod_specs(case):
+                for c in spec["containers"] + spec.get("initContainers", []):
+                    where = f"{name}/{c['name']}"
+                    sc = c["securityContext"]
+                    self.assertIs(sc["readOnlyRootFilesystem"], True, where)
+                    self.assertIs(sc["allowPrivilegeEscalation"], False, where)
+                    self.assertIs(sc.get("privileged", False), False, where)
+                    self.assertEqual(sc["capabilities"].get("drop"), ["ALL"], where)
+                    self.assertEqual(sc["seccompProfile"], {"type": "RuntimeDefault"}, where)
+                    if c["name"] == "chown-queue":
+                        continue  # checked below: root with CHOWN only, by design
+                    self.assertNotIn("add", sc["capabilities"], where)
+                    self.assertIs(sc["runAsNonRoot"], True, where)
+                    self.assertEqual(sc["runAsUser"], UID, where)
+
+    def test_root_init_container_only_when_asked_and_only_chown(self):
+        for case in self.each_case():
+            wanted = values(case).get("daemonset", {}).get("hostPath", {}).get("initChown", {}).get("enabled", False)
+            inits = [(n, c) for n, s in pod_specs(case) for c in s.get("initContainers", [])]
+            self.assertEqual(len(inits), 1 if wanted else 0, inits)
+            for name, c in inits:
+                self.assertTrue(name.startswith("DaemonSet/"), name)
+                self.assertEqual(c["command"], ["chown", "65532:65532", "/var/lib/edgemeter/queue"])
+                self.assertEqual(c["securityContext"]["capabilities"], {"drop": ["ALL"], "add": ["CHOWN"]})
+                self.assertEqual(c["securityContext"]["runAsUser"], 0)
+                self.assertEqual([m["name"] for m in c["volumeMounts"]], ["queue"])
+
+    def test_only_the_collector_mounts_a_service_account_token(self):
+        for case in self.each_case():
+            for sa in of_kind(case, "ServiceAccount"):
+                self.assertIs(sa["automountServiceAccountToken"], False, sa["metadata"]["name"])
+            for w in workloads(case):
+                self.assertIs(w["spec"]["template"]["spec"]["automountServiceAccountToken"], True)
+            for p in of_kind(case, "Pod"):
+                self.assertIs(p["spec"]["automountServiceAccountToken"], False)
+                self.assertNotIn("serviceAccountName", p["spec"])
+
+    def test_only_volumes_the_collector_needs(self):
+        allowed = {"queue", "mapper-cache", "mapper", "ca-bundle"}
+        for case in self.each_case():
+            for name, spec in pod_specs(case):
+                for v in spec.get("volumes", []):
+                    self.assertIn(v["name"], allowed, name)
+                    if "hostPath" in v:
+                        self.assertTrue(name.startswith("DaemonSet/"), f"{name}: hostPath outside the DaemonSet")
+                        self.assertEqual(v["name"], "queue")
+                        self.assertEqual(v["hostPath"]["type"], "DirectoryOrCreate")
+                for c in spec["containers"]:
+                    for m in c.get("volumeMounts", []):
+                        if m["name"] in ("mapper", "ca-bundle"):
+                            self.assertIs(m.get("readOnly"), True, f"{name}: {m}")
+
+
+# --- RBAC --------------------------------------------------------------------------------
+
+class TestRBAC(PerCase):
+    def test_grants_are_exactly_what_the_kinds_need(self):
+        for case in self.each_case():
+            self.assertEqual(grants(case), expected_grants(case))
+
+    def test_no_wildcards_anywhere(self):
+        for case in self.each_case():
+            for r in of_kind(case, "ClusterRole") + of_kind(case, "Role"):
+                for rule in r["rules"]:
+                    for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+                        self.assertNotIn("*", rule.get(field, []), f"{r['metadata']['name']}: {rule}")
+
+    def test_lease_role_only_with_leader_election(self):
+        for case in self.each_case():
+            leases = [r for r in of_kind(case, "Role")
+                      if any("leases" in rule["resources"] for rule in r["rules"])]
+            wanted = {sa: lease for sa, (_, lease) in EXPECTED[case].items() if lease}
+            self.assertEqual(len(leases), len(wanted))
+            for r in leases:
+                self.assertEqual(r["metadata"]["namespace"], NAMESPACE)
+                (lease,) = {rn for rule in r["rules"] for rn in rule.get("resourceNames", [])}
+                self.assertEqual(r["rules"], [
+                    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+                    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                     "resourceNames": [lease], "verbs": ["get", "update"]},
+                ])
+            # Every workload's leader-election env agrees with its grants.
+            for w in workloads(case):
+                sa = w["spec"]["template"]["spec"]["serviceAccountName"]
+                c = collector(w)
+                lease = EXPECTED[case][sa][1]
+                self.assertEqual(env_value(c, "EDGEMETER_LEADER_ELECTION"), "true" if lease else "false")
+                self.assertEqual(env_value(c, "EDGEMETER_LEASE_NAME"), lease)
+                if lease:
+                    self.assertEqual(env_value(c, "EDGEMETER_LEASE_NAMESPACE"), NAMESPACE)
+
+    def test_each_workload_has_its_own_service_account(self):
+        for case in self.each_case():
+            sas = [w["spec"]["template"]["spec"]["serviceAccountName"] for w in workloads(case)]
+            self.assertEqual(sorted(sas), sorted(EXPECTED[case]))
+            self.assertEqual(sorted(s["metadata"]["name"] for s in of_kind(case, "ServiceAccount")), sorted(sas))
+
+
+# --- workloads ---------------------------------------------------------------------------
+
+class TestWorkloads(PerCase):
+    def test_kinds_env_matches_the_grants(self):
+        for case in self.each_case():
+            for w in workloads(case):
+                sa = w["spec"]["template"]["spec"]["serviceAccountName"]
+                self.assertEqual(env_value(collector(w), "EDGEMETER_KINDS"), ",".join(EXPECTED[case][sa][0]))
+
+    def test_deployment_mode_is_a_statefulset_with_a_queue_claim_per_replica(self):
+        for case in self.each_case():
+            v = values(case)
+            if v.get("mode", "deployment") != "deployment":
+                continue
+            self.assertEqual(of_kind(case, "DaemonSet"), [])
+            s = one(case, "StatefulSet", "edgemeter")
+            self.assertEqual(s["spec"]["replicas"], v.get("replicas", 2))
+            self.assertEqual(s["spec"]["serviceName"], "edgemeter")
+            self.assertEqual(s["spec"]["podManagementPolicy"], "Parallel")
+            (vct,) = s["spec"]["volumeClaimTemplates"]
+            self.assertEqual(vct["metadata"]["name"], "queue")
+            persistence = v.get("queue", {}).get("persistence", {})
+            self.assertEqual(vct["spec"]["resources"]["requests"]["storage"], persistence.get("size", "1639Mi"))
+            self.assertEqual(vct["spec"].get("storageClassName"), persistence.get("storageClassName"))
+            self.assertEqual(vct["spec"]["accessModes"], ["ReadWriteOnce"])
+            self.assertNotIn("SCRAPE_NODE_NAME", env(collector(s)))
+
+    def test_daemonset_mode_bills_its_node_and_leaves_pvcs_to_the_cluster_statefulset(self):
+        for case in self.each_case():
+            v = values(case)
+            if v.get("mode") != "daemonset":
+                continue
+            d = one(case, "DaemonSet", "edgemeter")
+            c = collector(d)
+            self.assertEqual(env(c)["SCRAPE_NODE_NAME"]["valueFrom"], {"fieldRef": {"fieldPath": "spec.nodeName"}})
+            self.assertEqual(env_value(c, "EDGEMETER_KINDS"), "pods")
+            self.assertEqual(env_value(c, "EDGEMETER_LEADER_ELECTION"), "false")
+            (queue,) = [x for x in d["spec"]["template"]["spec"]["volumes"] if x["name"] == "queue"]
+            path = v.get("daemonset", {}).get("hostPath", {}).get("path") or f"/var/lib/edgemeter/{RELEASE}"
+            self.assertEqual(queue["hostPath"], {"path": path, "type": "DirectoryOrCreate"})
+            self.assertEqual(d["spec"]["template"]["spec"]["tolerations"], [{"operator": "Exists"}])
+            pvcs = v.get("sources", {}).get("kubernetes", {}).get("pvcs", True)
+            statefulsets = of_kind(case, "StatefulSet")
+            self.assertEqual([s["metadata"]["name"] for s in statefulsets], ["edgemeter-cluster"] if pvcs else [])
+            for s in statefulsets:
+                cc = collector(s)
+                self.assertEqual(s["spec"]["replicas"], 2)
+                self.assertEqual(env_value(cc, "EDGEMETER_KINDS"), "pvcs")
+                self.assertEqual(env_value(cc, "EDGEMETER_LEADER_ELECTION"), "true")
+                self.assertNotIn("SCRAPE_NODE_NAME", env(cc))
+                self.assertEqual([t["metadata"]["name"] for t in s["spec"]["volumeClaimTemplates"]], ["queue"])
+
+    def test_probes_ports_and_shutdown(self):
+        for case in self.each_case():
+            for w in workloads(case):
+                c = collector(w)
+                spec = w["spec"]["template"]["spec"]
+                self.assertEqual(c["args"], ["run"])
+                self.assertEqual(c["ports"], [{"name": "http", "containerPort": 9464, "protocol": "TCP"}])
+                self.assertEqual(c["livenessProbe"]["httpGet"], {"path": "/healthz", "port": "http"})
+                self.assertEqual(c["readinessProbe"]["httpGet"], {"path": "/readyz", "port": "http"})
+                startup = c["startupProbe"]
+                self.assertGreaterEqual(startup["periodSeconds"] * startup["failureThreshold"], 300)
+                self.assertEqual(spec["terminationGracePeriodSeconds"], values(case).get("terminationGracePeriodSeconds", 30))
+                self.assertEqual(env(c)["POD_NAME"]["valueFrom"], {"fieldRef": {"fieldPath": "metadata.name"}})
+                self.assertEqual(env(c)["POD_NAMESPACE"]["valueFrom"], {"fieldRef": {"fieldPath": "metadata.namespace"}})
+                mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+                self.assertEqual(mounts["/var/lib/edgemeter/queue"], "queue")
+                self.assertEqual(mounts["/var/cache/edgemeter/mappers"], "mapper-cache")
+                self.assertEqual(env_value(c, "EDGEMETER_QUEUE_DIR"), "/var/lib/edgemeter/queue")
+                self.assertEqual(env_value(c, "EDGEMETER_CACHE_DIR"), "/var/cache/edgemeter/mappers")
+                self.assertIn({"name": "mapper-cache", "emptyDir": {}}, spec["volumes"])
+                self.assertEqual(env_value(c, "EDGEMETER_LOG"), "info")
+                self.assertEqual(env_value(c, "EDGEMETER_LOG_FORMAT"), "json")
+                self.assertEqual(c["resources"]["limits"]["memory"], "512Mi")
+
+    def test_helm_test_probes_every_service_with_the_collector_image(self):
+        for case in self.each_case():
+            (pod,) = of_kind(case, "Pod")
+            self.assertEqual(pod["metadata"]["annotations"]["helm.sh/hook"], "test")
+            self.assertEqual(pod["spec"]["restartPolicy"], "Never")
+            image = collector(workloads(case)[0])["image"]
+            urls = []
+            for c in pod["spec"]["containers"]:
+                self.assertEqual(c["image"], image)
+                self.assertEqual(c["args"][0], "probe")
+                self.assertNotIn("command", c)
+                urls.append(c["args"][1])
+            services = [s["metadata"]["name"] for s in of_kind(case, "Service")]
+            self.assertEqual(sorted(urls), sorted(f"http://{s}.{NAMESPACE}.svc:9464/readyz" for s in services))
+            for s in of_kind(case, "Service"):
+                self.assertEqual(s["spec"]["clusterIP"], "None")
+                self.assertEqual(s["spec"]["ports"], [{"name": "http", "port": 9464, "targetPort": "http", "protocol": "TCP"}])
+
+    def test_token_secret_and_ca_bundle(self):
+        for case in self.each_case():
+            om = values(case).get("openmeter", {})
+            secrets = of_kind(case, "Secret")
+            for w in workloads(case):
+                c = collector(w)
+                token = env(c).get("OPENMETER_TOKEN")
+                self.assertEqual(env_value(c, "OPENMETER_URL"), om["url"])
+                if om.get("existingSecret"):
+                    self.assertEqual(token["valueFrom"]["secretKeyRef"],
+                                     {"name": om["existingSecret"], "key": om.get("existingSecretKey", "token")})
+                elif om.get("token"):
+                    self.assertEqual(token["valueFrom"]["secretKeyRef"], {"name": "edgemeter", "key": "token"})
+                else:
+                    self.assertIsNone(token)
+                self.assertNotIn("value", token or {}, "the token must come from a Secret")
+                ca = values(case).get("caBundle", {})
+                if ca.get("configMap") or ca.get("secret"):
+                    path = env_value(c, "OPENMETER_CA_BUNDLE")
+                    self.assertEqual(path, f"/etc/edgemeter/ca/{ca['key']}")
+                    (vol,) = [x for x in w["spec"]["template"]["spec"]["volumes"] if x["name"] == "ca-bundle"]
+                    if ca.get("configMap"):
+                        self.assertEqual(vol["configMap"], {"name": ca["configMap"], "items": [{"key": ca["key"], "path": ca["key"]}]})
+                    else:
+                        self.assertEqual(vol["secret"], {"secretName": ca["secret"], "items": [{"key": ca["key"], "path": ca["key"]}]})
+                else:
+                    self.assertNotIn("OPENMETER_CA_BUNDLE", env(c))
+            if om.get("token") and not om.get("existingSecret"):
+                (s,) = secrets
+                self.assertEqual(s["data"], {"token": base64.b64encode(om["token"].encode()).decode()})
+            else:
+                self.assertEqual(secrets, [])
+
+    def test_mapper_sources(self):
+        for case in self.each_case():
+            m = values(case).get("mapper", {})
+            for w in workloads(case):
+                c = collector(w)
+                vols = {x["name"]: x for x in w["spec"]["template"]["spec"]["volumes"]}
+                self.assertEqual(json.loads(env_value(c, "EDGEMETER_MAPPER_CONFIG")), m.get("config", {}))
+                kind = m.get("type", "builtin")
+                if kind == "builtin":
+                    self.assertEqual(env_value(c, "EDGEMETER_MAPPER"), "builtin:kubernetes")
+                    self.assertNotIn("mapper", vols)
+                    continue
+                mount = [x for x in c["volumeMounts"] if x["name"] == "mapper"]
+                self.assertEqual(mount, [{"name": "mapper", "mountPath": "/etc/edgemeter/mappers", "readOnly": True}])
+                if kind == "configMap":
+                    key = m["configMap"]["key"]
+                    self.assertEqual(env_value(c, "EDGEMETER_MAPPER"), f"/etc/edgemeter/mappers/{key}")
+                    self.assertEqual(vols["mapper"]["configMap"], {"name": m["configMap"]["name"], "items": [{"key": key, "path": key}]})
+                else:
+                    self.assertEqual(env_value(c, "EDGEMETER_MAPPER"), f"/etc/edgemeter/mappers/{m['image']['path']}")
+                    self.assertEqual(vols["mapper"]["image"], {"reference": m["image"]["reference"], "pullPolicy": "IfNotPresent"})
+
+    def test_scope_env(self):
+        for case in self.each_case():
+            k = values(case).get("sources", {}).get("kubernetes", {})
+            for w in workloads(case):
+                c = collector(w)
+                self.assertEqual(env_value(c, "SCRAPE_NAMESPACE"), ",".join(k["namespaces"]) if k.get("namespaces") else None)
+                self.assertEqual(env_value(c, "SCRAPE_LABEL_SELECTOR"), k.get("labelSelector"))
+
+    def test_service_monitor_and_pdb_only_when_enabled(self):
+        for case in self.each_case():
+            v = values(case)
+            sm = v.get("serviceMonitor", {}).get("enabled", False)
+            self.assertEqual(len(of_kind(case, "ServiceMonitor")), 1 if sm else 0)
+            pdb = v.get("podDisruptionBudget", {}).get("enabled", False)
+            self.assertEqual(len(of_kind(case, "PodDisruptionBudget")), len(of_kind(case, "StatefulSet")) if pdb else 0)
+
+
+# --- values.schema.json and the templates' own checks ------------------------------------
+
+URL = ["--set", "openmeter.url=https://openmeter.cloud"]
+
+
+class TestSchema(unittest.TestCase):
+    def refused(self, *args: str, expect: str):
+        p = helm_template(*args)
+        self.assertNotEqual(p.returncode, 0, f"helm template {' '.join(args)} was accepted")
+        self.assertIn(expect, p.stderr)
+
+    def test_the_readme_install_command_renders(self):
+        p = helm_template(*URL, "--set", "openmeter.token=om_x")
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_unknown_keys_are_refused_at_every_level(self):
+        for key in ("bogus", "openmeter.bogus", "sources.kubernetes.bogus", "daemonset.hostPath.initChown.image.bogus",
+                    "mapper.image.bogus", "queue.persistence.bogus", "resources.bogus", "affinity.bogus"):
+            with self.subTest(key=key):
+                self.refused(*URL, "--set", f"{key}=1", expect="additional properties 'bogus' not allowed")
+
+    def test_wrong_types_and_values_are_refused(self):
+        for setting in ("replicas=two", "replicas=0", "mode=cronjob", "unit=day", "log.format=xml",
+                        "image.pullPolicy=Sometimes", "interval=15 seconds", "sources.kubernetes.pods=maybe",
+                        "batch.size=-1", "mapper.type=wasi", "mapper.configMap.key=mapper.js",
+                        "mapper.image.path=../etc/passwd.wasm", "openmeter.url=openmeter.cloud",
+                        "queue.persistence.size=lots", "service.port=70000", "sink=kafka"):
+            with self.subTest(setting=setting):
+                self.refused(*URL, "--set", setting, expect="values don't meet the specifications of the schema")
+
+    def test_free_form_only_where_documented(self):
+        schema = json.loads((CHART / "values.schema.json").read_text())
+        free = {"/mapper/config", "/affinity/nodeAffinity", "/affinity/podAffinity", "/affinity/podAntiAffinity"}
+        seen = set()
+
+        def walk(node, path):
+            if isinstance(node, dict):
+                if node.get("type") == "object" and "additionalProperties" not in node:
+                    seen.add(path)
+                for key, child in node.get("properties", {}).items():
+                    walk(child, f"{path}/{key}")
+                if isinstance(node.get("items"), dict):
+                    walk(node["items"], f"{path}[]")
+        walk(schema, "")
+        for name, d in schema["definitions"].items():
+            walk(d, f"#{name}")
+        self.assertEqual(seen, free)
+        self.assertIs(schema["additionalProperties"], False)
+
+    def test_template_checks_name_the_fix(self):
+        cases = [
+            ((), "openmeter.url is required"),
+            ((*URL, "--set", "leaderElection.enabled=false"), "replicas 2 without leaderElection.enabled"),
+            ((*URL, "--set", "mode=daemonset", "--set", "leaderElection.enabled=false"),
+             "daemonset.cluster.replicas 2 without leaderElection.enabled"),
+            ((*URL, "--set", "mode=daemonset", "--set", "sources.kubernetes.pods=false"), "enable sources.kubernetes.pods"),
+            ((*URL, "--set", "sources.kubernetes.pods=false", "--set", "sources.kubernetes.pvcs=false"), "nothing to meter"),
+            ((*URL, "--set", "mapper.type=configMap"), "needs mapper.configMap.name"),
+            ((*URL, "--set", "mapper.type=image"), "needs mapper.image.reference"),
+            ((*URL, "--set", "caBundle.configMap=a", "--set", "caBundle.secret=b"), "not both"),
+            ((*URL, "--set", "serviceAccount.create=false"), "needs serviceAccount.name"),
+        ]
+        for args, expect in cases:
+            with self.subTest(expect=expect):
+                self.refused(*args, expect=expect)
+
+    def test_image_volume_mapper_needs_kubernetes_1_31(self):
+        p = run([HELM, "template", RELEASE, CHART_REL, "-n", NAMESPACE, "--kube-version", "1.30.0",
+                 "-f", f"{CHART_REL}/ci/mapper-image-values.yaml"])
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("needs Kubernetes 1.31 or later", p.stderr)
+
+    def test_sink_stdout_needs_no_url_and_sets_no_openmeter_env(self):
+        p = helm_template("--set", "sink=stdout", "--set", "replicas=1", "--set", "leaderElection.enabled=false")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        (s,) = [d for d in yaml.safe_load_all(p.stdout) if d and d["kind"] == "StatefulSet"]
+        names = set(env(collector(s)))
+        self.assertEqual(env_value(collector(s), "EDGEMETER_SINK"), "stdout")
+        self.assertFalse({"OPENMETER_URL", "OPENMETER_TOKEN", "BATCH_SIZE"} & names)
+
+    def test_derived_queue_size_follows_max_bytes(self):
+        p = helm_template(*URL, "--set", "queue.maxBytes=10737418240")
+        (s,) = [d for d in yaml.safe_load_all(p.stdout) if d and d["kind"] == "StatefulSet"]
+        # 1.6 × 10 GiB = 16384 MiB exactly.
+        self.assertEqual(s["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "16384Mi")
+        self.assertEqual(env_value(collector(s), "EDGEMETER_QUEUE_MAX_BYTES"), "10737418240")
+
+
+# --- docs --------------------------------------------------------------------------------
+
+OPAQUE = {"resources", "daemonset.resources", "nodeSelector", "affinity", "podAnnotations", "podLabels",
+          "mapper.config", "serviceAccount.annotations", "serviceMonitor.labels"}
+
+
+def leaves(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        path = f"{prefix}{k}"
+        if isinstance(v, dict) and v and path not in OPAQUE:
+            yield from leaves(v, path + ".")
+        else:
+            yield path, v
+
+
+def value_table(text: str) -> dict:
+    """`key` → default (parsed as YAML) from rows `| \\`key\\` | \\`default\\` | meaning |`."""
+    out = {}
+    for m in re.finditer(r"^\| `([A-Za-z0-9_.]+)` \| `([^`]*)` \|", text, re.M):
+        out[m.group(1)] = yaml.safe_load(m.group(2))
+    return out
+
+
+class TestDocs(unittest.TestCase):
+    def check_table(self, text: str, where: str):
+        defaults = dict(leaves(yaml.safe_load((CHART / "values.yaml").read_text())))
+        table = value_table(text)
+        self.assertEqual(sorted(set(defaults) - set(table)), [], f"values missing from the table in {where}")
+        self.assertEqual(sorted(set(table) - set(defaults)), [], f"rows in {where} that are not values")
+        for key, default in defaults.items():
+            self.assertEqual(table[key], default, f"{where}: default of {key}")
+
+    def test_chart_readme_documents_every_value(self):
+        self.check_table((CHART / "README.md").read_text(), "helm/edgemeter/README.md")
+
+    def test_top_level_readme_section_documents_every_value(self):
+        text = (REPO / "README.md").read_text()
+        m = re.search(r"^## Deploy on Kubernetes\n(.*?)^## ", text, re.M | re.S)
+        self.assertIsNotNone(m, "README.md has no '## Deploy on Kubernetes' section")
+        self.assertTrue(text[m.end() - 3:].startswith("## Layout"), "the section must come right before '## Layout'")
+        self.check_table(m.group(1), "README.md")
+
+
+# --- runner ------------------------------------------------------------------------------
+
+def regen() -> None:
+    GOLDEN.mkdir(parents=True, exist_ok=True)
+    for old in GOLDEN.glob("*.yaml"):
+        if old.stem not in CASES:
+            old.unlink()
+    for case in CASES:
+        (GOLDEN / f"{case}.yaml").write_text(rendered(case))
+        print(f"wrote {(GOLDEN / f'{case}.yaml').relative_to(REPO)}")
+
+
+def main(argv: list[str]) -> int:
+    if "--regen" in argv:
+        argv = [a for a in argv if a != "--regen"]
+        regen()
+    prog = unittest.main(module=__name__, argv=["test_chart", "-v", *argv], exit=False)
+    r = prog.result
+    failed = len(r.failures) + len(r.errors) + len(r.unexpectedSuccesses)
+    # The plain closing line CI reads.
+    print(f"chart: {r.testsRun - failed - len(r.skipped)} passed, {failed} failed", flush=True)
+    return 0 if r.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
