@@ -193,6 +193,20 @@ class TestLint(PerCase):
             self.assertNotIn("[WARNING]", p.stdout)
             self.assertNotIn("[ERROR]", p.stdout)
 
+    def test_install_dry_run_renders_the_notes(self):
+        # `helm template` skips NOTES.txt; a client-side dry-run install renders it (no cluster).
+        for case in self.each_case():
+            p = run([HELM, "install", RELEASE, CHART_REL, "-n", NAMESPACE, "--dry-run=client", "--hide-secret",
+                     "-f", f"{CHART_REL}/ci/{case}-values.yaml"])
+            self.assertEqual(p.returncode, 0, p.stderr)
+            notes = p.stdout.split("\nNOTES:\n", 1)[-1]
+            self.assertIn(f"helm test {RELEASE} -n {NAMESPACE}", notes)
+            for w in workloads(case):
+                self.assertIn(f"{w['kind']} {w['metadata']['name']}: meters", notes)
+            pre_create = "Pre-create it on every node"
+            initchown = values(case).get("daemonset", {}).get("hostPath", {}).get("initChown", {}).get("enabled")
+            self.assertEqual(pre_create in notes, values(case).get("mode") == "daemonset" and not initchown)
+
 
 class TestGolden(PerCase):
     def test_render_equals_golden(self):
