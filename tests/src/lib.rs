@@ -2,7 +2,8 @@
 //!
 //! [`Receiver`] is a real HTTP server on 127.0.0.1 standing in for the OpenMeter ingest API: it
 //! records every request and answers from a script (204, 5xx after partially ingesting, 429 with
-//! Retry-After, 400 for a poison event, 401).
+//! Retry-After, 400 for a poison event, 401, a 302 to [`REDIRECT_TARGET`], a `GET` endpoint that
+//! answers 200 to anything that follows the redirect).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 /// How the receiver answers one request.
@@ -29,7 +30,13 @@ pub enum Reply {
     Status(u16),
     /// Ingest nothing, answer 429 with this `Retry-After` value.
     TooManyRequests { retry_after: String },
+    /// Ingest nothing, answer 302 with this `Location` (e.g. [`REDIRECT_TARGET`]).
+    Found { location: String },
 }
+
+/// A path of the receiver that answers `GET` with 200 and ingests nothing: what a client that
+/// follows a 302 (turning the POST into a GET) would reach.
+pub const REDIRECT_TARGET: &str = "/moved";
 
 /// One request as received.
 #[derive(Debug, Clone)]
@@ -57,6 +64,8 @@ pub struct Recorded {
     pub requests: Vec<Request>,
     /// Ingested events by (source, id): every copy received, as JSON text.
     pub ingested: BTreeMap<(String, String), Vec<String>>,
+    /// Requests that reached [`REDIRECT_TARGET`] (a client followed a redirect).
+    pub redirect_followed: usize,
 }
 
 impl Recorded {
@@ -97,6 +106,7 @@ impl Receiver {
         let stop = CancellationToken::new();
         let app = Router::new()
             .route("/api/v1/events", post(ingest))
+            .route(REDIRECT_TARGET, get(moved))
             .with_state(shared.clone());
         let token = stop.clone();
         tokio::spawn(async move {
@@ -149,6 +159,15 @@ fn problem(status: StatusCode, detail: &str) -> Response {
         body.to_string(),
     )
         .into_response()
+}
+
+/// The target of [`Reply::Found`]: 200 to a GET, so following the redirect looks like success.
+async fn moved(State(shared): State<Arc<Mutex<Recorded>>>) -> Response {
+    shared
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .redirect_followed += 1;
+    (StatusCode::OK, "ok\n").into_response()
 }
 
 async fn ingest(
@@ -211,6 +230,13 @@ async fn ingest(
             let mut r = problem(StatusCode::TOO_MANY_REQUESTS, "slow down");
             if let Ok(v) = header::HeaderValue::from_str(retry_after) {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+        Reply::Found { location } => {
+            let mut r = StatusCode::FOUND.into_response();
+            if let Ok(v) = header::HeaderValue::from_str(location) {
+                r.headers_mut().insert(header::LOCATION, v);
             }
             r
         }

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use edgemeter::http::{HttpState, serve};
+use edgemeter::http::{HttpState, readiness, serve};
 use edgemeter::metrics::Metrics;
 use edgemeter::queue::{CommitOutcome, Queue, QueueConfig};
 use edgemeter::sinks::openmeter::{self, OpenMeterConfig, SinkError, Token, Url};
-use edgemeter_tests::{Receiver, Reply, SYNTHETIC_SOURCE, synthetic_event};
+use edgemeter_tests::{REDIRECT_TARGET, Receiver, Reply, SYNTHETIC_SOURCE, synthetic_event};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -314,6 +314,44 @@ async fn a_401_pauses_delivery_and_readiness_until_the_server_accepts_again() ->
     h.stop().await?;
     http_stop.cancel();
     tokio::time::timeout(LIMIT, server).await???;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_pauses_delivery_and_keeps_the_batch_queued() -> anyhow::Result<()> {
+    // A same-host 302: a client that follows it turns the POST into a GET of a page that
+    // answers 200, and would take that for "ingested".
+    let receiver = Receiver::start().await?;
+    receiver.state().default = Some(Reply::Found {
+        location: REDIRECT_TARGET.into(),
+    });
+    let mut h = Harness::start(1, 10, config(&receiver.url())?)?;
+    let seen = receiver
+        .wait_until(LIMIT, |s| {
+            s.redirect_followed > 0 || s.requests.iter().filter(|r| r.status == 302).count() >= 3
+        })
+        .await;
+    assert!(seen, "sink did not send or did not keep probing");
+    assert_eq!(
+        receiver.state().redirect_followed,
+        0,
+        "the sink followed the redirect (POST became GET)"
+    );
+    assert_eq!(
+        h.queue.pending_events(),
+        10,
+        "a redirect must not delete or dead-letter anything"
+    );
+    assert!(h.queue.dead_letters()?.is_empty());
+    assert_eq!(h.metric("edgemeter_sink_paused")?, 1.0);
+    let (ready, reason) = readiness(&HttpState {
+        queue: h.queue.clone(),
+        metrics: h.metrics.clone(),
+    });
+    assert!(!ready, "readiness must show the pause");
+    assert!(reason.contains("paused"), "{reason}");
+    h.stop().await?;
+    assert!(receiver.state().ingested.is_empty());
     Ok(())
 }
 

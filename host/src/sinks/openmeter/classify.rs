@@ -10,6 +10,9 @@
 //! |                                          | ingestion; the API dedupes on (source, id))       |
 //! | 401, 403                                 | `Pause`: credentials need an operator; probe      |
 //! | any other answer (404, 405, 415, 3xx, …) | `Pause`: misconfiguration; never drop data on it  |
+//!
+//! Redirects reach this table because the client never follows them (see `build_client`): a
+//! followed 302 turns the POST into a GET, whose 200 would ack a batch never ingested.
 
 use std::time::{Duration, SystemTime};
 

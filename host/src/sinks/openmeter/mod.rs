@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use backoff::ExponentialBackoff;
 use backoff::backoff::Backoff;
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{CONTENT_TYPE, LOCATION};
 use tokio_util::sync::CancellationToken;
 
 pub use classify::{Action, classify, classify_transport_error, retry_after, retry_delay};
@@ -86,9 +86,15 @@ pub enum SinkError {
     MissingUrl,
 }
 
-/// Builds the HTTP client: request timeout and extra CA certificates.
+/// Builds the HTTP client: request timeout, extra CA certificates, and no redirects.
+///
+/// Redirects are never followed: for a 301/302/303 reqwest would re-send the POST as a GET
+/// without the body, and a GET that answers 200 would delete a batch that was never ingested.
+/// A 3xx is answered like any other misconfiguration (pause, see `classify`), with its
+/// `Location` in the log so the operator can set `OPENMETER_URL` to it.
 pub fn build_client(config: &OpenMeterConfig) -> Result<reqwest::Client, SinkError> {
     let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(config.request_timeout)
         .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
         .user_agent(concat!("edgemeter/", env!("CARGO_PKG_VERSION")));
@@ -281,6 +287,8 @@ async fn send(
             let action = classify(status, response.headers(), events.len(), SystemTime::now());
             let detail = if status.is_success() {
                 String::new()
+            } else if status.is_redirection() {
+                redirect_detail(response.headers().get(LOCATION))
             } else {
                 problem_detail(&response.text().await.unwrap_or_default())
             };
@@ -315,6 +323,17 @@ async fn send(
         status,
         detail,
     }
+}
+
+/// What a redirect answer says: where it points, and that `OPENMETER_URL` must be fixed.
+pub fn redirect_detail(location: Option<&reqwest::header::HeaderValue>) -> String {
+    let location = location
+        .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
+        .unwrap_or_else(|| "(no Location header)".to_owned());
+    let location: String = location.chars().take(MAX_DETAIL_CHARS).collect();
+    format!(
+        "redirected to {location}; redirects are not followed (a POST would become a GET): set OPENMETER_URL to the ingest API's own base URL"
+    )
 }
 
 /// The `detail` (or `title`) of a problem+json body, else the body itself, shortened.

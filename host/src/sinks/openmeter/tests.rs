@@ -61,7 +61,7 @@ fn classify_maps_each_answer_to_its_action() {
             Action::Pause { auth: true }
         );
     }
-    for code in [301, 404, 405, 415] {
+    for code in [301, 302, 303, 307, 308, 404, 405, 415] {
         assert_eq!(
             classify(status(code), &none, 1, now),
             Action::Pause { auth: false },
@@ -132,6 +132,18 @@ fn backoff_delays_are_jittered_from_zero_and_capped() {
         late.iter().any(|d| *d >= Duration::from_millis(500)),
         "{late:?}"
     );
+}
+
+#[test]
+fn a_redirect_detail_names_the_location_and_the_variable_to_fix() {
+    let location = HeaderValue::from_static("https://openmeter.example/api/v1/events");
+    let detail = redirect_detail(Some(&location));
+    assert!(
+        detail.contains("https://openmeter.example/api/v1/events"),
+        "{detail}"
+    );
+    assert!(detail.contains("OPENMETER_URL"), "{detail}");
+    assert!(redirect_detail(None).contains("no Location header"));
 }
 
 #[test]
