@@ -175,6 +175,11 @@ impl Cluster {
         self.read(|s| s.store.get(kind, &key).map(|o| (*o).clone()))
     }
 
+    /// A lease's current JSON as stored and served (`coordination.k8s.io/v1`), if it exists.
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.get(ResourceKind::Lease, namespace, name)
+    }
+
     /// Every current object of `kind`, in key order.
     pub fn list(&self, kind: ResourceKind) -> Vec<Value> {
         self.read(|s| s.store.all(kind).iter().map(|o| (**o).clone()).collect())

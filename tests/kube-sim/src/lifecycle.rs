@@ -54,7 +54,7 @@ pub fn rfc3339(seconds: i64) -> String {
         .to_string()
 }
 
-fn new_uid(state: &mut ClusterState, kind: ResourceKind, key: &ObjectKey) -> String {
+pub(crate) fn new_uid(state: &mut ClusterState, kind: ResourceKind, key: &ObjectKey) -> String {
     state.uid_counter += 1;
     let seed = format!("{kind}/{key}/{}", state.uid_counter);
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, seed.as_bytes()).to_string()

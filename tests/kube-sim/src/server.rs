@@ -1,12 +1,12 @@
-//! The HTTP/1.1 front end: routing, list, get, discovery, watch, and the fault handles
-//! (stop, restart on the same port, drop watch connections).
+//! The HTTP/1.1 front end: routing, list, get, discovery, watch, lease writes (see
+//! [`crate::leases`]), and the fault handles (stop, restart on the same port, drop watch
+//! connections, lease faults).
 //!
 //! The server owns its accept loop and every connection task, so stopping it closes every open
 //! connection abruptly (like an API server that dies) while the [`Cluster`] state survives, and
 //! a restart binds the same port again.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -29,12 +29,17 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::debug;
 
 use crate::cluster::Cluster;
+use crate::leases;
 use crate::resource::ResourceKind;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{ObjectKey, StoreError};
 use crate::watch::{WatchSession, WatchSpec, WatchStart, status, store_error_status};
 
 type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+/// The largest request body accepted (lease writes only), as the API server's 3 MiB limit;
+/// larger ones get HTTP 413 `RequestEntityTooLarge`.
+pub const MAX_REQUEST_BODY_BYTES: usize = 3 * 1024 * 1024;
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -80,10 +85,39 @@ pub enum Verb {
     Watch,
     /// A GET of one object.
     Get,
-    /// `/version`, `/api`, `/apis`, `/api/v1`.
+    /// `/version`, `/api`, `/apis`, `/api/v1`, `/apis/{group}[/{version}]`.
     Discovery,
-    /// Anything else (404s, non-GET methods).
+    /// A collection POST (leases only).
+    Create,
+    /// An object PUT (leases only).
+    Update,
+    /// An object PATCH (leases only).
+    Patch,
+    /// An object DELETE (leases only).
+    Delete,
+    /// Anything else (404s, methods a route does not serve).
     Other,
+}
+
+/// How lease requests fail, to simulate API-server trouble for a leader while the rest of the
+/// API keeps working; see [`KubeSim::set_lease_fault`]. Applies to every request on a lease
+/// route (get, list, watch, create, update, patch, delete) that arrives while it is set; watches
+/// already open are not affected. Faulted requests are still counted in [`RequestCounts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LeaseFault {
+    /// Lease requests are served normally.
+    #[default]
+    None,
+    /// HTTP 500 `InternalError` Status, nothing applied. (kube's default retry policy retries
+    /// 429/503/504 only, so the client sees the error at once.)
+    InternalError,
+    /// The connection is closed without a response; the client gets a connection error and
+    /// does not know whether its write was applied (here: it was not).
+    Reset,
+    /// No response until the fault is changed; the request is then handled under the new
+    /// setting, so a held write can still land late, as with a slow API server. The client's
+    /// own timeout is what ends the wait.
+    Stall,
 }
 
 /// API requests served so far, and response body bytes sent for them, by verb and resource.
@@ -138,6 +172,7 @@ struct Shared {
     config: SimConfig,
     counts: Mutex<RequestCounts>,
     drop_tx: watch::Sender<u64>,
+    lease_fault: watch::Sender<LeaseFault>,
 }
 
 impl Shared {
@@ -189,6 +224,7 @@ impl KubeSim {
             config,
             counts: Mutex::new(RequestCounts::default()),
             drop_tx,
+            lease_fault: watch::channel(LeaseFault::None).0,
         });
         let sim = Self {
             running: Mutex::new(Some(spawn_server(listener, shared.clone()))),
@@ -247,6 +283,31 @@ impl KubeSim {
         self.shared
             .drop_tx
             .send_modify(|generation| *generation += 1);
+    }
+
+    /// Makes every lease request fail with HTTP 500 (`true`) or be served again (`false`); see
+    /// [`LeaseFault::InternalError`]. Other resources are not affected.
+    pub fn fail_leases(&self, fail: bool) {
+        self.set_lease_fault(if fail {
+            LeaseFault::InternalError
+        } else {
+            LeaseFault::None
+        });
+    }
+
+    /// Sets how lease requests fail from now on (kept across [`KubeSim::stop`]/[`KubeSim::restart`]).
+    pub fn set_lease_fault(&self, fault: LeaseFault) {
+        self.shared.lease_fault.send_replace(fault);
+    }
+
+    /// The current lease fault.
+    pub fn lease_fault(&self) -> LeaseFault {
+        *self.shared.lease_fault.borrow()
+    }
+
+    /// A lease's current JSON as stored (what a GET would return); see [`Cluster::lease`].
+    pub fn lease(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.shared.cluster.lease(namespace, name)
     }
 
     /// Drops all watch history; see [`Cluster::compact`].
@@ -340,8 +401,14 @@ async fn serve_connection(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
     let service = service_fn(move |req: Request<Incoming>| {
         let shared = shared.clone();
         async move {
-            let (verb, kind, resp) = handle(&shared, &req);
-            shared.count(verb, kind);
+            let (verb, kind, resp) = serve(&shared, req).await;
+            let Some(resp) = resp else {
+                // An error from the service makes hyper close the connection with no response.
+                return Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "kube-sim lease fault: connection reset",
+                ));
+            };
             // Count body bytes as they are sent (a watch keeps adding while it is open).
             let resp = resp.map(|inner| {
                 CountedBody {
@@ -352,7 +419,7 @@ async fn serve_connection(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
                 }
                 .boxed_unsync()
             });
-            Ok::<_, Infallible>(resp)
+            Ok::<_, io::Error>(resp)
         }
     });
     if let Err(err) = http1::Builder::new()
@@ -405,6 +472,14 @@ enum Route {
     CoreApiVersions,
     ApiGroups,
     CoreV1Resources,
+    /// `/apis/{group}`.
+    ApiGroup {
+        group: &'static str,
+    },
+    /// `/apis/{group}/{version}`.
+    GroupVersionResources {
+        group: &'static str,
+    },
     Collection {
         kind: ResourceKind,
         namespace: Option<String>,
@@ -415,30 +490,56 @@ enum Route {
     },
 }
 
+impl Route {
+    /// The resource a collection or object route is about.
+    fn kind(&self) -> Option<ResourceKind> {
+        match self {
+            Route::Collection { kind, .. } | Route::Object { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}
+
+/// A served API group by name (with its one version).
+fn served_group(name: &str) -> Option<(&'static str, &'static str)> {
+    ResourceKind::GROUPS.into_iter().find(|(g, _)| *g == name)
+}
+
 fn route(path: &str) -> Option<Route> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["version"] => Some(Route::Version),
-        ["api"] => Some(Route::CoreApiVersions),
-        ["apis"] => Some(Route::ApiGroups),
-        ["api", "v1"] => Some(Route::CoreV1Resources),
-        ["api", "v1", plural] => Some(Route::Collection {
-            kind: ResourceKind::from_plural(plural)?,
+    let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
+        ["version"] => return Some(Route::Version),
+        ["api"] => return Some(Route::CoreApiVersions),
+        ["apis"] => return Some(Route::ApiGroups),
+        ["api", "v1"] => return Some(Route::CoreV1Resources),
+        ["apis", group] => {
+            let (group, _) = served_group(group)?;
+            return Some(Route::ApiGroup { group });
+        }
+        ["apis", group, version] => {
+            let (group, _) = served_group(group).filter(|(_, v)| v == version)?;
+            return Some(Route::GroupVersionResources { group });
+        }
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return None,
+    };
+    let kind = |plural: &str| ResourceKind::from_path(group, version, plural);
+    match rest {
+        [plural] => Some(Route::Collection {
+            kind: kind(plural)?,
             namespace: None,
         }),
-        ["api", "v1", plural, name] => {
-            let kind = ResourceKind::from_plural(plural).filter(|k| !k.namespaced())?;
-            Some(Route::Object {
-                kind,
-                key: ObjectKey::new("", *name),
-            })
-        }
-        ["api", "v1", "namespaces", ns, plural] => Some(Route::Collection {
-            kind: ResourceKind::from_plural(plural).filter(|k| k.namespaced())?,
+        [plural, name] => Some(Route::Object {
+            kind: kind(plural).filter(|k| !k.namespaced())?,
+            key: ObjectKey::new("", *name),
+        }),
+        ["namespaces", ns, plural] => Some(Route::Collection {
+            kind: kind(plural).filter(|k| k.namespaced())?,
             namespace: Some((*ns).to_owned()),
         }),
-        ["api", "v1", "namespaces", ns, plural, name] => Some(Route::Object {
-            kind: ResourceKind::from_plural(plural).filter(|k| k.namespaced())?,
+        ["namespaces", ns, plural, name] => Some(Route::Object {
+            kind: kind(plural).filter(|k| k.namespaced())?,
             key: ObjectKey::new(*ns, *name),
         }),
         _ => None,
@@ -458,6 +559,7 @@ struct Query {
     timeout_seconds: Option<String>,
     allow_bookmarks: bool,
     send_initial_events: Option<bool>,
+    dry_run: Option<String>,
 }
 
 fn parse_query(raw: Option<&str>) -> Query {
@@ -476,6 +578,7 @@ fn parse_query(raw: Option<&str>) -> Query {
             "timeoutSeconds" => q.timeout_seconds = Some(v),
             "allowWatchBookmarks" => q.allow_bookmarks = truthy(&v),
             "sendInitialEvents" => q.send_initial_events = Some(truthy(&v)),
+            "dryRun" => q.dry_run = Some(v),
             _ => {}
         }
     }
@@ -548,107 +651,271 @@ fn not_found() -> Response<Body> {
     ))
 }
 
-/// Serves one request; returns what it was (for [`RequestCounts`]) and the response.
+/// What a request is, for [`RequestCounts`] and dispatch: `Other` for unknown paths and methods
+/// a route does not serve.
+fn classify(route: Option<&Route>, method: &Method, q: &Query) -> (Verb, Option<ResourceKind>) {
+    let Some(route) = route else {
+        return (Verb::Other, None);
+    };
+    let kind = route.kind();
+    let writable = kind.is_some_and(ResourceKind::writable);
+    let verb = match (route, method) {
+        (Route::Collection { .. }, &Method::GET) if q.watch => Verb::Watch,
+        (Route::Collection { .. }, &Method::GET) => Verb::List,
+        (
+            Route::Collection {
+                namespace: Some(_), ..
+            },
+            &Method::POST,
+        ) if writable => Verb::Create,
+        (Route::Object { .. }, &Method::GET) => Verb::Get,
+        (Route::Object { .. }, &Method::PUT) if writable => Verb::Update,
+        (Route::Object { .. }, &Method::PATCH) if writable => Verb::Patch,
+        (Route::Object { .. }, &Method::DELETE) if writable => Verb::Delete,
+        (Route::Collection { .. } | Route::Object { .. }, _) => return (Verb::Other, None),
+        (_, &Method::GET) => Verb::Discovery,
+        _ => return (Verb::Other, None),
+    };
+    (verb, kind)
+}
+
+/// Serves one request; returns what it was (for [`RequestCounts`], counted on arrival) and the
+/// response, `None` to reset the connection.
+async fn serve(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+) -> (Verb, Option<ResourceKind>, Option<Response<Body>>) {
+    let route = route(req.uri().path());
+    let query = parse_query(req.uri().query());
+    let (verb, kind) = classify(route.as_ref(), req.method(), &query);
+    shared.count(verb, kind);
+    let resp = match (route, kind) {
+        (Some(route), Some(kind)) if kind.writable() => {
+            serve_writable(shared, verb, route, &query, req).await
+        }
+        (route, _) => Some(handle(shared, verb, route, &query, req.method())),
+    };
+    (verb, kind, resp)
+}
+
+/// Waits out a [`LeaseFault::Stall`]; `Some` is the faulted response (`None` inside: reset).
+async fn lease_fault(shared: &Shared) -> Option<Option<Response<Body>>> {
+    let mut rx = shared.lease_fault.subscribe();
+    loop {
+        let fault = *rx.borrow_and_update();
+        match fault {
+            LeaseFault::None => return None,
+            LeaseFault::InternalError => {
+                let mut st = status(
+                    500,
+                    "InternalError",
+                    "Internal error occurred: kube-sim lease fault",
+                );
+                st["details"] = json!({"causes": [{"message": "kube-sim lease fault"}]});
+                return Some(Some(status_response(&st)));
+            }
+            LeaseFault::Reset => return Some(None),
+            LeaseFault::Stall => {
+                if rx.changed().await.is_err() {
+                    return Some(None);
+                }
+            }
+        }
+    }
+}
+
+/// Reads a request body of at most [`MAX_REQUEST_BODY_BYTES`].
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+    let too_large = || {
+        status_response(&status(
+            413,
+            "RequestEntityTooLarge",
+            &format!("Request entity too large: limit is {MAX_REQUEST_BODY_BYTES}"),
+        ))
+    };
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_REQUEST_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), MAX_REQUEST_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(err) => Err(bad_request(&format!(
+            "failed to read the request body: {err}"
+        ))),
+    }
+}
+
+/// A request on a kind written over HTTP (leases): faults first, then reads and writes.
+async fn serve_writable(
+    shared: &Arc<Shared>,
+    verb: Verb,
+    route: Route,
+    query: &Query,
+    req: Request<Incoming>,
+) -> Option<Response<Body>> {
+    if let Some(faulted) = lease_fault(shared).await {
+        return faulted;
+    }
+    if !matches!(
+        verb,
+        Verb::Create | Verb::Update | Verb::Patch | Verb::Delete
+    ) {
+        return Some(handle(shared, verb, Some(route), query, req.method()));
+    }
+    if let Err(st) = leases::refuse_dry_run(query.dry_run.as_deref()) {
+        return Some(status_response(&st));
+    }
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let body = match read_body(req).await {
+        Ok(body) => body,
+        Err(resp) => return Some(resp),
+    };
+    let cluster = &shared.cluster;
+    let reply = match (verb, route) {
+        (
+            Verb::Create,
+            Route::Collection {
+                namespace: Some(ns),
+                ..
+            },
+        ) => leases::create(cluster, &ns, &body),
+        (Verb::Update, Route::Object { key, .. }) => leases::replace(cluster, &key, &body),
+        (Verb::Patch, Route::Object { key, .. }) => {
+            leases::patch(cluster, &key, &content_type, &body)
+        }
+        (Verb::Delete, Route::Object { key, .. }) => leases::delete(cluster, &key, &body),
+        _ => Err(status(405, "MethodNotAllowed", "method not allowed")),
+    };
+    Some(match reply {
+        Ok((code, obj)) => json_response(code, &obj),
+        Err(st) => status_response(&st),
+    })
+}
+
+fn method_not_allowed(method: &Method, kind: Option<ResourceKind>) -> Response<Body> {
+    let message = if kind.is_some_and(ResourceKind::writable) {
+        format!("method {method} is not supported on this path")
+    } else {
+        "kube-sim serves GET only; drive changes through the Cluster handle".to_owned()
+    };
+    status_response(&status(405, "MethodNotAllowed", &message))
+}
+
+fn discovery_group(group: &str, version: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+}
+
+fn api_resources(group: &str) -> Vec<Value> {
+    ResourceKind::ALL
+        .iter()
+        .filter(|k| k.group() == group)
+        .map(|k| {
+            json!({
+                "name": k.plural(), "singularName": k.kind().to_lowercase(),
+                "namespaced": k.namespaced(), "kind": k.kind(), "verbs": k.verbs()
+            })
+        })
+        .collect()
+}
+
+/// Serves a read (or a 404/405); lease reads get here after the fault check.
 fn handle(
     shared: &Arc<Shared>,
-    req: &Request<Incoming>,
-) -> (Verb, Option<ResourceKind>, Response<Body>) {
-    let Some(route) = route(req.uri().path()) else {
-        return (Verb::Other, None, not_found());
+    verb: Verb,
+    route: Option<Route>,
+    query: &Query,
+    method: &Method,
+) -> Response<Body> {
+    let Some(route) = route else {
+        return not_found();
     };
-    if req.method() != Method::GET {
-        return (
-            Verb::Other,
-            None,
-            status_response(&status(
-                405,
-                "MethodNotAllowed",
-                "kube-sim serves GET only; drive changes through the Cluster handle",
-            )),
-        );
+    if verb == Verb::Other {
+        return method_not_allowed(method, route.kind());
     }
-    let query = parse_query(req.uri().query());
     match route {
-        Route::Version => (
-            Verb::Discovery,
-            None,
-            json_response(
-                StatusCode::OK,
-                &json!({
-                    "major": "1", "minor": "33", "gitVersion": "v1.33.0-kube-sim",
-                    "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-                    "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc",
-                    "platform": "linux/amd64"
-                }),
-            ),
+        Route::Version => json_response(
+            StatusCode::OK,
+            &json!({
+                "major": "1", "minor": "33", "gitVersion": "v1.33.0-kube-sim",
+                "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+                "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24", "compiler": "gc",
+                "platform": "linux/amd64"
+            }),
         ),
-        Route::CoreApiVersions => (
-            Verb::Discovery,
-            None,
-            json_response(
-                StatusCode::OK,
-                &json!({
-                    "kind": "APIVersions", "versions": ["v1"],
-                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]
-                }),
-            ),
+        Route::CoreApiVersions => json_response(
+            StatusCode::OK,
+            &json!({
+                "kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]
+            }),
         ),
-        Route::ApiGroups => (
-            Verb::Discovery,
-            None,
-            json_response(
-                StatusCode::OK,
-                &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
-            ),
-        ),
-        Route::CoreV1Resources => {
-            let resources: Vec<Value> = ResourceKind::ALL
+        Route::ApiGroups => {
+            let groups: Vec<Value> = ResourceKind::GROUPS
                 .iter()
-                .map(|k| json!({
-                    "name": k.plural(), "singularName": k.kind().to_lowercase(),
-                    "namespaced": k.namespaced(), "kind": k.kind(), "verbs": ["get", "list", "watch"]
-                }))
+                .map(|(g, v)| discovery_group(g, v))
                 .collect();
-            (
-                Verb::Discovery,
-                None,
-                json_response(
-                    StatusCode::OK,
-                    &json!({
-                        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1", "resources": resources
-                    }),
-                ),
+            json_response(
+                StatusCode::OK,
+                &json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}),
             )
         }
-        Route::Object { kind, key } => (
-            Verb::Get,
-            Some(kind),
-            match shared.cluster.read(|s| s.store.get(kind, &key)) {
-                Some(obj) => json_response(StatusCode::OK, &obj),
-                None => {
-                    let mut st = status(
-                        404,
-                        "NotFound",
-                        &format!("{} \"{}\" not found", kind.plural(), key.name),
-                    );
-                    st["details"] = json!({"name": key.name, "kind": kind.plural()});
-                    status_response(&st)
-                }
-            },
+        Route::ApiGroup { group } => {
+            let mut body = served_group(group)
+                .map(|(g, v)| discovery_group(g, v))
+                .unwrap_or_default();
+            body["kind"] = "APIGroup".into();
+            body["apiVersion"] = "v1".into();
+            json_response(StatusCode::OK, &body)
+        }
+        Route::CoreV1Resources => json_response(
+            StatusCode::OK,
+            &json!({
+                "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
+                "resources": api_resources("")
+            }),
         ),
+        Route::GroupVersionResources { group } => {
+            let version = served_group(group).map_or("v1", |(_, v)| v);
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "kind": "APIResourceList", "apiVersion": "v1",
+                    "groupVersion": format!("{group}/{version}"), "resources": api_resources(group)
+                }),
+            )
+        }
+        Route::Object { kind, key } => match shared.cluster.read(|s| s.store.get(kind, &key)) {
+            Some(obj) => json_response(StatusCode::OK, &obj),
+            None if kind == ResourceKind::Lease => status_response(&leases::not_found(&key.name)),
+            None => {
+                let mut st = status(
+                    404,
+                    "NotFound",
+                    &format!("{} \"{}\" not found", kind.qualified(), key.name),
+                );
+                st["details"] = json!({"name": key.name, "kind": kind.plural()});
+                status_response(&st)
+            }
+        },
         Route::Collection { kind, namespace } => {
-            if query.watch {
-                (
-                    Verb::Watch,
-                    Some(kind),
-                    start_watch(shared, kind, namespace, &query),
-                )
+            if verb == Verb::Watch {
+                start_watch(shared, kind, namespace, query)
             } else {
-                (
-                    Verb::List,
-                    Some(kind),
-                    list(shared, kind, namespace.as_deref(), &query),
-                )
+                list(shared, kind, namespace.as_deref(), query)
             }
         }
     }
@@ -781,7 +1048,7 @@ fn list(shared: &Shared, kind: ResourceKind, namespace: Option<&str>, q: &Query)
             json_response(
                 StatusCode::OK,
                 &json!({
-                    "kind": kind.list_kind(), "apiVersion": "v1", "metadata": metadata, "items": items
+                    "kind": kind.list_kind(), "apiVersion": kind.api_version(), "metadata": metadata, "items": items
                 }),
             )
         }
@@ -916,6 +1183,39 @@ mod tests {
         );
         assert_eq!(route("/apis/apps/v1/deployments"), None);
         assert_eq!(route("/version"), Some(Route::Version));
+        assert_eq!(
+            route("/apis/coordination.k8s.io/v1/namespaces/ns/leases/l"),
+            Some(Route::Object {
+                kind: ResourceKind::Lease,
+                key: ObjectKey::new("ns", "l")
+            })
+        );
+        assert_eq!(
+            route("/apis/coordination.k8s.io/v1/leases"),
+            Some(Route::Collection {
+                kind: ResourceKind::Lease,
+                namespace: None
+            })
+        );
+        assert_eq!(route("/apis/coordination.k8s.io/v1/leases/l"), None);
+        assert_eq!(route("/api/v1/namespaces/ns/leases"), None);
+        assert_eq!(
+            route("/apis/coordination.k8s.io/v1/namespaces/ns/pods"),
+            None
+        );
+        assert_eq!(route("/apis/coordination.k8s.io/v2"), None);
+        assert_eq!(
+            route("/apis/coordination.k8s.io/v1"),
+            Some(Route::GroupVersionResources {
+                group: "coordination.k8s.io"
+            })
+        );
+        assert_eq!(
+            route("/apis/coordination.k8s.io"),
+            Some(Route::ApiGroup {
+                group: "coordination.k8s.io"
+            })
+        );
     }
 
     #[test]

@@ -141,7 +141,7 @@ impl WatchSession {
         }
         let object = json!({
             "kind": self.spec.kind.kind(),
-            "apiVersion": "v1",
+            "apiVersion": self.spec.kind.api_version(),
             "metadata": metadata,
         });
         push_event(out, "BOOKMARK", &object);
