@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod event;
 pub mod http;
 pub mod input;
+pub mod lease;
 pub mod mapper;
 pub mod metrics;
 pub mod queue;

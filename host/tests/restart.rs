@@ -107,6 +107,11 @@ async fn collector(sim: &Sim, queue: &Queue, mapper: &LoadedMapper) -> Collector
     Collector { source, biller }
 }
 
+/// The grid boundary at or before `t` (windows are `[k·INTERVAL, (k+1)·INTERVAL)`).
+fn grid(t: i64) -> i64 {
+    t - t.rem_euclid(i64::try_from(INTERVAL).expect("small"))
+}
+
 fn rv(v: &Value) -> (String, String) {
     let m = &v["metadata"];
     (
@@ -164,16 +169,16 @@ impl Collector {
         assert!(waited.is_ok(), "timed out waiting for: {what}");
     }
 
-    /// Advances the scenario clock by one interval and bills up to it.
+    /// Advances the scenario clock by one interval and bills up to the last grid boundary.
     async fn tick(&mut self, cluster: &Cluster) {
         cluster.advance(INTERVAL).expect("clock");
         self.converged(cluster, "the view before a tick").await;
         let now = cluster.now().as_second();
         match self.biller.tick(&mut self.source, now) {
-            TickOutcome::Billed { windows: 1, .. } => {}
-            other => panic!("tick at {now} did not bill one window: {other:?}"),
+            TickOutcome::Billed { windows, .. } if windows >= 1 => {}
+            other => panic!("tick at {now} billed no window: {other:?}"),
         }
-        assert_eq!(self.biller.watermark(), now);
+        assert_eq!(self.biller.watermark(), grid(now));
     }
 }
 
@@ -258,6 +263,7 @@ async fn pod_and_pvc_deleted_while_down_are_billed_to_the_first_list_estimated()
         .expect("pvc");
     cluster.bind_pvc("a", "vol").expect("bind");
     let t0 = cluster.now().as_second();
+    assert_eq!(grid(t0), t0, "the scenario clock starts on the grid");
 
     let watermark = {
         let q = queue(dir.path());
@@ -308,25 +314,21 @@ async fn pod_and_pvc_deleted_while_down_are_billed_to_the_first_list_estimated()
     let events = drain(&q);
     no_duplicate_ids(&events);
     let got = by_name(&events);
+    // The downtime [watermark, relisted_at + 15) is caught up in grid windows of 15 s.
     let before: Vec<Span> = (1..=3).map(|k| (rfc(t0 + 15 * k), 15, false)).collect();
+    assert_eq!(relisted_at, watermark + 30);
     let mut victim = before.clone();
-    victim.push((
-        rfc(relisted_at + 15),
-        (relisted_at - watermark).unsigned_abs(),
-        true,
-    ));
+    victim.extend([
+        (rfc(watermark + 15), 15, true),
+        (rfc(watermark + 30), 15, true),
+    ]);
     assert_eq!(
         got["victim"], victim,
         "billed up to the watermark before, then [watermark, first list) estimated"
     );
     assert_eq!(got["vol"], victim, "the PVC likewise");
     let mut keep = before;
-    keep.push((
-        rfc(relisted_at + 15),
-        (relisted_at + 15 - watermark).unsigned_abs(),
-        false,
-    ));
-    keep.push((rfc(relisted_at + 30), 15, false));
+    keep.extend((1..=4).map(|k| (rfc(watermark + 15 * k), 15, false)));
     assert_eq!(got["keep"], keep, "the pod still running is exact");
     assert_eq!(after, relisted_at + 30);
 
@@ -431,10 +433,11 @@ async fn a_restart_without_deletions_bills_like_an_uninterrupted_run() {
     );
     let total = |name: &str| got[name].iter().map(|(_, s, _)| s).sum::<u64>();
     assert_eq!(total("evicted"), 20, "scheduled → failure first observed");
-    // Billing starts 3 s after the pods were scheduled, when the PVC is bound; it ends 110 s
-    // later.
+    // Billing starts 3 s after the pods were scheduled, when the PVC is bound (off the grid:
+    // the first window is 12 s); the last tick, 110 s later, bills up to the grid boundary
+    // before it, 102 s after the start.
     assert_eq!(total("short"), 60, "billing start → finishedAt");
-    assert_eq!(total("long"), 110);
-    assert_eq!(total("late"), 50, "created while down → end of billing");
-    assert_eq!(total("vol"), 110, "bound → end of billing");
+    assert_eq!(total("long"), 102);
+    assert_eq!(total("late"), 42, "created while down → end of billing");
+    assert_eq!(total("vol"), 102, "bound → end of billing");
 }

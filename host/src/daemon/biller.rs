@@ -179,8 +179,30 @@ impl Biller {
         self.slice_items = items.max(1);
     }
 
+    /// Moves the watermark forward to `watermark` without billing: the span up to it was
+    /// billed by another collector (the lease holder, see [`crate::lease`]). What ended before
+    /// it is forgotten by the source. Never moves the watermark back.
+    pub fn adopt(&mut self, source: &mut dyn MeteredSource, watermark: i64) {
+        if watermark > self.watermark {
+            self.watermark = watermark;
+            source.forget_billed(watermark);
+        }
+    }
+
     /// Bills every window the planner proposes at `now`. Blocking (WASM and sled fsync).
     pub fn tick(&mut self, source: &mut dyn MeteredSource, now: i64) -> TickOutcome {
+        self.tick_while(source, now, &|| true)
+    }
+
+    /// [`Biller::tick`], asking `may_commit` before each window is published: when it says
+    /// no (shutdown, or the lease is lost), the tick stops with the windows committed so far
+    /// and the window at hand is dropped unpublished.
+    pub fn tick_while(
+        &mut self,
+        source: &mut dyn MeteredSource,
+        now: i64,
+        may_commit: &dyn Fn() -> bool,
+    ) -> TickOutcome {
         let windows = match self.plan.windows(self.watermark, now, source.in_sync()) {
             Ok(w) => w,
             Err(idle) => return TickOutcome::Idle(idle),
@@ -188,6 +210,9 @@ impl Biller {
         let mut done = 0;
         let mut events_total = 0;
         for window in windows {
+            if !may_commit() {
+                break;
+            }
             let Some(mut staged) = self.queue.begin_window() else {
                 return TickOutcome::QueueFull {
                     windows: done,
@@ -242,6 +267,9 @@ impl Biller {
                 if self.log_events {
                     logged.extend(events);
                 }
+            }
+            if !may_commit() {
+                break;
             }
             let events = staged.events();
             let ledger = source.ledger_writes();

@@ -479,7 +479,7 @@ mod tests {
         Scope {
             namespaces: Some(namespaces.iter().map(|n| (*n).to_owned()).collect()),
             label_selector: label_selector.map(str::to_owned),
-            node_name: None,
+            ..Scope::default()
         }
     }
 

@@ -30,6 +30,10 @@ pub enum ConfigError {
         "failed to read --node-name {value:?}: not a node name (lower-case letters, digits, '-' and '.', at most 253); pass the node's metadata.name, e.g. from the downward API spec.nodeName"
     )]
     NodeName { value: String },
+    #[error(
+        "failed to read EDGEMETER_KINDS / --kinds {value:?}: {reason}; pass a comma-separated list of pods and pvcs, e.g. pods,pvcs"
+    )]
+    Kinds { value: String, reason: String },
     #[error("failed to read kubeconfig {path:?} (--kubeconfig)")]
     ReadKubeconfig {
         path: PathBuf,
@@ -69,6 +73,12 @@ pub struct KubernetesArgs {
     /// PVCs and PVs are then not watched (a cluster-wide instance bills them once).
     #[arg(long = "node-name", env = "SCRAPE_NODE_NAME")]
     pub node_name: Option<String>,
+    /// What this collector meters, comma-separated: `pods` (with the nodes they run on) and
+    /// `pvcs` (with their PVs). Default: `pods,pvcs`, or `pods` with `--node-name` (each
+    /// per-node collector bills its node's pods; one cluster-wide `--kinds pvcs` collector
+    /// bills storage once).
+    #[arg(long = "kinds", env = "EDGEMETER_KINDS")]
+    pub kinds: Option<String>,
     /// Kubeconfig file; default: in-cluster configuration, then `$KUBECONFIG` / `~/.kube/config`.
     /// (`$KUBECONFIG`, which may list several files, is honoured by the default path.)
     #[arg(long = "kubeconfig")]
@@ -79,18 +89,39 @@ pub struct KubernetesArgs {
 }
 
 /// The validated scope of the watchers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scope {
     /// `None` = all namespaces (one cluster-wide watcher); otherwise sorted and distinct.
     pub namespaces: Option<Vec<String>>,
     pub label_selector: Option<String>,
     pub node_name: Option<String>,
+    /// Pods (and nodes) are watched and billed.
+    pub pods: bool,
+    /// PVCs (and PVs) are watched and billed.
+    pub pvcs: bool,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Scope {
+            namespaces: None,
+            label_selector: None,
+            node_name: None,
+            pods: true,
+            pvcs: true,
+        }
+    }
 }
 
 impl Scope {
-    /// Whether PVCs and PVs are watched (not in per-node mode).
+    /// Whether pods (and the nodes they run on) are watched.
+    pub fn watches_pods(&self) -> bool {
+        self.pods
+    }
+
+    /// Whether PVCs and PVs are watched.
     pub fn watches_storage(&self) -> bool {
-        self.node_name.is_none()
+        self.pvcs
     }
 
     /// The selectors that shape the lists of `kind`'s streams, as one string. Stored with each
@@ -124,6 +155,9 @@ impl Scope {
             WatchKind::Pvs | WatchKind::Nodes => 0,
         };
         if matches!(kind, WatchKind::Pvcs | WatchKind::Pvs) && !self.watches_storage() {
+            return None;
+        }
+        if matches!(kind, WatchKind::Pods | WatchKind::Nodes) && !self.watches_pods() {
             return None;
         }
         Some(StreamId {
@@ -194,6 +228,30 @@ fn check_label_selector(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `--kinds`: `(pods, pvcs)`.
+fn parse_kinds(list: &str) -> Result<(bool, bool), ConfigError> {
+    let (mut pods, mut pvcs) = (false, false);
+    for kind in list.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        match kind {
+            "pods" | "pod" => pods = true,
+            "pvcs" | "pvc" | "persistentvolumeclaims" => pvcs = true,
+            other => {
+                return Err(ConfigError::Kinds {
+                    value: list.to_owned(),
+                    reason: format!("{other:?} is not a kind this source meters"),
+                });
+            }
+        }
+    }
+    if !pods && !pvcs {
+        return Err(ConfigError::Kinds {
+            value: list.to_owned(),
+            reason: "nothing to meter".to_owned(),
+        });
+    }
+    Ok((pods, pvcs))
+}
+
 impl KubernetesArgs {
     /// Validates the flags into a [`Scope`]; errors name the flag and the fix.
     pub fn scope(&self) -> Result<Scope, ConfigError> {
@@ -231,10 +289,22 @@ impl KubernetesArgs {
                 });
             }
         };
+        let (pods, pvcs) = match self.kinds.as_deref().map(str::trim) {
+            None | Some("") => (true, node_name.is_none()),
+            Some(list) => parse_kinds(list)?,
+        };
+        if pvcs && node_name.is_some() {
+            return Err(ConfigError::Kinds {
+                value: self.kinds.clone().unwrap_or_default(),
+                reason: "PVCs are cluster-wide and --node-name meters one node: every per-node collector would bill them again".to_owned(),
+            });
+        }
         Ok(Scope {
             namespaces: (!names.is_empty()).then_some(names),
             label_selector,
             node_name,
+            pods,
+            pvcs,
         })
     }
 

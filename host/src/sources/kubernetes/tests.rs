@@ -591,6 +591,30 @@ fn namespace_list_is_split_trimmed_and_deduplicated() {
         !node.watches_storage(),
         "per-node mode leaves PVCs to a cluster-wide instance"
     );
+    assert!(node.watches_pods());
+}
+
+#[test]
+fn kinds_choose_what_a_collector_meters() {
+    let storage = parse(&["--kinds", "pvcs"]).scope().expect("valid");
+    assert!(storage.watches_storage() && !storage.watches_pods());
+    assert_eq!(storage.stream_for(WatchKind::Pods, Some("a")), None);
+    assert_eq!(storage.stream_for(WatchKind::Nodes, None), None);
+    assert!(storage.stream_for(WatchKind::Pvcs, Some("a")).is_some());
+    let both = parse(&["--kinds", " pods , pvcs "]).scope().expect("valid");
+    assert!(both.watches_storage() && both.watches_pods());
+    let node = parse(&["--node-name", "n1", "--kinds", "pods"])
+        .scope()
+        .expect("valid");
+    assert!(node.watches_pods() && !node.watches_storage());
+    for bad in [
+        &["--kinds", "pods,nodes"][..],
+        &["--kinds", ","][..],
+        &["--node-name", "n1", "--kinds", "pods,pvcs"][..],
+    ] {
+        let e = parse(bad).scope().expect_err("invalid");
+        assert!(e.to_string().contains("EDGEMETER_KINDS / --kinds"), "{e}");
+    }
 }
 
 #[test]
@@ -1045,6 +1069,7 @@ fn stored_entries_attach_to_the_stream_that_watches_their_namespace() {
     assert_eq!(listed.stream_for(WatchKind::Pods, None), None);
     let per_node = Scope {
         node_name: Some("n1".to_owned()),
+        pvcs: false,
         ..Scope::default()
     };
     assert_eq!(

@@ -201,14 +201,16 @@ pub fn spawn_watchers(
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
-        let f = feed(WatchKind::Pods, i);
-        streams.push(f.stream);
-        let convert = if raw_objects {
-            Object::pod
-        } else {
-            Object::pod_for_billing
-        };
-        tasks.push(tokio::spawn(run(pods, pod_config.clone(), f, convert)));
+        if scope.watches_pods() {
+            let f = feed(WatchKind::Pods, i);
+            streams.push(f.stream);
+            let convert = if raw_objects {
+                Object::pod
+            } else {
+                Object::pod_for_billing
+            };
+            tasks.push(tokio::spawn(run(pods, pod_config.clone(), f, convert)));
+        }
         if scope.watches_storage() {
             let pvcs: Api<PersistentVolumeClaim> = match ns {
                 Some(ns) => Api::namespaced(client.clone(), ns),
@@ -238,14 +240,17 @@ pub fn spawn_watchers(
     if let Some(node) = &scope.node_name {
         node_config = node_config.fields(&format!("metadata.name={node}"));
     }
-    let f = feed(WatchKind::Nodes, 0);
-    streams.push(f.stream);
-    tasks.push(tokio::spawn(run(
-        Api::<Node>::all(client),
-        node_config,
-        f,
-        |n| Ok(Object::node(n)),
-    )));
+    // Nodes give pods their GPU model; a storage-only collector needs none.
+    if scope.watches_pods() {
+        let f = feed(WatchKind::Nodes, 0);
+        streams.push(f.stream);
+        tasks.push(tokio::spawn(run(
+            Api::<Node>::all(client),
+            node_config,
+            f,
+            |n| Ok(Object::node(n)),
+        )));
+    }
     WatcherHandle {
         tasks,
         errors,
