@@ -82,3 +82,29 @@ fn a_slice_size_of_zero_or_not_a_number_is_refused_with_the_flag_named() {
         );
     }
 }
+
+#[test]
+fn a_missing_ca_bundle_is_refused_at_start_naming_the_key() {
+    let missing = "/nonexistent/edgemeter-ca.pem";
+    for out in [
+        run(
+            &[
+                "--openmeter-url",
+                "https://openmeter.example",
+                "--ca-bundle",
+                missing,
+            ],
+            &[],
+        ),
+        run(
+            &[],
+            &[
+                ("OPENMETER_URL", "https://openmeter.example"),
+                ("OPENMETER_CA_BUNDLE", missing),
+            ],
+        ),
+    ] {
+        fails_with(&out, "OPENMETER_CA_BUNDLE");
+        fails_with(&out, missing);
+    }
+}

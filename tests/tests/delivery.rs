@@ -426,6 +426,58 @@ async fn a_receiver_that_hangs_past_the_request_timeout_gets_the_batch_again() -
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_stopped_makes_readiness_false() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let mut c = config(&receiver.url())?;
+    let dir = tempfile::tempdir()?;
+    c.ca_bundle = Some(dir.path().join("missing.pem"));
+    let mut h = Harness::start(1, 3, c)?;
+    let ended = tokio::time::timeout(
+        LIMIT,
+        h.sink.take().ok_or_else(|| anyhow::anyhow!("no sink"))?,
+    )
+    .await??;
+    assert!(ended.is_err(), "the sink cannot run without its CA bundle");
+    let (ready, reason) = readiness(&HttpState {
+        queue: h.queue.clone(),
+        metrics: h.metrics.clone(),
+    });
+    assert!(
+        !ready,
+        "nothing drains the queue, yet readiness says: {reason}"
+    );
+    assert!(reason.contains("delivery is not running"), "{reason}");
+    assert_eq!(h.metric("edgemeter_sink_up")?, 0.0);
+    assert_eq!(h.queue.pending_events(), 3);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_report_the_age_of_the_oldest_undelivered_event() -> anyhow::Result<()> {
+    // Events of windows ending at 60 s, 120 s after the epoch: decades old.
+    let (_dir, queue) = filled(2, 1)?;
+    let metrics = Metrics::new();
+    metrics.observe_queue(&queue);
+    let text = metrics.encode()?;
+    let lag: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("edgemeter_delivery_lag_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no delivery lag in\n{text}"))?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    assert!((lag - (now.as_secs_f64() - 60.0)).abs() < 5.0, "lag {lag}");
+    // Delivered: no lag.
+    queue.ack(&queue.peek(10)?)?;
+    metrics.observe_queue(&queue);
+    assert!(
+        metrics
+            .encode()?
+            .contains("edgemeter_delivery_lag_seconds 0\n")
+    );
+    Ok(())
+}
+
 /// A plain HTTP/1.1 GET over a loopback TCP stream: (status, body).
 async fn get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -16,6 +16,8 @@ use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 use crate::queue::{Queue, QueueConfig, QueueError};
 use crate::sinks::openmeter::{self, OpenMeterConfig, SinkError};
+use crate::sinks::stdout;
+use crate::sinks::supervisor::{RestartPolicy, supervise};
 use crate::snapshot::Identity;
 use crate::sources::kubernetes::KubernetesArgs;
 use crate::window::{self, WindowError};
@@ -155,6 +157,18 @@ impl RunArgs {
     }
 }
 
+impl RunArgs {
+    /// The checked OpenMeter delivery (URL, CA bundle, HTTP client), `None` for `--sink
+    /// stdout`: a configuration the sink cannot use refuses the start instead of failing later
+    /// inside the sink task.
+    pub fn delivery(&self) -> Result<Option<openmeter::Delivery>, DaemonError> {
+        match self.sink {
+            SinkKind::Openmeter => Ok(Some(openmeter::Delivery::new(self.openmeter.clone())?)),
+            SinkKind::Stdout => Ok(None),
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM/SIGINT (or `shutdown` when embedded, as by `demo`).
 pub fn run(args: RunArgs) -> Result<(), DaemonError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -171,6 +185,7 @@ pub fn run(args: RunArgs) -> Result<(), DaemonError> {
         });
         // Refuse invalid values before touching the network.
         args.plan()?;
+        args.delivery()?;
         args.kubernetes.scope()?;
         let client = args.kubernetes.client().await?;
         run_with(args, client, shutdown).await
@@ -209,9 +224,7 @@ pub async fn run_with(
     let plan = args.plan()?;
     let backfill = seconds("EDGEMETER_BACKFILL / --backfill", &args.backfill)?;
     let scope = args.kubernetes.scope()?;
-    if args.sink == SinkKind::Openmeter && args.openmeter.url.is_none() {
-        return Err(DaemonError::Sink(SinkError::MissingUrl));
-    }
+    let delivery = args.delivery()?;
     let mapper = args.mapper.load()?;
     let queue = Queue::open(&args.queue).map_err(DaemonError::QueueOpen)?;
     let metrics = Metrics::new();
@@ -230,15 +243,12 @@ pub async fn run_with(
     let http_task = tokio::spawn(http::serve(listener, http_state, http_stop.clone()));
 
     let sink_stop = CancellationToken::new();
-    let sink_task = match args.sink {
-        SinkKind::Openmeter => tokio::spawn(openmeter::run(
-            queue.clone(),
-            args.openmeter.clone(),
-            metrics.clone(),
-            sink_stop.clone(),
-        )),
-        SinkKind::Stdout => tokio::spawn(stdout_sink(queue.clone(), sink_stop.clone())),
-    };
+    let sink_task = tokio::spawn(supervised_sink(
+        delivery,
+        queue.clone(),
+        metrics.clone(),
+        sink_stop.clone(),
+    ));
 
     let now = jiff::Timestamp::now().as_second();
     let start = now.saturating_sub(i64::try_from(backfill.as_secs()).unwrap_or(0));
@@ -313,10 +323,9 @@ pub async fn run_with(
     sink_stop.cancel();
     http_stop.cancel();
     match tokio::time::timeout(Duration::from_secs(10), sink_task).await {
-        Ok(Ok(Err(e))) => tracing::error!(error = %e, "delivery stopped with an error"),
         Ok(Err(e)) => tracing::error!(error = %e, "delivery task failed"),
         Err(_) => tracing::warn!("delivery did not stop within 10s; events stay queued"),
-        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(())) => {}
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
     tracing::info!(watermark = %window::rfc3339(biller.watermark()), "edgemeter stopped");
@@ -410,31 +419,25 @@ fn report(outcome: TickOutcome, metrics: &Metrics, biller: &Biller) -> Result<()
     Ok(())
 }
 
-/// The stdout sink: JSON lines, acknowledged once written and flushed.
-async fn stdout_sink(queue: Queue, stop: CancellationToken) -> Result<(), SinkError> {
-    loop {
-        let batch = queue
-            .peek(500)
-            .map_err(|source| SinkError::Queue { source })?;
-        if batch.is_empty() {
-            tokio::select! {
-                () = stop.cancelled() => return Ok(()),
-                () = queue.wait_for_events() => continue,
-                () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-            }
+/// The sink (OpenMeter with `delivery`, else stdout) under [`supervise`]: restarted with
+/// backoff and counted if it stops while the daemon runs, rather than exiting the daemon (why:
+/// `sinks::supervisor`). Returns once `stop` is cancelled and the sink has returned.
+async fn supervised_sink(
+    delivery: Option<openmeter::Delivery>,
+    queue: Queue,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    let (q, m, s) = (queue, metrics.clone(), stop.clone());
+    let policy = RestartPolicy::default();
+    match delivery {
+        Some(d) => {
+            let start = move || openmeter::deliver(d.clone(), q.clone(), m.clone(), s.clone());
+            supervise("openmeter", start, metrics, stop, policy).await;
         }
-        {
-            use std::io::Write;
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            for e in &batch {
-                let _ = out.write_all(e.json());
-                let _ = out.write_all(b"\n");
-            }
-            let _ = out.flush();
+        None => {
+            let start = move || stdout::run(q.clone(), m.clone(), s.clone(), std::io::stdout());
+            supervise("stdout", start, metrics, stop, policy).await;
         }
-        queue
-            .ack(&batch)
-            .map_err(|source| SinkError::Queue { source })?;
     }
 }

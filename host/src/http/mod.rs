@@ -2,11 +2,13 @@
 //!
 //! - `GET /metrics`: Prometheus/OpenMetrics text of [`crate::metrics::Metrics`].
 //! - `GET /healthz`: liveness, 200 while the process serves requests at all.
-//! - `GET /readyz`: readiness, 200 when the queue answers reads **and** delivery is not paused
-//!   by an authentication/configuration answer from OpenMeter (401/403/404...); otherwise 503
-//!   with the reason. A paused sink keeps billing into the queue (nothing is lost), but the
-//!   operator must act, so the pod shows not-ready. Retrying 5xx/429 does not affect readiness:
-//!   those are the receiver's trouble and heal by themselves.
+//! - `GET /readyz`: readiness, 200 when the queue answers reads, a sink's delivery loop runs
+//!   (`edgemeter_sink_up`, set by the sink itself) **and** delivery is not paused by an
+//!   authentication/configuration answer from OpenMeter (401/403/404/3xx...); otherwise 503
+//!   with the reason. A stopped or paused sink keeps billing into the queue (nothing is lost),
+//!   but nothing drains it or the operator must act, so the pod shows not-ready. Retrying
+//!   5xx/429 does not affect readiness: those are the receiver's trouble and heal by
+//!   themselves.
 
 use axum::Router;
 use axum::extract::State;
@@ -83,6 +85,11 @@ async fn healthz() -> &'static str {
 pub fn readiness(state: &HttpState) -> (bool, &'static str) {
     if !state.queue.is_healthy() {
         (false, "queue does not answer reads\n")
+    } else if state.metrics.sink.up.get() == 0 {
+        (
+            false,
+            "delivery is not running: the sink stopped (see the ERROR log; it is restarted with backoff)\n",
+        )
     } else if state.metrics.sink.paused.get() != 0 {
         (
             false,

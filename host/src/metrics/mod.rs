@@ -64,6 +64,10 @@ pub struct SinkMetrics {
     pub request_duration: Histogram,
     /// 1 while delivery is paused by 401/403 or a misconfiguration answer.
     pub paused: Gauge,
+    /// 1 while a sink's delivery loop runs (set by the sink itself, see [`crate::sinks::Live`]).
+    pub up: Gauge,
+    /// Times the daemon restarted a sink that stopped while it ran.
+    pub restarts: Counter,
 }
 
 impl SinkMetrics {
@@ -79,6 +83,8 @@ pub struct QueueMetrics {
     pub pending_bytes: Gauge<u64, AtomicU64>,
     pub dead_letters: Gauge<u64, AtomicU64>,
     pub size_on_disk: Gauge<u64, AtomicU64>,
+    /// Now − `time` of the oldest undelivered event (its window's end); 0 when none.
+    pub delivery_lag: Gauge<u64, AtomicU64>,
 }
 
 /// Every metric of the process and the registry that exposes them.
@@ -140,6 +146,8 @@ impl Metrics {
             events_dead_lettered: Counter::default(),
             request_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             paused: Gauge::default(),
+            up: Gauge::default(),
+            restarts: Counter::default(),
         };
         let queue = QueueMetrics::default();
         registry.register(
@@ -166,6 +174,21 @@ impl Metrics {
             "sink_paused",
             "1 while delivery is paused by an authentication or configuration answer",
             sink.paused.clone(),
+        );
+        registry.register(
+            "sink_up",
+            "1 while the sink's delivery loop runs; 0 when it stopped (readiness fails)",
+            sink.up.clone(),
+        );
+        registry.register(
+            "sink_restarts",
+            "Times the sink stopped with an error while the daemon ran and was restarted",
+            sink.restarts.clone(),
+        );
+        registry.register(
+            "delivery_lag_seconds",
+            "Age of the oldest undelivered event (now minus its time, the end of its window); 0 when the queue is empty",
+            queue.delivery_lag.clone(),
         );
         registry.register(
             "queue_pending_events",
@@ -233,6 +256,9 @@ impl Metrics {
 
     /// Copies the queue's counts into the queue gauges.
     pub fn observe_queue(&self, queue: &Queue) {
+        self.queue
+            .delivery_lag
+            .set(oldest_event_age(queue, jiff::Timestamp::now().as_second()));
         self.queue.pending_events.set(queue.pending_events());
         self.queue.pending_bytes.set(queue.pending_bytes());
         if let Ok(stats) = queue.stats() {
@@ -247,4 +273,22 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
     }
+}
+
+/// Seconds between `now` and the `time` of the oldest undelivered event (the end of its
+/// window, always set by the host); 0 when the queue is empty or unreadable (readiness
+/// reports an unreadable queue).
+fn oldest_event_age(queue: &Queue, now: i64) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Time {
+        time: String,
+    }
+    let Ok(oldest) = queue.peek(1) else {
+        return 0;
+    };
+    oldest
+        .first()
+        .and_then(|e| serde_json::from_slice::<Time>(e.json()).ok())
+        .and_then(|t| t.time.parse::<jiff::Timestamp>().ok())
+        .map_or(0, |t| now.saturating_sub(t.as_second()).max(0).unsigned_abs())
 }

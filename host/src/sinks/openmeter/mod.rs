@@ -49,20 +49,30 @@ const MAX_DETAIL_CHARS: usize = 2000;
 /// Why the delivery loop stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("failed to read the CA bundle {path}: {source}")]
+    #[error(
+        "failed to read the CA bundle {path} (OPENMETER_CA_BUNDLE / --ca-bundle); mount the PEM file at that path, or unset OPENMETER_CA_BUNDLE to trust only the built-in roots"
+    )]
     ReadCaBundle {
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("failed to parse the CA bundle {path} as PEM certificates: {source}")]
+    #[error(
+        "failed to parse the CA bundle {path} (OPENMETER_CA_BUNDLE / --ca-bundle) as PEM certificates; point it at a file of -----BEGIN CERTIFICATE----- blocks"
+    )]
     ParseCaBundle {
         path: std::path::PathBuf,
         #[source]
         source: reqwest::Error,
     },
-    #[error("failed to use the CA bundle {path}: it holds no PEM certificate")]
+    #[error(
+        "failed to use the CA bundle {path} (OPENMETER_CA_BUNDLE / --ca-bundle): it holds no PEM certificate; point it at a file of -----BEGIN CERTIFICATE----- blocks"
+    )]
     EmptyCaBundle { path: std::path::PathBuf },
+    #[error(
+        "invalid OPENMETER_URL / --openmeter-url {url}: {reason}; use the ingest API's base URL, e.g. https://openmeter.cloud"
+    )]
+    InvalidUrl { url: String, reason: &'static str },
     #[error("failed to build the HTTP client: {source}")]
     Client {
         #[source]
@@ -121,6 +131,57 @@ pub fn build_client(config: &OpenMeterConfig) -> Result<reqwest::Client, SinkErr
         .map_err(|source| SinkError::Client { source })
 }
 
+/// `OPENMETER_URL` as the sink can use it: `http` or `https`, no query or fragment (events go
+/// to `{url}/api/v1/events`).
+pub fn check_url(url: &Url) -> Result<(), SinkError> {
+    let invalid = |reason| SinkError::InvalidUrl {
+        url: url.to_string(),
+        reason,
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    if url.host().is_none() {
+        return Err(invalid("it names no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(
+            "it must not carry a query or fragment (/api/v1/events is appended to it)",
+        ));
+    }
+    Ok(())
+}
+
+/// A checked configuration with its HTTP client: everything that can be wrong with the
+/// configuration (URL, CA bundle) fails in [`Delivery::new`], before the daemon starts, never
+/// inside the running delivery loop. Cheap to clone (the client is shared).
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    url: String,
+    client: reqwest::Client,
+    config: OpenMeterConfig,
+}
+
+impl Delivery {
+    /// Checks the URL and builds the client (reads and parses the CA bundle).
+    pub fn new(config: OpenMeterConfig) -> Result<Delivery, SinkError> {
+        let url = config.url.as_ref().ok_or(SinkError::MissingUrl)?;
+        check_url(url)?;
+        let url = config.events_url().ok_or(SinkError::MissingUrl)?;
+        let client = build_client(&config)?;
+        Ok(Delivery {
+            url,
+            client,
+            config,
+        })
+    }
+
+    /// The ingest endpoint, `{url}/api/v1/events`.
+    pub fn events_url(&self) -> &str {
+        &self.url
+    }
+}
+
 fn new_backoff(config: &OpenMeterConfig) -> ExponentialBackoff {
     backoff::ExponentialBackoffBuilder::new()
         .with_initial_interval(config.retry_initial)
@@ -131,16 +192,31 @@ fn new_backoff(config: &OpenMeterConfig) -> ExponentialBackoff {
         .build()
 }
 
-/// Runs the delivery loop until `shutdown` is cancelled. Returns an error only when the queue
-/// fails (the daemon should then stop: nothing can be acked).
+/// Checks `config` ([`Delivery::new`]) and runs the delivery loop ([`deliver`]).
 pub async fn run(
     queue: Queue,
     config: OpenMeterConfig,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), SinkError> {
-    let url = config.events_url().ok_or(SinkError::MissingUrl)?;
-    let client = build_client(&config)?;
+    deliver(Delivery::new(config)?, queue, metrics, shutdown).await
+}
+
+/// Runs the delivery loop until `shutdown` is cancelled, with `edgemeter_sink_up` at 1 while
+/// it runs. Returns an error only when the queue fails (nothing can be acked then); the daemon
+/// restarts it ([`crate::sinks::supervisor`]).
+pub async fn deliver(
+    delivery: Delivery,
+    queue: Queue,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<(), SinkError> {
+    let _live = crate::sinks::Live::start(&metrics);
+    let Delivery {
+        url,
+        client,
+        config,
+    } = delivery;
     let batch_size = usize::try_from(config.batch_size).unwrap_or(100).max(1);
     let mut backoff = new_backoff(&config);
     let (mut output, mut state) = start(batch_size);

@@ -355,14 +355,49 @@ fn shutdown_stops_from_any_state_and_wrong_inputs_stop_too() -> anyhow::Result<(
 }
 
 #[test]
+fn delivery_refuses_a_url_it_cannot_post_to_naming_the_variable() -> anyhow::Result<()> {
+    for bad in [
+        "ftp://openmeter.example",
+        "file:///tmp/events",
+        "https://openmeter.example/?org=1",
+        "https://openmeter.example/#x",
+    ] {
+        let err = Delivery::new(OpenMeterConfig::new(reqwest::Url::parse(bad)?));
+        let text = err
+            .as_ref()
+            .map(|_| String::new())
+            .unwrap_or_else(|e| e.to_string());
+        assert!(
+            matches!(err, Err(SinkError::InvalidUrl { .. })),
+            "{bad}: {text}"
+        );
+        assert!(text.contains("OPENMETER_URL"), "{text}");
+    }
+    let mut none = OpenMeterConfig::new(reqwest::Url::parse("https://openmeter.example")?);
+    none.url = None;
+    assert!(matches!(Delivery::new(none), Err(SinkError::MissingUrl)));
+    let ok = Delivery::new(OpenMeterConfig::new(reqwest::Url::parse(
+        "https://openmeter.example/prefix/",
+    )?))?;
+    assert_eq!(
+        ok.events_url(),
+        "https://openmeter.example/prefix/api/v1/events"
+    );
+    Ok(())
+}
+
+#[test]
 fn a_ca_bundle_that_is_missing_or_holds_no_certificate_is_refused() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut config = OpenMeterConfig::new(reqwest::Url::parse("https://127.0.0.1:1")?);
     config.ca_bundle = Some(dir.path().join("missing.pem"));
-    assert!(matches!(
-        build_client(&config),
-        Err(SinkError::ReadCaBundle { .. })
-    ));
+    let missing = build_client(&config);
+    assert!(
+        matches!(missing, Err(SinkError::ReadCaBundle { .. })),
+        "{missing:?}"
+    );
+    let text = missing.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(text.contains("OPENMETER_CA_BUNDLE"), "{text}");
     let empty = dir.path().join("empty.pem");
     std::fs::write(&empty, "not a certificate\n")?;
     config.ca_bundle = Some(empty);
