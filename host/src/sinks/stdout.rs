@@ -46,7 +46,9 @@ pub fn write_events(out: &mut impl Write, events: &[CloudEvent]) -> Result<(), S
 }
 
 /// `--sink stdout`: writes the queued events to `out` as JSON lines, oldest first, and acks
-/// each batch once it is written and flushed; runs until `stop` is cancelled.
+/// each batch only once it is written and flushed; runs until `stop` is cancelled. A failed
+/// write or flush (closed pipe, full disk) returns [`StdoutSinkError::Write`] with the batch
+/// still queued (the daemon's supervisor restarts the sink, which writes it again).
 pub async fn run<W: Write + Send>(
     queue: Queue,
     metrics: Metrics,
@@ -65,15 +67,20 @@ pub async fn run<W: Write + Send>(
                 () = tokio::time::sleep(Duration::from_secs(1)) => continue,
             }
         }
-        for e in &batch {
-            let _ = out.write_all(e.json());
-            let _ = out.write_all(b"\n");
-        }
-        let _ = out.flush();
+        write_lines(&mut out, &batch).map_err(|source| StdoutSinkError::Write { source })?;
         queue
             .ack(&batch)
             .map_err(|source| StdoutSinkError::Queue { source })?;
     }
+}
+
+/// One JSON line per event, then a flush: any error means the batch was not (fully) written.
+fn write_lines(out: &mut impl Write, batch: &[crate::queue::QueuedEvent]) -> std::io::Result<()> {
+    for e in batch {
+        out.write_all(e.json())?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
 }
 
 #[cfg(test)]
@@ -97,6 +104,72 @@ mod tests {
         let back: Vec<CloudEvent> = serde_json::from_slice(&out)?;
         assert_eq!(back, vec![event]);
         assert!(out.ends_with(b"]\n"));
+        Ok(())
+    }
+
+    /// Fails every write (`on_flush`: only the flush), like a closed pipe or a full disk.
+    struct Failing {
+        on_flush: bool,
+    }
+
+    impl Write for Failing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.on_flush {
+                Ok(buf.len())
+            } else {
+                Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            }
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_or_flush_is_an_error_and_acks_nothing() -> anyhow::Result<()> {
+        for on_flush in [false, true] {
+            let dir = tempfile::tempdir()?;
+            let queue = Queue::open(&crate::queue::QueueConfig::new(dir.path().join("q")))?;
+            let events: Vec<_> = (0..3)
+                .map(|i| CloudEvent {
+                    specversion: "1.0".into(),
+                    id: format!("e{i}"),
+                    source: "s".into(),
+                    event_type: "t".into(),
+                    subject: "x".into(),
+                    time: "2026-01-01T00:00:00Z".into(),
+                    data: serde_json::Map::new(),
+                    extensions: Default::default(),
+                })
+                .collect();
+            queue.commit_window("s", 60, &events)?;
+            let stop = CancellationToken::new();
+            let sink = tokio::spawn(run(
+                queue.clone(),
+                Metrics::new(),
+                stop.clone(),
+                Failing { on_flush },
+            ));
+            // Bounded wait for the sink to either fail or (wrongly) ack the batch.
+            for _ in 0..3000 {
+                if sink.is_finished() || queue.pending_events() < 3 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(
+                queue.pending_events(),
+                3,
+                "on_flush={on_flush}: acked events that were never written"
+            );
+            stop.cancel();
+            let ended = tokio::time::timeout(Duration::from_secs(30), sink).await??;
+            assert!(
+                matches!(ended, Err(StdoutSinkError::Write { .. })),
+                "on_flush={on_flush}: {ended:?}"
+            );
+        }
         Ok(())
     }
 }
