@@ -432,6 +432,7 @@ async fn supervised_sink(
     let policy = RestartPolicy::default();
     match delivery {
         Some(d) => {
+            d.warn_if_token_in_clear_text();
             let start = move || openmeter::deliver(d.clone(), q.clone(), m.clone(), s.clone());
             supervise("openmeter", start, metrics, stop, policy).await;
         }

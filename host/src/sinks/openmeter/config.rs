@@ -71,6 +71,27 @@ pub struct OpenMeterConfig {
     pub pause_retry: Duration,
 }
 
+/// The warning to log once at start when a bearer token would travel in clear text: a plain
+/// `http://` URL whose host is not loopback (127.0.0.0/8, ::1, `localhost`, `*.localhost`).
+/// `None` when there is no token, the URL is `https`, or the host is this machine.
+pub fn cleartext_token_warning(url: &reqwest::Url, has_token: bool) -> Option<String> {
+    if !has_token || url.scheme() != "http" {
+        return None;
+    }
+    let host = url.host_str()?.to_ascii_lowercase();
+    // An IPv6 host is written in brackets.
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match ip.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host == "localhost" || host.ends_with(".localhost"),
+    };
+    (!loopback).then(|| {
+        format!(
+            "OPENMETER_URL {url} is plain http to a host that is not this machine: the API token travels in clear text to it and to anything on the way; use https"
+        )
+    })
+}
+
 impl OpenMeterConfig {
     /// Defaults (as the flags have them) for a receiver at `url`.
     pub fn new(url: reqwest::Url) -> Self {

@@ -32,7 +32,7 @@ use reqwest::header::{CONTENT_TYPE, LOCATION};
 use tokio_util::sync::CancellationToken;
 
 pub use classify::{Action, classify, classify_transport_error, retry_after, retry_delay};
-pub use config::{OpenMeterConfig, Token};
+pub use config::{OpenMeterConfig, Token, cleartext_token_warning};
 /// The URL type of [`OpenMeterConfig::url`].
 pub use reqwest::Url;
 pub use state::{Input, Output, State, start, step};
@@ -179,6 +179,16 @@ impl Delivery {
     /// The ingest endpoint, `{url}/api/v1/events`.
     pub fn events_url(&self) -> &str {
         &self.url
+    }
+
+    /// Logs WARN if the token would travel in clear text ([`cleartext_token_warning`]); the
+    /// daemon calls it once at start.
+    pub fn warn_if_token_in_clear_text(&self) {
+        if let Some(url) = &self.config.url
+            && let Some(warning) = cleartext_token_warning(url, self.config.token.is_some())
+        {
+            tracing::warn!(url = %url, "{warning}");
+        }
     }
 }
 

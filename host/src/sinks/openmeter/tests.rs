@@ -355,6 +355,36 @@ fn shutdown_stops_from_any_state_and_wrong_inputs_stop_too() -> anyhow::Result<(
 }
 
 #[test]
+fn a_token_over_plain_http_to_a_remote_host_is_warned_about() -> anyhow::Result<()> {
+    let warn = |url: &str, token: bool| -> anyhow::Result<Option<String>> {
+        Ok(cleartext_token_warning(&reqwest::Url::parse(url)?, token))
+    };
+    for remote in [
+        "http://openmeter.example",
+        "http://10.0.0.7:8888/prefix",
+        "http://[2001:db8::1]",
+        "http://localhost.example.com",
+    ] {
+        let w = warn(remote, true)?;
+        let text = w.unwrap_or_default();
+        assert!(text.contains("OPENMETER_URL"), "{remote}: {text:?}");
+        assert!(text.contains("https"), "{remote}: {text:?}");
+    }
+    for fine in [
+        ("https://openmeter.example", true),
+        ("http://openmeter.example", false),
+        ("http://127.0.0.1:8888", true),
+        ("http://127.8.9.10", true),
+        ("http://[::1]:8888", true),
+        ("http://localhost:8888", true),
+        ("http://LOCALHOST", true),
+    ] {
+        assert_eq!(warn(fine.0, fine.1)?, None, "{fine:?}");
+    }
+    Ok(())
+}
+
+#[test]
 fn delivery_refuses_a_url_it_cannot_post_to_naming_the_variable() -> anyhow::Result<()> {
     for bad in [
         "ftp://openmeter.example",
