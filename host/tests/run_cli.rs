@@ -108,3 +108,57 @@ fn a_missing_ca_bundle_is_refused_at_start_naming_the_key() {
         fails_with(&out, missing);
     }
 }
+
+#[test]
+fn a_token_file_that_is_unreadable_empty_or_doubled_by_a_token_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = ("OPENMETER_URL", "https://openmeter.example");
+    let missing = dir.path().join("missing-token");
+    let missing = missing.to_str().expect("utf-8 path");
+    fails_with(
+        &run(&["--openmeter-token-file", missing], &[url]),
+        "OPENMETER_TOKEN_FILE",
+    );
+    fails_with(
+        &run(&[], &[url, ("OPENMETER_TOKEN_FILE", missing)]),
+        missing,
+    );
+    let empty = dir.path().join("empty-token");
+    std::fs::write(&empty, " \n").expect("write");
+    fails_with(
+        &run(
+            &[],
+            &[
+                url,
+                ("OPENMETER_TOKEN_FILE", empty.to_str().expect("utf-8")),
+            ],
+        ),
+        "is empty",
+    );
+    let file = dir.path().join("token");
+    std::fs::write(&file, "s3cret\n").expect("write");
+    let file = file.to_str().expect("utf-8 path");
+    for out in [
+        run(
+            &["--openmeter-token-file", file, "--openmeter-token", "other"],
+            &[url],
+        ),
+        run(
+            &[],
+            &[
+                url,
+                ("OPENMETER_TOKEN_FILE", file),
+                ("OPENMETER_TOKEN", "other"),
+            ],
+        ),
+    ] {
+        fails_with(&out, "--openmeter-token-file");
+        fails_with(&out, "cannot be used with");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("s3cret"));
+    }
+    // A readable token file passes the sink's checks: the next failure is the missing cluster.
+    let out = run(&["--openmeter-token-file", file], &[url]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!stderr.contains("TOKEN"), "{stderr}");
+}

@@ -66,6 +66,8 @@ pub struct Recorded {
     pub ingested: BTreeMap<(String, String), Vec<String>>,
     /// Requests that reached [`REDIRECT_TARGET`] (a client followed a redirect).
     pub redirect_followed: usize,
+    /// When set, requests without `Authorization: Bearer <this>` are refused with 401.
+    pub required_token: Option<String>,
 }
 
 impl Recorded {
@@ -192,7 +194,13 @@ async fn ingest(
         .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
         .collect();
     let content_type = text(header::CONTENT_TYPE);
-    let reply = if content_type.as_deref() != Some("application/cloudevents-batch+json") {
+    let authorized = s
+        .required_token
+        .as_ref()
+        .is_none_or(|t| text(header::AUTHORIZATION) == Some(format!("Bearer {t}")));
+    let reply = if !authorized {
+        Reply::Status(401)
+    } else if content_type.as_deref() != Some("application/cloudevents-batch+json") {
         // The v1 handler compares the header string exactly.
         Reply::Status(400)
     } else if s
@@ -290,6 +298,12 @@ pub fn fixture_text(rel: &str) -> String {
 /// The test-only hostile mapper component, built by `tests/build.rs`.
 pub fn hostile_wasm() -> Vec<u8> {
     std::fs::read(env!("EDGEMETER_HOSTILE_WASM")).expect("hostile mapper was built by build.rs")
+}
+
+/// The test-only mapper whose `describe` sleeps forever, built by `tests/build.rs`.
+pub fn sleepy_describe_wasm() -> Vec<u8> {
+    std::fs::read(env!("EDGEMETER_SLEEPY_DESCRIBE_WASM"))
+        .expect("sleepy-describe mapper was built by build.rs")
 }
 
 /// Unix seconds of an RFC 3339 instant.

@@ -427,6 +427,39 @@ async fn a_receiver_that_hangs_past_the_request_timeout_gets_the_batch_again() -
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_file_is_re_read_when_the_server_answers_401() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    // The server already wants the new token: the old one is revoked.
+    receiver.state().required_token = Some("rotated-token".into());
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("token");
+    std::fs::write(&file, "first-token\n")?;
+    let mut c = config(&receiver.url())?;
+    c.token = None;
+    c.token_file = Some(file.clone());
+    let mut h = Harness::start(1, 5, c)?;
+    assert!(receiver.wait_until(LIMIT, |s| s.requests.len() >= 2).await);
+    assert_eq!(h.queue.pending_events(), 5);
+    // The Secret is rotated (kubelet rewrites the mounted file).
+    std::fs::write(&file, "  rotated-token \n")?;
+    assert!(h.drained().await, "queue did not drain after the rotation");
+    h.stop().await?;
+    let s = receiver.state();
+    assert_eq!(
+        s.requests[0].authorization.as_deref(),
+        Some("Bearer first-token")
+    );
+    let accepted: Vec<_> = s.requests.iter().filter(|r| r.status == 204).collect();
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(
+        accepted[0].authorization.as_deref(),
+        Some("Bearer rotated-token"),
+        "the 401 made the sink re-read the token file"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_that_stopped_makes_readiness_false() -> anyhow::Result<()> {
     let receiver = Receiver::start().await?;
     let mut c = config(&receiver.url())?;

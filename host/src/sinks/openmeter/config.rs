@@ -47,6 +47,15 @@ pub struct OpenMeterConfig {
         hide_env_values = true
     )]
     pub token: Option<Token>,
+    /// File holding the API token (e.g. a mounted Secret), instead of `--openmeter-token`: read
+    /// and trimmed at start (unreadable or empty refuses the start), and read again whenever
+    /// OpenMeter answers 401/403, so a rotated Secret is picked up without a restart.
+    #[arg(
+        long = "openmeter-token-file",
+        env = "OPENMETER_TOKEN_FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
     /// Events per request.
     #[arg(long = "batch-size", env = "BATCH_SIZE", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -98,6 +107,7 @@ impl OpenMeterConfig {
         OpenMeterConfig {
             url: Some(url),
             token: None,
+            token_file: None,
             batch_size: 100,
             batch_period: Duration::from_secs(10),
             ca_bundle: None,

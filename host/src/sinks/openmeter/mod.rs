@@ -70,6 +70,18 @@ pub enum SinkError {
     )]
     EmptyCaBundle { path: std::path::PathBuf },
     #[error(
+        "failed to read the API token file {path} (OPENMETER_TOKEN_FILE / --openmeter-token-file); mount the Secret at that path, or set OPENMETER_TOKEN instead"
+    )]
+    ReadTokenFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "failed to use the API token file {path} (OPENMETER_TOKEN_FILE / --openmeter-token-file): it is empty; put the token in it"
+    )]
+    EmptyTokenFile { path: std::path::PathBuf },
+    #[error(
         "invalid OPENMETER_URL / --openmeter-url {url}: {reason}; use the ingest API's base URL, e.g. https://openmeter.cloud"
     )]
     InvalidUrl { url: String, reason: &'static str },
@@ -163,10 +175,14 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Checks the URL and builds the client (reads and parses the CA bundle).
-    pub fn new(config: OpenMeterConfig) -> Result<Delivery, SinkError> {
+    /// Checks the URL, reads the token file (it replaces `token` when both are set) and
+    /// builds the client (reads and parses the CA bundle).
+    pub fn new(mut config: OpenMeterConfig) -> Result<Delivery, SinkError> {
         let url = config.url.as_ref().ok_or(SinkError::MissingUrl)?;
         check_url(url)?;
+        if let Some(path) = &config.token_file {
+            config.token = Some(read_token_file(path)?);
+        }
         let url = config.events_url().ok_or(SinkError::MissingUrl)?;
         let client = build_client(&config)?;
         Ok(Delivery {
@@ -188,6 +204,41 @@ impl Delivery {
             && let Some(warning) = cleartext_token_warning(url, self.config.token.is_some())
         {
             tracing::warn!(url = %url, "{warning}");
+        }
+    }
+}
+
+/// The token in `path`, trimmed (a Secret's file often ends with a newline).
+pub fn read_token_file(path: &std::path::Path) -> Result<Token, SinkError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SinkError::ReadTokenFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(SinkError::EmptyTokenFile {
+            path: path.to_owned(),
+        });
+    }
+    Ok(Token::new(token))
+}
+
+/// After a 401/403 with `--openmeter-token-file`: reads the file again and takes its token if
+/// it changed (true: re-send at once). A file that cannot be read now keeps the old token.
+fn reload_token(config: &mut OpenMeterConfig) -> bool {
+    let Some(path) = &config.token_file else {
+        return false;
+    };
+    match read_token_file(path) {
+        Ok(token) if config.token.as_ref() != Some(&token) => {
+            tracing::info!(path = %path.display(), "the token file changed; re-sending with the new token");
+            config.token = Some(token);
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "failed to re-read the token file; keeping the token read before");
+            false
         }
     }
 }
@@ -225,7 +276,7 @@ pub async fn deliver(
     let Delivery {
         url,
         client,
-        config,
+        mut config,
     } = delivery;
     let batch_size = usize::try_from(config.batch_size).unwrap_or(100).max(1);
     let mut backoff = new_backoff(&config);
@@ -300,11 +351,15 @@ pub async fn deliver(
             }
             Output::Pause { auth } => {
                 metrics.sink.paused.set(1);
+                if auth && reload_token(&mut config) {
+                    (output, state) = step(state, Input::Done, batch_size);
+                    continue;
+                }
                 tracing::error!(
                     auth,
                     retry_in = ?config.pause_retry,
                     "OpenMeter delivery paused: the server refuses every request until an operator fixes the {}",
-                    if auth { "token (OPENMETER_TOKEN)" } else { "configuration (OPENMETER_URL)" }
+                    if auth { "token (OPENMETER_TOKEN or the file OPENMETER_TOKEN_FILE)" } else { "configuration (OPENMETER_URL)" }
                 );
                 sleep_or_shutdown(config.pause_retry, &shutdown).await
             }
