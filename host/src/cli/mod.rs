@@ -5,6 +5,7 @@
 
 pub mod map;
 pub mod mapper_args;
+pub mod probe;
 
 use clap::{Parser, Subcommand};
 
@@ -51,6 +52,9 @@ pub enum Command {
     /// Inspect and repair the delivery queue: stats, dead letters, retry (safe while the
     /// daemon is stopped; a clear error if it holds the lock).
     Queue(crate::queue::cli::QueueArgs),
+    /// GET a URL and exit 0 on a 2xx answer: health checks in an image without a shell or
+    /// curl (`edgemeter probe http://127.0.0.1:9464/readyz`).
+    Probe(probe::ProbeArgs),
 }
 
 /// Why a command failed.
@@ -62,6 +66,8 @@ pub enum CliError {
     Queue(#[from] crate::queue::cli::QueueCliError),
     #[error(transparent)]
     Daemon(#[from] crate::daemon::run::DaemonError),
+    #[error(transparent)]
+    Probe(#[from] probe::ProbeError),
 }
 
 /// Runs the parsed command.
@@ -71,5 +77,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(args) => crate::daemon::demo::run(*args).map_err(CliError::from),
         Command::Run(args) => crate::daemon::run::run(*args).map_err(CliError::from),
         Command::Queue(args) => crate::queue::cli::run(args).map_err(CliError::from),
+        Command::Probe(args) => probe::run(args).map_err(CliError::from),
     }
 }
