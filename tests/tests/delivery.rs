@@ -254,6 +254,9 @@ async fn a_401_pauses_delivery_and_readiness_until_the_server_accepts_again() ->
     let receiver = Receiver::start().await?;
     receiver.state().default = Some(Reply::Status(401));
     let mut h = Harness::start(1, 10, config(&receiver.url())?)?;
+    // No source runs here: stand in for one that has listed and bills, as in the daemon.
+    h.metrics.billing.source_synced.set(1);
+    h.metrics.billing.leader.set(1);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let http_addr = listener.local_addr()?;
     let http_stop = CancellationToken::new();

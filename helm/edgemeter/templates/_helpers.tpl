@@ -348,6 +348,9 @@ spec:
           value: {{ $v.log.level | quote }}
         - name: EDGEMETER_LOG_FORMAT
           value: {{ $v.log.format | quote }}
+        # Stop (last window, lease release, delivery flush) 5 s before the kubelet's SIGKILL.
+        - name: EDGEMETER_SHUTDOWN_TIMEOUT
+          value: "{{ sub $v.terminationGracePeriodSeconds 5 }}s"
         - name: EDGEMETER_LEADER_ELECTION
           value: {{ $w.leaderElection | quote }}
         {{- if $w.leaderElection }}

@@ -4,15 +4,17 @@
 //! and graceful shutdown on SIGTERM/SIGINT: the current window is finished and committed, the
 //! queue flushed, and the process exits (undelivered events stay queued for the next start).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::mapper_args::MapperArgs;
 use crate::http::{self, HttpState};
+use crate::lease::{self, LeaseArgs, LeaseConfigError, LeaseStatus};
 use crate::metrics::Metrics;
 use crate::queue::{Queue, QueueConfig, QueueError};
 use crate::sinks::openmeter::{self, OpenMeterConfig, SinkError};
@@ -45,7 +47,8 @@ pub struct RunArgs {
     /// Billing interval, Go duration syntax (`15s`, `1m30s`); at least 1s.
     #[arg(long, env = "SCRAPE_INTERVAL", default_value = "15s")]
     pub scrape_interval: String,
-    /// Windows longer than this (after downtime) are split into interval-sized windows.
+    /// The most time billed at one tick: after downtime, the missed windows (each one
+    /// interval of the grid) are caught up in steps of this size.
     #[arg(long, env = "EDGEMETER_MAX_WINDOW", default_value = "1h")]
     pub max_window: String,
     /// How far behind now windows end, so watch events have arrived.
@@ -65,6 +68,11 @@ pub struct RunArgs {
     /// once. Bounds memory for large clusters; other mappers get whole windows.
     #[arg(long, env = "EDGEMETER_MAPPER_SLICE_ITEMS", default_value_t = super::biller::DEFAULT_SLICE_ITEMS, value_parser = slice_items)]
     pub mapper_slice_items: usize,
+    /// After SIGTERM/SIGINT, the most time the daemon takes to stop: the last windows get half
+    /// of it, releasing the lease and flushing delivery the rest. Keep it below the pod's
+    /// `terminationGracePeriodSeconds` (the chart: 25s of 30s).
+    #[arg(long, env = "EDGEMETER_SHUTDOWN_TIMEOUT", default_value = "25s")]
+    pub shutdown_timeout: String,
     /// Log every event (as the seed collector's DEBUG=true did).
     #[arg(long, env = "DEBUG", default_value_t = false, action = clap::ArgAction::Set, default_missing_value = "true", num_args = 0..=1)]
     pub debug: bool,
@@ -76,6 +84,8 @@ pub struct RunArgs {
     pub queue: QueueConfig,
     #[command(flatten)]
     pub openmeter: OpenMeterConfig,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
 }
 
 /// Why the daemon could not start or had to stop.
@@ -93,6 +103,8 @@ pub enum DaemonError {
     Mapper(#[from] crate::cli::mapper_args::MapperArgsError),
     #[error(transparent)]
     Kubernetes(#[from] crate::sources::kubernetes::ConfigError),
+    #[error(transparent)]
+    Lease(#[from] LeaseConfigError),
     #[error("failed to open the queue")]
     QueueOpen(#[source] QueueError),
     #[error("failed to commit to the queue; stopping so nothing is acknowledged wrongly")]
@@ -158,6 +170,31 @@ impl RunArgs {
 }
 
 impl RunArgs {
+    /// `--shutdown-timeout`, at least 2 s.
+    pub fn shutdown_timeout(&self) -> Result<Duration, DaemonError> {
+        let key = "EDGEMETER_SHUTDOWN_TIMEOUT / --shutdown-timeout";
+        let d = seconds(key, &self.shutdown_timeout)?;
+        if d < Duration::from_secs(2) {
+            return Err(DaemonError::Invalid {
+                key,
+                reason: format!(
+                    "{:?} is too short to commit a window; use at least 2s, e.g. 25s",
+                    self.shutdown_timeout
+                ),
+            });
+        }
+        Ok(d)
+    }
+
+    /// Leader-election settings from the flags and this process's environment.
+    pub fn lease_config(&self) -> Result<Option<lease::LeaseConfig>, LeaseConfigError> {
+        self.lease.config(&|k| std::env::var(k).ok(), &|p| {
+            std::fs::read_to_string(p).ok()
+        })
+    }
+}
+
+impl RunArgs {
     /// The checked OpenMeter delivery (URL, CA bundle, HTTP client), `None` for `--sink
     /// stdout`: a configuration the sink cannot use refuses the start instead of failing later
     /// inside the sink task.
@@ -187,6 +224,8 @@ pub fn run(args: RunArgs) -> Result<(), DaemonError> {
         args.plan()?;
         args.delivery()?;
         args.kubernetes.scope()?;
+        args.lease_config()?;
+        args.shutdown_timeout()?;
         let client = args.kubernetes.client().await?;
         run_with(args, client, shutdown).await
     })
@@ -223,8 +262,10 @@ pub async fn run_with(
 ) -> Result<(), DaemonError> {
     let plan = args.plan()?;
     let backfill = seconds("EDGEMETER_BACKFILL / --backfill", &args.backfill)?;
+    let shutdown_timeout = args.shutdown_timeout()?;
     let scope = args.kubernetes.scope()?;
     let delivery = args.delivery()?;
+    let lease_config = args.lease_config()?;
     let mapper = args.mapper.load()?;
     let queue = Queue::open(&args.queue).map_err(DaemonError::QueueOpen)?;
     let metrics = Metrics::new();
@@ -250,8 +291,29 @@ pub async fn run_with(
         sink_stop.clone(),
     ));
 
+    // Leader election: the elector task publishes the lease status and reads our watermark.
+    let (marks_tx, marks_rx) = tokio::sync::watch::channel(BTreeMap::new());
+    let (status_tx, status_rx) = tokio::sync::watch::channel(LeaseStatus::default());
+    let lease_stop = CancellationToken::new();
+    let lease_task = lease_config.map(|config| {
+        tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "leader election on: billing only while holding the lease");
+        let api = kube::Api::namespaced(client.clone(), &config.namespace);
+        tokio::spawn(lease::client::run(
+            api,
+            config,
+            marks_rx,
+            status_tx,
+            lease_stop.clone(),
+        ))
+    });
+    let elected = lease_task.is_some();
+    metrics.billing.leader.set(i64::from(!elected));
+    // Whether this replica may commit now (always, without leader election).
+    let may_bill = || !elected || status_rx.borrow().may_bill(Instant::now());
+
     let now = jiff::Timestamp::now().as_second();
-    let start = now.saturating_sub(i64::try_from(backfill.as_secs()).unwrap_or(0));
+    // A first start begins on the window grid, like every other collector of this cluster.
+    let start = plan.align(now.saturating_sub(i64::try_from(backfill.as_secs()).unwrap_or(0)));
     let identity = Identity {
         collector_id: args.mapper.collector_id.clone(),
         cluster_id: args.mapper.cluster_id.clone(),
@@ -293,43 +355,103 @@ pub async fn run_with(
         "edgemeter running"
     );
 
+    marks_tx.send_replace(BTreeMap::from([(
+        SOURCE_NAME.to_owned(),
+        biller.watermark(),
+    )]));
+
     let mut ticker = tokio::time::interval(Duration::from_secs(plan.interval));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_mapper = MapperCounts::default();
+    let mut was_leader = false;
     let result = loop {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => {
-                // Finish the current window before exiting.
+                // Finish the current window before exiting (if this replica bills), within
+                // half the shutdown budget (a long catch-up stops between windows).
+                let stopping = Instant::now();
                 source.catch_up();
-                let outcome = tokio::task::block_in_place(|| biller.tick(&mut source, jiff::Timestamp::now().as_second()));
-                if let Err(e) = report(outcome, &metrics, &biller) { break Err(e); }
+                follow_lease(&status_rx, &mut biller, &mut source);
+                if may_bill() {
+                    let outcome = tokio::task::block_in_place(|| {
+                        biller.tick_while(&mut source, jiff::Timestamp::now().as_second(), &|| {
+                            may_bill() && stopping.elapsed() < shutdown_timeout / 2
+                        })
+                    });
+                    if let Err(e) = report(outcome, &metrics, &biller) { break Err(e); }
+                }
                 break Ok(());
             }
             _ = ticker.tick() => {
                 source.catch_up();
                 let now = jiff::Timestamp::now().as_second();
-                let outcome = tokio::task::block_in_place(|| biller.tick(&mut source, now));
-                last_mapper = last_mapper.publish(&mapper, &metrics);
+                follow_lease(&status_rx, &mut biller, &mut source);
+                let leader = may_bill();
+                if leader && !was_leader {
+                    metrics.billing.leader_transitions.inc();
+                }
+                was_leader = leader;
+                metrics.billing.leader.set(i64::from(leader));
+                metrics.billing.source_synced.set(i64::from(source.in_sync()));
+                if leader {
+                    let outcome = tokio::task::block_in_place(|| {
+                        biller.tick_while(&mut source, now, &|| !shutdown.is_cancelled() && may_bill())
+                    });
+                    last_mapper = last_mapper.publish(&mapper, &metrics);
+                    if let Err(e) = report(outcome, &metrics, &biller) { break Err(e); }
+                } else {
+                    metrics.billing.watermark.set(biller.watermark());
+                }
                 metrics.billing.lag.set(now - biller.watermark());
-                if let Err(e) = report(outcome, &metrics, &biller) { break Err(e); }
+                marks_tx.send_replace(BTreeMap::from([(SOURCE_NAME.to_owned(), biller.watermark())]));
             }
             alive = source.next() => {
                 if !alive { break Err(DaemonError::SourceEnded); }
+                metrics.billing.source_synced.set(i64::from(source.in_sync()));
             }
         }
     };
+    // What is left of the shutdown budget bounds each step below.
+    let deadline = tokio::time::Instant::now() + shutdown_timeout / 2;
+    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
     source.stop();
+    // Release the lease only now, with the final watermark: the next leader starts there.
+    marks_tx.send_replace(BTreeMap::from([(
+        SOURCE_NAME.to_owned(),
+        biller.watermark(),
+    )]));
+    lease_stop.cancel();
+    if let Some(task) = lease_task
+        && tokio::time::timeout(left().min(Duration::from_secs(5)), task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("the lease was not released in time; it expires by itself");
+    }
     sink_stop.cancel();
     http_stop.cancel();
-    match tokio::time::timeout(Duration::from_secs(10), sink_task).await {
+    match tokio::time::timeout(left(), sink_task).await {
         Ok(Err(e)) => tracing::error!(error = %e, "delivery task failed"),
-        Err(_) => tracing::warn!("delivery did not stop within 10s; events stay queued"),
+        Err(_) => tracing::warn!("delivery did not stop in time; events stay queued"),
         Ok(Ok(())) => {}
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    let _ = tokio::time::timeout(left().max(Duration::from_millis(100)), http_task).await;
     tracing::info!(watermark = %window::rfc3339(biller.watermark()), "edgemeter stopped");
     result
+}
+
+/// Moves the biller to the lease's watermark (what the holder billed), leader or not.
+fn follow_lease(
+    status: &tokio::sync::watch::Receiver<LeaseStatus>,
+    biller: &mut Biller,
+    source: &mut KubernetesSource,
+) {
+    // Copy out: a borrow held across the tick would block the elector's updates.
+    let lease_watermark = status.borrow().watermark(SOURCE_NAME);
+    if let Some(w) = lease_watermark {
+        biller.adopt(source, w);
+    }
 }
 
 /// Mapper counters already copied to metrics.

@@ -8,7 +8,11 @@
 //!   with the reason. A stopped or paused sink keeps billing into the queue (nothing is lost),
 //!   but nothing drains it or the operator must act, so the pod shows not-ready. Retrying
 //!   5xx/429 does not affect readiness: those are the receiver's trouble and heal by
-//!   themselves.
+//!   themselves. It also needs the source in sync (`edgemeter_source_synced`: listed, watch
+//!   healthy; the mapper is loaded before the server starts), so a rolling update waits for
+//!   a new replica's first list. The body names the role: `billing` (the lease holder, or
+//!   leader election off) or `standby` (a follower: ready, delivering its own queue, and able
+//!   to take over).
 
 use axum::Router;
 use axum::extract::State;
@@ -95,8 +99,18 @@ pub fn readiness(state: &HttpState) -> (bool, &'static str) {
             false,
             "delivery paused: OpenMeter refuses the token or the configuration\n",
         )
+    } else if state.metrics.billing.source_synced.get() == 0 {
+        (
+            false,
+            "the source is not in sync: its first list has not completed or its watch is broken (billing waits)\n",
+        )
+    } else if state.metrics.billing.leader.get() == 1 {
+        (true, "ready: billing\n")
     } else {
-        (true, "ready\n")
+        (
+            true,
+            "ready: standby (another replica holds the lease; delivering this replica's queue)\n",
+        )
     }
 }
 

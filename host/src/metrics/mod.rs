@@ -101,6 +101,13 @@ pub struct BillingMetrics {
     pub watermark: Gauge,
     /// Seconds between now and the watermark at the last tick.
     pub lag: Gauge,
+    /// 1 while this replica may bill: it holds the lease, or leader election is off.
+    pub leader: Gauge,
+    /// Times this replica became the lease holder.
+    pub leader_transitions: Counter,
+    /// 1 once the source has completed its first full list (0 before, and again while its
+    /// watch is broken).
+    pub source_synced: Gauge,
     /// Mapper calls, failures by kind (copied from the runtime's counters after each tick).
     pub mapper_calls: Counter,
     pub mapper_failures: Family<FailureLabels, Counter>,
@@ -240,6 +247,21 @@ impl Metrics {
             "mapper_calls",
             "Calls into WebAssembly mappers",
             billing.mapper_calls.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica may bill (it holds the lease, or leader election is off)",
+            billing.leader.clone(),
+        );
+        registry.register(
+            "leader_transitions",
+            "Times this replica acquired the lease",
+            billing.leader_transitions.clone(),
+        );
+        registry.register(
+            "source_synced",
+            "1 while the source holds a complete, current view (listed, watch healthy)",
+            billing.source_synced.clone(),
         );
         registry.register(
             "mapper_failures",
