@@ -13,9 +13,21 @@
 //! corrupted) is ignored and rewritten. The key includes the engine's compatibility hash, so a
 //! new wasmtime version or different engine settings never load an incompatible artifact.
 //! The cache is an optimisation: any failure falls back to compiling (logged at WARN).
+//!
+//! Trust: a cache entry is native code that `Component::deserialize` runs (the checksum beside
+//! it only catches corruption: whoever can write the entry can write its checksum). So the
+//! directory is created `0700`, and an existing one is used only if it is a directory owned by
+//! this process's uid that neither group nor others can write; otherwise the cache is not used
+//! (WARN, the component is compiled in memory) rather than failing the start, since the cache
+//! only saves time. Temporary files are created with `O_EXCL` (`create_new`, never following a
+//! planted symlink) and mode `0600`, under names unique to the process and the write.
 
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -41,7 +53,50 @@ impl Hasher for ShaHasher {
 pub enum CacheOutcome {
     Hit,
     Miss,
+    /// No cache directory, or one that is not trusted (see the module docs).
     Disabled,
+}
+
+/// Why a cache directory is not used.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheDirError {
+    #[error("failed to create the directory")]
+    Create(#[source] std::io::Error),
+    #[error("failed to inspect the directory")]
+    Inspect(#[source] std::io::Error),
+    #[error("it is not a directory")]
+    NotADirectory,
+    #[error("it is owned by uid {owner}, not by this process's uid {uid}")]
+    NotOwned { owner: u32, uid: u32 },
+    #[error("its mode {mode:04o} lets group or others write into it")]
+    Writable { mode: u32 },
+}
+
+/// Creates `dir` with mode `0700` if it is missing (parents too), then checks that it can be
+/// trusted: a directory owned by this process's uid, not writable by group or others.
+pub fn trusted_dir(dir: &Path) -> Result<(), CacheDirError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(CacheDirError::Create)?;
+    let meta = std::fs::metadata(dir).map_err(CacheDirError::Inspect)?;
+    if !meta.is_dir() {
+        return Err(CacheDirError::NotADirectory);
+    }
+    let uid = rustix::process::geteuid().as_raw();
+    if meta.uid() != uid {
+        return Err(CacheDirError::NotOwned {
+            owner: meta.uid(),
+            uid,
+        });
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(CacheDirError::Writable {
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    Ok(())
 }
 
 fn key(engine: &Engine, wasm: &[u8]) -> String {
@@ -60,6 +115,14 @@ pub fn load_or_compile(
     let Some(dir) = dir else {
         return Ok((Component::new(engine, wasm)?, CacheOutcome::Disabled));
     };
+    if let Err(e) = trusted_dir(dir) {
+        tracing::warn!(
+            dir = %dir.display(),
+            error = %chain(&e),
+            "not using the compiled-mapper cache (EDGEMETER_CACHE_DIR / --cache-dir): it would run code from a directory others could write; compiling instead. Point it at a directory of its own (edgemeter creates a missing one 0700)"
+        );
+        return Ok((Component::new(engine, wasm)?, CacheOutcome::Disabled));
+    }
     let stem = key(engine, wasm);
     let artifact = dir.join(format!("{stem}.cwasm"));
     let sum = dir.join(format!("{stem}.sha256"));
@@ -67,7 +130,7 @@ pub fn load_or_compile(
         return Ok((c, CacheOutcome::Hit));
     }
     let bytes = engine.precompile_component(wasm)?;
-    if let Err(e) = store(dir, &artifact, &sum, &bytes) {
+    if let Err(e) = store(&artifact, &sum, &bytes) {
         tracing::warn!(dir = %dir.display(), error = %e, "failed to write the compiled-mapper cache; continuing without it");
     }
     let component = deserialize_checked(engine, &bytes)?;
@@ -96,23 +159,157 @@ fn try_load(engine: &Engine, artifact: &Path, sum: &Path) -> Option<Component> {
     unsafe_code,
     reason = "Component::deserialize is unsafe because arbitrary bytes could be executed; \
               the bytes were produced by precompile_component here or verified against the \
-              checksum written next to them, in a directory owned by the collector"
+              checksum written next to them, in a directory `trusted_dir` checked: owned by \
+              this uid and writable by nobody else"
 )]
 fn deserialize_checked(engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: see the attribute above; wasmtime additionally checks the header and version.
     unsafe { Component::deserialize(engine, bytes) }
 }
 
-fn store(dir: &Path, artifact: &Path, sum: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let write_atomic = |path: &PathBuf, data: &[u8]| -> std::io::Result<()> {
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-        std::fs::write(&tmp, data)?;
-        std::fs::rename(&tmp, path)
-    };
-    write_atomic(&artifact.to_path_buf(), bytes)?;
-    write_atomic(
-        &sum.to_path_buf(),
-        hex::encode(Sha256::digest(bytes)).as_bytes(),
-    )
+fn store(artifact: &Path, sum: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic(artifact, bytes)?;
+    write_atomic(sum, hex::encode(Sha256::digest(bytes)).as_bytes())
+}
+
+/// Writes `data` to a new temporary file beside `path`, then renames it over `path`.
+fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let (tmp, mut file) = create_temp(path)?;
+    let written = file.write_all(data);
+    drop(file);
+    match written {
+        Ok(()) => std::fs::rename(&tmp, path),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// A new file `<path>.tmp-<pid>-<n>`, created `O_EXCL` (an existing file or symlink there is
+/// never opened) with mode `0600`; a name already taken (a crashed writer's leftover) moves
+/// on to the next `n`.
+fn create_temp(path: &Path) -> std::io::Result<(PathBuf, File)> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut last = None;
+    for _ in 0..16 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".tmp-{}-{n}", std::process::id()));
+        let tmp = PathBuf::from(name);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AlreadyExists)))
+}
+
+/// An error and its causes on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// The smallest valid component (magic, component version, layer): compiles in no time.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
+
+    fn mode(path: &Path) -> std::io::Result<u32> {
+        Ok(std::fs::metadata(path)?.permissions().mode() & 0o777)
+    }
+
+    fn chmod(path: &Path, mode: u32) -> std::io::Result<()> {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+    }
+
+    fn outcome(engine: &Engine, dir: &Path) -> anyhow::Result<CacheOutcome> {
+        Ok(load_or_compile(engine, EMPTY_COMPONENT, Some(dir))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .1)
+    }
+
+    #[test]
+    fn a_new_cache_directory_is_private_and_its_entries_are_0600() -> anyhow::Result<()> {
+        let engine = Engine::default();
+        let root = tempfile::tempdir()?;
+        let dir = root.path().join("a").join("mappers");
+        assert_eq!(outcome(&engine, &dir)?, CacheOutcome::Miss);
+        assert_eq!(
+            mode(&dir)?,
+            0o700,
+            "the directory feeds an unsafe deserialize"
+        );
+        let mut entries = 0;
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            assert_eq!(mode(&path)?, 0o600, "{}", path.display());
+            entries += 1;
+        }
+        assert_eq!(
+            entries, 2,
+            "the artifact and its checksum, no temporary left"
+        );
+        assert_eq!(outcome(&engine, &dir)?, CacheOutcome::Hit);
+        Ok(())
+    }
+
+    #[test]
+    fn a_directory_others_can_write_or_another_user_owns_is_not_trusted() -> anyhow::Result<()> {
+        let engine = Engine::default();
+        let root = tempfile::tempdir()?;
+        let dir = root.path().join("mappers");
+        assert_eq!(outcome(&engine, &dir)?, CacheOutcome::Miss);
+        for unsafe_mode in [0o777, 0o770, 0o702] {
+            chmod(&dir, unsafe_mode)?;
+            assert_eq!(
+                outcome(&engine, &dir)?,
+                CacheOutcome::Disabled,
+                "mode {unsafe_mode:o}: anyone who can write there chooses the code we run"
+            );
+        }
+        chmod(&dir, 0o755)?;
+        assert_eq!(outcome(&engine, &dir)?, CacheOutcome::Hit);
+        // Owned by someone else (needs root to arrange; skipped otherwise).
+        if std::os::unix::fs::chown(&dir, Some(54_321), None).is_ok() {
+            assert_eq!(outcome(&engine, &dir)?, CacheOutcome::Disabled);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_symlink_planted_at_a_temporary_name_is_not_followed() -> anyhow::Result<()> {
+        let engine = Engine::default();
+        let root = tempfile::tempdir()?;
+        let dir = root.path().join("mappers");
+        std::fs::create_dir(&dir)?;
+        chmod(&dir, 0o700)?;
+        let victim = root.path().join("victim");
+        std::fs::write(&victim, "untouched")?;
+        let stem = key(&engine, EMPTY_COMPONENT);
+        // The name the cache used to write both files through: `<stem>.tmp-<pid>`.
+        let planted = dir.join(format!("{stem}.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, planted)?;
+        assert_eq!(outcome(&engine, &dir)?, CacheOutcome::Miss);
+        assert_eq!(std::fs::read_to_string(&victim)?, "untouched");
+        assert_eq!(outcome(&engine, &dir)?, CacheOutcome::Hit);
+        Ok(())
+    }
 }
