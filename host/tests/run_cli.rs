@@ -162,3 +162,38 @@ fn a_token_file_that_is_unreadable_empty_or_doubled_by_a_token_is_refused() {
     assert!(!out.status.success());
     assert!(!stderr.contains("TOKEN"), "{stderr}");
 }
+
+#[test]
+fn a_zero_queue_size_or_request_timeout_is_refused_with_the_flag_and_an_example() {
+    let url = ("OPENMETER_URL", "https://openmeter.example");
+    // (flag, environment variable, bad value, what the message must show)
+    let table = [
+        (
+            "--queue-max-bytes",
+            "EDGEMETER_QUEUE_MAX_BYTES",
+            "0",
+            "e.g. 1073741824",
+        ),
+        (
+            "--request-timeout",
+            "OPENMETER_REQUEST_TIMEOUT",
+            "0s",
+            "e.g. 30s",
+        ),
+        (
+            "--request-timeout",
+            "OPENMETER_REQUEST_TIMEOUT",
+            "0",
+            "e.g. 30s",
+        ),
+    ];
+    for (flag, env, bad, example) in table {
+        for out in [
+            run(&[&format!("{flag}={bad}")], &[url]),
+            run(&[], &[url, (env, bad)]),
+        ] {
+            fails_with(&out, flag);
+            fails_with(&out, example);
+        }
+    }
+}

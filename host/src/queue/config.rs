@@ -28,8 +28,9 @@ pub struct QueueConfig {
     /// Directory of the sled database holding undelivered events, dead letters and watermarks.
     #[arg(long = "queue-dir", env = "EDGEMETER_QUEUE_DIR", default_value = DEFAULT_QUEUE_DIR)]
     pub path: PathBuf,
-    /// Stop accepting new windows while undelivered events take at least this many bytes.
-    #[arg(long = "queue-max-bytes", env = "EDGEMETER_QUEUE_MAX_BYTES", default_value_t = 1 << 30)]
+    /// Stop accepting new windows while undelivered events take at least this many bytes
+    /// (at least 1: 0 would refuse every window).
+    #[arg(long = "queue-max-bytes", env = "EDGEMETER_QUEUE_MAX_BYTES", default_value_t = 1 << 30, value_parser = positive_bytes)]
     pub max_bytes: u64,
     /// sled page cache size in bytes.
     #[arg(long = "queue-cache-bytes", env = "EDGEMETER_QUEUE_CACHE_BYTES", default_value_t = 64 << 20)]
@@ -40,6 +41,16 @@ pub struct QueueConfig {
     /// up with [`super::QueueError::Locked`].
     #[arg(skip = DEFAULT_LOCK_WAIT)]
     pub lock_wait: Duration,
+}
+
+/// `--queue-max-bytes`: a whole number of bytes of at least 1.
+fn positive_bytes(value: &str) -> Result<u64, String> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "{value:?} is not a number of bytes of at least 1 (0 would refuse every window), e.g. 1073741824 for 1 GiB"
+        )),
+    }
 }
 
 impl QueueConfig {

@@ -66,8 +66,8 @@ pub struct OpenMeterConfig {
     /// PEM file of CA certificates to trust in addition to the built-in roots.
     #[arg(long = "ca-bundle", env = "OPENMETER_CA_BUNDLE")]
     pub ca_bundle: Option<PathBuf>,
-    /// Timeout of one ingest request, connect included.
-    #[arg(long = "request-timeout", env = "OPENMETER_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    /// Timeout of one ingest request, connect included (longer than 0s).
+    #[arg(long = "request-timeout", env = "OPENMETER_REQUEST_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub request_timeout: Duration,
     /// First retry delay; later ones double (full jitter) up to `--retry-max`.
     #[arg(long = "retry-initial", env = "OPENMETER_RETRY_INITIAL", default_value = "1s", value_parser = parse_duration)]
@@ -78,6 +78,15 @@ pub struct OpenMeterConfig {
     /// Delay between probes while paused by 401/403 or a misconfiguration answer (404, 415, ...).
     #[arg(long = "pause-retry", env = "OPENMETER_PAUSE_RETRY", default_value = "1m", value_parser = parse_duration)]
     pub pause_retry: Duration,
+}
+
+/// A Go duration longer than zero (a zero request timeout fails every request at once).
+fn positive_duration(value: &str) -> Result<Duration, String> {
+    match parse_duration(value) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err(format!("{value:?} must be longer than 0s, e.g. 30s")),
+        Err(e) => Err(format!("{e}; e.g. 30s")),
+    }
 }
 
 /// The warning to log once at start when a bearer token would travel in clear text: a plain
