@@ -312,5 +312,7 @@ fn oldest_event_age(queue: &Queue, now: i64) -> u64 {
         .first()
         .and_then(|e| serde_json::from_slice::<Time>(e.json()).ok())
         .and_then(|t| t.time.parse::<jiff::Timestamp>().ok())
-        .map_or(0, |t| now.saturating_sub(t.as_second()).max(0).unsigned_abs())
+        .map_or(0, |t| {
+            now.saturating_sub(t.as_second()).max(0).unsigned_abs()
+        })
 }
