@@ -317,10 +317,12 @@ pub async fn deliver(
             Output::Ack(events) => {
                 backoff.reset();
                 metrics.sink.paused.set(0);
-                let n = events.len() as u64;
+                // Counted before the ack: the API accepted them whatever happens to the ack,
+                // and a reader who sees the queue drained (pending drops before the ack's
+                // flush) must also see them counted.
+                metrics.sink.events_delivered.inc_by(events.len() as u64);
                 let q = queue.clone();
                 blocking(move || q.ack(&events)).await?;
-                metrics.sink.events_delivered.inc_by(n);
                 Input::Done
             }
             Output::DeadLetter {
