@@ -13,9 +13,16 @@ fn main() {
         root.join("tests/mappers").display()
     );
     println!("cargo:rerun-if-changed=build.rs");
-    for (package, path) in build_guest_components(&root, &["edgemeter-mapper-hostile"]) {
+    for (package, path) in build_guest_components(
+        &root,
+        &[
+            "edgemeter-mapper-hostile",
+            "edgemeter-mapper-sleepy-describe",
+        ],
+    ) {
         let var = match package.as_str() {
             "edgemeter-mapper-hostile" => "EDGEMETER_HOSTILE_WASM",
+            "edgemeter-mapper-sleepy-describe" => "EDGEMETER_SLEEPY_DESCRIBE_WASM",
             other => panic!("no env var for guest {other}"),
         };
         println!("cargo:rustc-env={var}={}", path.display());

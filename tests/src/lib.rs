@@ -300,6 +300,12 @@ pub fn hostile_wasm() -> Vec<u8> {
     std::fs::read(env!("EDGEMETER_HOSTILE_WASM")).expect("hostile mapper was built by build.rs")
 }
 
+/// The test-only mapper whose `describe` sleeps forever, built by `tests/build.rs`.
+pub fn sleepy_describe_wasm() -> Vec<u8> {
+    std::fs::read(env!("EDGEMETER_SLEEPY_DESCRIBE_WASM"))
+        .expect("sleepy-describe mapper was built by build.rs")
+}
+
 /// Unix seconds of an RFC 3339 instant.
 pub fn ts(s: &str) -> i64 {
     edgemeter::window::parse_instant("test", s).expect("valid instant")

@@ -1,14 +1,15 @@
 //! Hostile mappers (built from `tests/mappers/hostile` as a real wasm32-wasip2 component) are
-//! contained: a loop is stopped at the deadline, a 1 GiB allocation is refused, a trap is
-//! reported, floods are capped, the sandbox exposes nothing; after each failure the same
-//! loaded mapper maps the next snapshot normally.
+//! contained: a loop is stopped at the deadline, so is a guest sleeping in the host's clock and
+//! poll imports (in any export, from sync code and from inside a tokio runtime), a 1 GiB
+//! allocation is refused, a trap is reported, floods are capped, the sandbox exposes nothing;
+//! after each failure the same loaded mapper maps the next snapshot normally.
 
 use std::time::Duration;
 
 use edgemeter::mapper::bindings::{Allocation, Envelope, Item, ItemKind, Snapshot, SourceKind};
 use edgemeter::mapper::cache::CacheOutcome;
 use edgemeter::mapper::{LoadedMapper, MapperError, MapperLimits, MapperRuntime};
-use edgemeter_tests::{hostile_wasm, shared_cache_dir};
+use edgemeter_tests::{hostile_wasm, shared_cache_dir, sleepy_describe_wasm};
 
 const DEADLINE: Duration = Duration::from_millis(300);
 
@@ -102,6 +103,120 @@ fn an_infinite_loop_is_stopped_at_the_deadline() {
         other => panic!("expected a timeout, got {other:?}"),
     }
     maps_normally(&m);
+}
+
+/// Runs `f` on its own thread and waits at most `limit` for it, so a call that blocks past its
+/// deadline fails the test instead of hanging it (the stuck thread is left behind).
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("the mapper call did not return within {limit:?}: it blocks past its deadline")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("the thread running the mapper call panicked (see its message above)")
+        }
+    }
+}
+
+/// Generous: fails only if the deadline is ignored, not on a slow machine.
+const HANG: Duration = Duration::from_secs(10);
+
+fn assert_timeout(result: Result<impl std::fmt::Debug, MapperError>, deadline: Duration) {
+    match result {
+        Err(MapperError::Timeout {
+            deadline: d,
+            elapsed,
+            ..
+        }) => {
+            assert_eq!(d, deadline);
+            assert!(
+                elapsed >= deadline,
+                "stopped only after its deadline: {elapsed:?}"
+            );
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+/// `std::thread::sleep(u64::MAX s)` waits in `wasi:clocks/monotonic-clock.subscribe-duration`
+/// + `wasi:io/poll`, on the host, where no epoch check runs: the deadline must still end it.
+#[test]
+fn a_guest_sleeping_forever_is_stopped_at_the_deadline() {
+    let m = hostile();
+    let result = within(HANG, {
+        let m = m.clone();
+        move || m.map_snapshot(&snapshot("sleep-forever"))
+    });
+    assert_timeout(result, DEADLINE);
+    maps_normally(&m);
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(m.stats().timeouts.load(Relaxed), 1, "counted as a timeout");
+}
+
+#[test]
+fn validate_config_sleeping_forever_is_stopped_at_the_deadline() {
+    let m = hostile();
+    let result = within(HANG, {
+        let m = m.clone();
+        move || m.validate_config(r#"{"mode": "validate-config-sleeps"}"#)
+    });
+    assert_timeout(result, DEADLINE);
+    m.validate_config("{}").expect("the next call is fine");
+}
+
+#[test]
+fn describe_sleeping_forever_fails_the_load_at_the_deadline() {
+    let result = within(HANG, || {
+        let limits = MapperLimits {
+            deadline: DEADLINE,
+            deadline_per_item: Duration::ZERO,
+            ..MapperLimits::default()
+        };
+        MapperRuntime::new(limits, Some(shared_cache_dir()))
+            .expect("runtime")
+            .load("sleepy-describe", &sleepy_describe_wasm())
+    });
+    assert_timeout(result, DEADLINE);
+}
+
+/// The daemon calls mappers from `tokio::task::block_in_place` on its multi-thread runtime, and
+/// loads them from async code; tests call them from current-thread runtimes. Every call must
+/// work there as it does from plain threads (`edgemeter map`).
+#[test]
+fn calls_work_from_inside_tokio_runtimes() {
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    within(HANG, move || {
+        multi.block_on(async {
+            let m = hostile();
+            tokio::task::block_in_place(|| {
+                maps_normally(&m);
+                assert_timeout(m.map_snapshot(&snapshot("sleep-forever")), DEADLINE);
+            });
+            maps_normally(&m);
+        });
+        multi.shutdown_background();
+    });
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    within(HANG, move || {
+        current.block_on(async {
+            let m = hostile();
+            maps_normally(&m);
+            assert_timeout(m.map_snapshot(&snapshot("sleep-forever")), DEADLINE);
+        });
+        current.shutdown_background();
+    });
 }
 
 /// The time limit grows with the snapshot: a large cluster's window must not time out for

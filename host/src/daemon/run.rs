@@ -364,6 +364,18 @@ pub async fn run_with(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_mapper = MapperCounts::default();
     let mut was_leader = false;
+    // Liveness (`daemon::liveness`): progress at each completed tick and each window started.
+    metrics
+        .billing
+        .liveness_stale_after
+        .set(super::liveness::stale_after(plan.interval));
+    let progress = || {
+        metrics
+            .billing
+            .last_tick
+            .set(jiff::Timestamp::now().as_second());
+    };
+    progress();
     let result = loop {
         tokio::select! {
             biased;
@@ -396,7 +408,7 @@ pub async fn run_with(
                 metrics.billing.source_synced.set(i64::from(source.in_sync()));
                 if leader {
                     let outcome = tokio::task::block_in_place(|| {
-                        biller.tick_while(&mut source, now, &|| !shutdown.is_cancelled() && may_bill())
+                        biller.tick_while(&mut source, now, &|| { progress(); !shutdown.is_cancelled() && may_bill() })
                     });
                     last_mapper = last_mapper.publish(&mapper, &metrics);
                     if let Err(e) = report(outcome, &metrics, &biller) { break Err(e); }
@@ -404,6 +416,7 @@ pub async fn run_with(
                     metrics.billing.watermark.set(biller.watermark());
                 }
                 metrics.billing.lag.set(now - biller.watermark());
+                progress();
                 marks_tx.send_replace(BTreeMap::from([(SOURCE_NAME.to_owned(), biller.watermark())]));
             }
             alive = source.next() => {

@@ -1,7 +1,10 @@
 //! The collector's own HTTP endpoints (plain HTTP, meant for the pod network / kubelet probes):
 //!
 //! - `GET /metrics`: Prometheus/OpenMetrics text of [`crate::metrics::Metrics`].
-//! - `GET /healthz`: liveness, 200 while the process serves requests at all.
+//! - `GET /healthz`: liveness, 200 while the billing loop makes progress; 503 with the reason
+//!   once it made none for `edgemeter_liveness_stale_after_seconds` (`daemon::liveness`: 5
+//!   intervals, at least 2 min), so a stuck loop gets the pod restarted. Without a billing
+//!   loop (the bound is 0) it is 200 while the process serves requests at all.
 //! - `GET /readyz`: readiness, 200 when the queue answers reads, a sink's delivery loop runs
 //!   (`edgemeter_sink_up`, set by the sink itself) **and** delivery is not paused by an
 //!   authentication/configuration answer from OpenMeter (401/403/404/3xx...); otherwise 503
@@ -81,8 +84,13 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     }
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(state): State<HttpState>) -> Response {
+    let b = &state.metrics.billing;
+    let now = jiff::Timestamp::now().as_second();
+    match crate::daemon::liveness::check(b.last_tick.get(), b.liveness_stale_after.get(), now) {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
 }
 
 /// `(ready, reason)` for the current state.

@@ -3,6 +3,9 @@
 wasmtime::component::bindgen!({
     path: "../guest-sdk/wit",
     world: "mapper",
+    // Calls run as futures under a timeout, so a guest waiting on the host stops at its
+    // deadline (`mapper::blocking`). `host.log` stays synchronous.
+    exports: { default: async },
 });
 
 // `Snapshot`, `Mapped`, `MapError` and `MapperInfo` are in scope already (the world `use`s them).

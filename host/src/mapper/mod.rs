@@ -3,18 +3,21 @@
 //! - The contract is `guest-sdk/wit/mapper.wit` (package `edgemeter:mapper@0.2.0`), read by
 //!   [`bindings`] and by every guest.
 //! - [`runtime`]: one engine and linker per process, a pre-linked instance per mapper, a fresh
-//!   store per call with a memory limit, an epoch deadline and no I/O.
+//!   store per call with a memory limit, a time limit over the whole call and no I/O.
+//! - [`blocking`]: why calls are async futures (a guest waiting in a host import must stop at
+//!   its deadline too) and how synchronous callers run them.
 //! - [`cache`]: compiled components cached on disk, keyed by the wasm's hash and the engine's
 //!   compatibility hash.
 //! - [`validate`]: every event a mapper returns is checked and completed (specversion, time,
 //!   deterministic id) before it can reach the queue.
 //! - [`builtin`]: the mappers embedded in the binary (`builtin:kubernetes`).
 //!
-//! A trapping, looping or memory-hungry mapper fails that one call with a typed
+//! A trapping, looping, sleeping or memory-hungry mapper fails that one call with a typed
 //! [`MapperError`] and a counted metric; the host keeps running and the next call gets a
 //! fresh instance.
 
 pub mod bindings;
+pub mod blocking;
 pub mod builtin;
 pub mod cache;
 pub mod runtime;

@@ -5,7 +5,11 @@
 //! [`Store`] per call**, so no state leaks between snapshots and a broken instance is simply
 //! dropped. Every store gets:
 //! - a memory limit (default 256 MiB) enforced by a [`ResourceLimiter`] that traps on excess;
-//! - an epoch deadline (default 2 s; a background thread ticks the engine's epoch every 10 ms);
+//! - a time limit (default 2 s, plus 500 µs per snapshot item) over the **whole** call: guest
+//!   code is stopped by an epoch deadline trap (a background thread ticks the engine's epoch
+//!   every 10 ms), and a wait inside a host import (`wasi:io/poll`, `wasi:clocks` timers) by
+//!   running the call as an async future under `tokio::time::timeout` — why, and how a sync
+//!   caller drives it: [`super::blocking`];
 //! - WASI with no preopened directories, no environment, no arguments, no network (TCP, UDP
 //!   and name lookup disabled), stdin closed, stdout/stderr captured and capped into tracing.
 //!
@@ -23,6 +27,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::MapperError;
 use super::bindings::{self, Level, Mapper, MapperInfo, MapperPre, Snapshot};
+use super::blocking;
 use super::cache::{self, CacheOutcome};
 use super::stdio::CappedPipe;
 
@@ -230,7 +235,8 @@ impl MapperRuntime {
         let engine = Engine::new(&config).map_err(MapperError::engine)?;
 
         let mut linker: Linker<CallState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(MapperError::engine)?;
+        // Async: a guest waiting on the host is stopped at its deadline (`super::blocking`).
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(MapperError::engine)?;
         Mapper::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(MapperError::engine)?;
 
         // The ticker holds only a weak handle: it ends once the last engine handle is gone.
@@ -409,35 +415,53 @@ impl LoadedMapper {
 
     /// Runs `f` against a fresh instance in a fresh store, with all limits applied, and turns
     /// traps into typed errors. The store is dropped afterwards whatever happened.
-    /// One call in a fresh store; `items` (snapshot items, 0 for other calls) sets its deadline.
-    fn call<R>(
+    /// One call in a fresh store; `items` (snapshot items, 0 for other calls) sets its deadline,
+    /// which bounds the whole call: instantiation, guest code and waits in host imports.
+    fn call<R: Send>(
         &self,
         what: &'static str,
         items: usize,
-        f: impl FnOnce(&Mapper, &mut Store<CallState>) -> wasmtime::Result<R>,
+        f: impl AsyncFnOnce(&Mapper, &mut Store<CallState>) -> wasmtime::Result<R> + Send,
     ) -> Result<R, MapperError> {
         let stats = &self.runtime.stats;
         stats.calls.fetch_add(1, Ordering::Relaxed);
         let deadline = self.runtime.limits.deadline_for(items);
-        let (mut store, stdout, stderr) = self.runtime.new_store(&self.name, deadline);
-        let started = Instant::now();
-        let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| f(&instance, &mut store));
-        let elapsed = started.elapsed();
-        self.drain_stdio(&stdout, &stderr, &store);
-        result.map_err(|e| {
+        let outcome = blocking::run(|rt| {
+            let (mut store, stdout, stderr) = self.runtime.new_store(&self.name, deadline);
+            let started = Instant::now();
+            let work = async {
+                let instance = self.pre.instantiate_async(&mut store).await?;
+                f(&instance, &mut store).await
+            };
+            // The timer must be made inside the runtime (it registers with its time driver).
+            let result = rt.block_on(async { tokio::time::timeout(deadline, work).await });
+            let elapsed = started.elapsed();
+            self.drain_stdio(&stdout, &stderr, &store);
+            match result {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(e)) => Err(self.classify(e, &store, elapsed, deadline, what)),
+                // The guest was waiting on the host (a poll, a timer) at the deadline.
+                Err(_) => Err(MapperError::Timeout {
+                    mapper: self.name.to_string(),
+                    deadline,
+                    elapsed,
+                }),
+            }
+        })
+        .unwrap_or_else(|e| {
+            Err(MapperError::Engine(format!(
+                "failed to start the mapper call's runtime: {e}"
+            )))
+        });
+        outcome.inspect_err(|err| {
             stats.failures.fetch_add(1, Ordering::Relaxed);
-            let err = self.classify(e, &store, elapsed, deadline, what);
-            match &err {
+            match err {
                 MapperError::Timeout { .. } => stats.timeouts.fetch_add(1, Ordering::Relaxed),
                 MapperError::MemoryExceeded { .. } => {
                     stats.memory_exceeded.fetch_add(1, Ordering::Relaxed)
                 }
                 _ => stats.traps.fetch_add(1, Ordering::Relaxed),
             };
-            err
         })
     }
 
@@ -502,13 +526,13 @@ impl LoadedMapper {
 
     /// The mapper's self-description.
     pub fn describe(&self) -> Result<MapperInfo, MapperError> {
-        self.call("describe", 0, |m, s| m.call_describe(s))
+        self.call("describe", 0, async |m, s| m.call_describe(s).await)
     }
 
     /// Asks the mapper whether `config` (JSON) is usable.
     pub fn validate_config(&self, config: &str) -> Result<(), MapperError> {
-        self.call("validate-config", 0, |m, s| {
-            m.call_validate_config(s, config)
+        self.call("validate-config", 0, async |m, s| {
+            m.call_validate_config(s, config).await
         })?
         .map_err(|reason| MapperError::InvalidConfig {
             mapper: self.name.to_string(),
@@ -519,8 +543,8 @@ impl LoadedMapper {
     /// Maps one snapshot (raw mapper output; see `mapper::validate` for the checks).
     pub fn map_snapshot(&self, snapshot: &Snapshot) -> Result<bindings::Mapped, MapperError> {
         let mapped = self
-            .call("map-snapshot", snapshot.items.len(), |m, s| {
-                m.call_map_snapshot(s, snapshot)
+            .call("map-snapshot", snapshot.items.len(), async |m, s| {
+                m.call_map_snapshot(s, snapshot).await
             })?
             .map_err(|e| MapperError::Rejected {
                 mapper: self.name.to_string(),
@@ -535,13 +559,40 @@ impl LoadedMapper {
 }
 
 impl LoadedMapper {
-    /// Maps a snapshot and validates/completes every event (`mapper::validate`): what the
-    /// daemon and `edgemeter map` hand to the queue or stdout. Diagnostics go to the log.
+    /// Maps a snapshot and validates/completes every event (`mapper::validate::finalize`: one
+    /// invalid event fails the call): what `edgemeter map` prints. Diagnostics go to the log.
     pub fn map_events(
         &self,
         snapshot: &Snapshot,
         max_event_bytes: usize,
     ) -> Result<Vec<crate::event::CloudEvent>, MapperError> {
+        let mapped = self.map_logged(snapshot)?;
+        super::validate::finalize(
+            self.name(),
+            &snapshot.envelope,
+            mapped.events,
+            max_event_bytes,
+        )
+    }
+
+    /// [`LoadedMapper::map_events`], but an invalid event of an item is rejected on its own
+    /// (`mapper::validate::finalize_contained`): what the daemon commits.
+    pub fn map_events_contained(
+        &self,
+        snapshot: &Snapshot,
+        max_event_bytes: usize,
+    ) -> Result<super::validate::Finalized, MapperError> {
+        let mapped = self.map_logged(snapshot)?;
+        super::validate::finalize_contained(
+            self.name(),
+            &snapshot.envelope,
+            mapped.events,
+            max_event_bytes,
+        )
+    }
+
+    /// Maps a snapshot (raw events) and logs its diagnostics.
+    fn map_logged(&self, snapshot: &Snapshot) -> Result<bindings::Mapped, MapperError> {
         let mapped = self.map_snapshot(snapshot)?;
         let mapper = self.name();
         for d in &mapped.diagnostics {
@@ -554,6 +605,6 @@ impl LoadedMapper {
                 Level::Error => tracing::error!(mapper, item, "{message}"),
             }
         }
-        super::validate::finalize(mapper, &snapshot.envelope, mapped.events, max_event_bytes)
+        Ok(mapped)
     }
 }

@@ -108,6 +108,12 @@ pub struct BillingMetrics {
     /// 1 once the source has completed its first full list (0 before, and again while its
     /// watch is broken).
     pub source_synced: Gauge,
+    /// Unix second of the billing loop's last progress: a tick completed (any outcome) or a
+    /// window started. `/healthz` fails once it is older than `liveness_stale_after`
+    /// (`daemon::liveness`).
+    pub last_tick: Gauge,
+    /// Seconds without progress after which `/healthz` fails; 0 without a billing loop.
+    pub liveness_stale_after: Gauge,
     /// Mapper calls, failures by kind (copied from the runtime's counters after each tick).
     pub mapper_calls: Counter,
     pub mapper_failures: Family<FailureLabels, Counter>,
@@ -262,6 +268,16 @@ impl Metrics {
             "source_synced",
             "1 while the source holds a complete, current view (listed, watch healthy)",
             billing.source_synced.clone(),
+        );
+        registry.register(
+            "last_tick_timestamp_seconds",
+            "Unix time of the billing loop's last progress (a tick completed or a window started); /healthz fails once it is older than edgemeter_liveness_stale_after_seconds",
+            billing.last_tick.clone(),
+        );
+        registry.register(
+            "liveness_stale_after_seconds",
+            "Seconds without billing-loop progress after which /healthz answers 503",
+            billing.liveness_stale_after.clone(),
         );
         registry.register(
             "mapper_failures",

@@ -8,7 +8,13 @@
 //! - `"invalid"`: returns an event whose data is not a JSON object;
 //! - `"env"`: reports what the sandbox exposes (env vars, preopened files) in an event;
 //! - `"fail-item:NAME"`: fails the call whose snapshot holds an item named NAME, maps others;
+//! - `"invalid-item:NAME"`: maps every item, but the event of the item named NAME has data that
+//!   is not a JSON object (one poison item among good ones);
 //! - `"fixed-id"`: gives every event the same id (a duplicate once two items are mapped);
+//! - `"sleep-forever"` (or a JSON object containing it, as the daemon passes configs): sleeps
+//!   for `u64::MAX` seconds with `std::thread::sleep` (`wasi:clocks/monotonic-clock`
+//!   `subscribe-duration` + `wasi:io/poll`, a wait on the host that the deadline must end);
+//! - a config containing `"validate-config-sleeps"`: `validate-config` sleeps forever;
 //! - anything else: one well-formed event per item (`type` `hostile-ok`).
 
 use edgemeter_guest::{CloudEvent, Guest, Level, MapError, Mapped, MapperInfo, Snapshot};
@@ -25,6 +31,11 @@ fn spin() -> u64 {
             return x;
         }
     }
+}
+
+/// Blocks in the host's clock/poll imports, not in guest code.
+fn sleep_forever() {
+    std::thread::sleep(std::time::Duration::from_secs(u64::MAX));
 }
 
 fn ok_events(snapshot: &Snapshot, event_type: &str, data: &str) -> Vec<CloudEvent> {
@@ -54,13 +65,21 @@ impl Guest for Hostile {
         }
     }
 
-    fn validate_config(_config: String) -> Result<(), String> {
+    fn validate_config(config: String) -> Result<(), String> {
+        if config.contains("validate-config-sleeps") {
+            sleep_forever();
+            return Err("woke up".to_owned());
+        }
         Ok(())
     }
 
     fn map_snapshot(snapshot: Snapshot) -> Result<Mapped, MapError> {
         let mode = snapshot.envelope.config.trim().trim_matches('"').to_owned();
         let events = match mode.as_str() {
+            m if m.contains("sleep-forever") => {
+                sleep_forever();
+                return Err(MapError::Internal("woke up".to_owned()));
+            }
             "loop" => {
                 let n = spin();
                 return Err(MapError::Internal(format!("loop ended: {n}")));
@@ -96,6 +115,16 @@ impl Guest for Hostile {
                     return Err(MapError::InvalidInput(format!("refusing item {name}")));
                 }
                 ok_events(&snapshot, "hostile-ok", "{}")
+            }
+            m if m.starts_with("invalid-item:") => {
+                let name = &m["invalid-item:".len()..];
+                let mut events = ok_events(&snapshot, "hostile-ok", r#"{"ok": true}"#);
+                for (e, item) in events.iter_mut().zip(&snapshot.items) {
+                    if item.name == name {
+                        e.data = "[1, 2, 3]".to_owned();
+                    }
+                }
+                events
             }
             "env" => {
                 let vars = std::env::vars().count();
