@@ -589,7 +589,10 @@ impl Ledger {
             .spec
             .as_ref()
             .and_then(|s| s.volume_name.as_ref())
-            .and_then(|v| self.pvs.get(v));
+            .and_then(|v| self.pvs.get(v))
+            // Only a volume claimed by this PVC tells its bind: a volume the ledger still holds
+            // bound to an earlier claim (its watch lags, or it is being re-bound) does not.
+            .filter(|pv| pv.claim_uid.as_deref() == Some(uid.as_str()));
         if let Some(pv) = volume {
             merge_pv_facts(&mut facts, pv);
         }
@@ -623,17 +626,25 @@ impl Ledger {
             .filter(|s| s.phase.as_deref() == Some("Bound"))
             .and_then(|s| s.last_phase_transition_time.as_ref())
             .map(|t| t.0.as_second());
-        let old_bound_at = self.pvs.get(&name).and_then(|e| e.bound_at);
+        let claim_uid = spec
+            .and_then(|s| s.claim_ref.as_ref())
+            .and_then(|c| c.uid.clone());
+        // A volume released and bound again (`Retain`, claimRef cleared) binds a new claim:
+        // what it learnt about the earlier claim's bind is not this one's.
+        let old_bound_at = self
+            .pvs
+            .get(&name)
+            .filter(|e| e.claim_uid == claim_uid)
+            .and_then(|e| e.bound_at);
         let entry = PvEntry {
-            claim_uid: spec
-                .and_then(|s| s.claim_ref.as_ref())
-                .and_then(|c| c.uid.clone()),
+            claim_uid,
             created_at: pv
                 .metadata
                 .creation_timestamp
                 .as_ref()
                 .map(|t| t.0.as_second()),
-            // The first transition to Bound we saw is the bind; later ones (Released) are not.
+            // The first transition to Bound we saw for this claim is its bind; later ones
+            // (Released) are not.
             bound_at: old_bound_at.or(bound_at),
             storage_class: spec
                 .and_then(|s| s.storage_class_name.clone())
