@@ -2,6 +2,12 @@
 //!
 //! A snapshot holds every item with allocation inside the window (`seconds > 0`); objects are
 //! passed to mappers as JSON without `metadata.managedFields` (bulky, never billing-relevant).
+//!
+//! A pod whose allocation could only partly be computed (see [`crate::accounting`],
+//! "Containment") is still an item, billed what could be computed; its annotations then carry
+//! [`ALLOCATION_PROBLEM_ANNOTATION`] saying what was left out, so any mapper can mark its
+//! events. The pod's own annotation of that name, if any, is always removed: only the host
+//! sets it.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +19,11 @@ use crate::mapper::bindings::{
     Allocation, Envelope, GpuAllocation, Item, ItemKind, Snapshot, SourceKind,
 };
 use crate::window::Window;
+
+/// The annotation the host adds to an item whose allocation could only partly be computed:
+/// what could not be read and was billed as 0 (`; `-separated). Part of the mapper contract
+/// (documented on `item.annotations` in `mapper.wit`).
+pub const ALLOCATION_PROBLEM_ANNOTATION: &str = "edgemeter.dev/allocation-problem";
 
 /// Identity of the collector, copied into every envelope.
 #[derive(Debug, Clone, Default)]
@@ -196,8 +207,105 @@ pub fn pod_item(
         // Objects read from manifests may lack a uid; namespace/name keeps ids distinct.
         uid: uid_or_key(meta),
         labels: pairs(meta.labels.as_ref()),
-        annotations: pairs(meta.annotations.as_ref()),
+        annotations: with_problems(pairs(meta.annotations.as_ref()), &alloc.problems),
         object: object(),
         allocation,
     }))
+}
+
+/// `annotations` (sorted) without any [`ALLOCATION_PROBLEM_ANNOTATION`] of the object's own,
+/// plus the host's when there are `problems`; still sorted.
+pub fn with_problems(
+    mut annotations: Vec<(String, String)>,
+    problems: &[String],
+) -> Vec<(String, String)> {
+    annotations.retain(|(k, _)| k != ALLOCATION_PROBLEM_ANNOTATION);
+    if !problems.is_empty() {
+        // Problems quote the values they could not read, which the pod's owner chose: bounded
+        // so that a 200 KB annotation cannot make the event too large to send.
+        let text = problems
+            .iter()
+            .map(|p| truncated(p, MAX_PROBLEM_BYTES))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let at = annotations.partition_point(|(k, _)| k.as_str() < ALLOCATION_PROBLEM_ANNOTATION);
+        annotations.insert(
+            at,
+            (
+                ALLOCATION_PROBLEM_ANNOTATION.to_owned(),
+                truncated(&text, 4 * MAX_PROBLEM_BYTES),
+            ),
+        );
+    }
+    annotations
+}
+
+/// The longest problem passed in [`ALLOCATION_PROBLEM_ANNOTATION`] (4 of them in all).
+const MAX_PROBLEM_BYTES: usize = 512;
+
+/// `s` cut to at most `max` bytes (on a character boundary), `…` marking a cut.
+fn truncated(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut cut = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &s[..cut])
+}
+
+/// The host's [`ALLOCATION_PROBLEM_ANNOTATION`] of an item, if it has one.
+pub fn allocation_problem(item: &Item) -> Option<&str> {
+    item.annotations
+        .iter()
+        .find(|(k, _)| k == ALLOCATION_PROBLEM_ANNOTATION)
+        .map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn only_the_host_sets_the_allocation_problem_annotation() {
+        let own = kv(&[
+            ("a", "1"),
+            (ALLOCATION_PROBLEM_ANNOTATION, "spoofed"),
+            ("z", "2"),
+        ]);
+        assert_eq!(
+            with_problems(own.clone(), &[]),
+            kv(&[("a", "1"), ("z", "2")])
+        );
+        let marked = with_problems(own, &["gpu-fraction unreadable".to_owned()]);
+        assert_eq!(
+            marked,
+            kv(&[
+                ("a", "1"),
+                (ALLOCATION_PROBLEM_ANNOTATION, "gpu-fraction unreadable"),
+                ("z", "2"),
+            ]),
+            "sorted, the host's value"
+        );
+    }
+
+    #[test]
+    fn problems_quoting_huge_values_are_bounded() {
+        let problem = format!(
+            "failed to read annotation gpu-fraction={:?}",
+            "é".repeat(100_000)
+        );
+        let marked = with_problems(vec![], &[problem.clone(), problem]);
+        let value = &marked[0].1;
+        assert!(value.len() <= 4 * MAX_PROBLEM_BYTES, "{}", value.len());
+        assert_eq!(value.matches('…').count(), 2);
+    }
 }

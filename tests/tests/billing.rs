@@ -9,6 +9,7 @@ use edgemeter::accounting::{self, Observations};
 use edgemeter::daemon::{Biller, Idle, MeteredSource, Plan, TickOutcome};
 use edgemeter::mapper::bindings::{Item, SourceKind};
 use edgemeter::mapper::{LoadedMapper, MapperLimits, MapperRuntime, builtin};
+use edgemeter::metrics::Metrics;
 use edgemeter::queue::{LedgerWrites, Queue, QueueConfig};
 use edgemeter::snapshot::{self, Identity, PodObject};
 use edgemeter::window::Window;
@@ -23,6 +24,17 @@ fn rfc(t: i64) -> String {
 
 /// A pod scheduled at `from` (relative to T0), finished at `until` (None = running).
 fn pod(name: &str, from: i64, until: Option<i64>, cpu: &str) -> PodObject {
+    pod_with(name, from, until, json!({"cpu": cpu}), json!({}))
+}
+
+/// [`pod`] with these container requests and pod annotations.
+fn pod_with(
+    name: &str,
+    from: i64,
+    until: Option<i64>,
+    requests: Value,
+    annotations: Value,
+) -> PodObject {
     let mut status = json!({
         "phase": "Running",
         "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": rfc(T0 + from)}],
@@ -34,8 +46,8 @@ fn pod(name: &str, from: i64, until: Option<i64>, cpu: &str) -> PodObject {
     }
     PodObject::from_value(json!({
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}")},
-        "spec": {"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": cpu}}}]},
+        "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"), "annotations": annotations},
+        "spec": {"containers": [{"name": "c", "image": "x", "resources": {"requests": requests}}]},
         "status": status,
     }))
     .expect("pod")
@@ -543,4 +555,255 @@ fn the_same_id_in_two_slices_fails_the_window() {
     }
     assert_eq!(queue.watermark("kubernetes").expect("wm"), None);
     assert!(committed(&queue).is_empty());
+}
+
+// Containment (issue "Containment", scenario 1): one item that cannot be billed as it is must
+// not stop the window, and with it every other tenant's billing. Ticks are on the 15 s grid:
+// from T0, a tick at T0 + 90 bills the six windows up to T0 + 90.
+
+/// The four pods of [`source`] and one more pod, `extra`, running from T0.
+fn source_with(extra: PodObject) -> FixedSource {
+    let mut s = source();
+    s.pods.push(extra);
+    s
+}
+
+/// The committed event of the pod named `name`, summed over the windows: its data fields of
+/// the first event and the total `duration_seconds`.
+fn event_of(events: &[Value], name: &str) -> Option<(Value, u64)> {
+    let mine: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["data"]["pod_name"] == name)
+        .collect();
+    let first = (*mine.first()?).clone();
+    let secs = mine
+        .iter()
+        .map(|e| e["data"]["duration_seconds"].as_u64().expect("int"))
+        .sum();
+    Some((first, secs))
+}
+
+/// The truth of [`source`] up to T0 + 90 plus the extra pod's 90 s.
+fn truth_with(extra: &str) -> BTreeMap<String, u64> {
+    let mut t = truth(90);
+    t.insert(extra.to_owned(), 90);
+    t
+}
+
+/// A pod with a 70 KB `data.openmeter.io/x` annotation (the API allows 256 KiB of
+/// annotations): the built-in mapper used to copy it into an event over the 64 KiB cap, the
+/// host failed the snapshot, and no window was ever committed again.
+#[test]
+fn a_pod_with_a_70_kb_data_annotation_does_not_stop_the_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
+    let mut b = biller(&queue, builtin_mapper(), "{}");
+    let mut src = source_with(pod_with(
+        "poison",
+        0,
+        None,
+        json!({"cpu": "200m"}),
+        json!({"data.openmeter.io/x": "x".repeat(70 * 1024), "data.openmeter.io/team": "blue"}),
+    ));
+    match b.tick(&mut src, T0 + 90) {
+        TickOutcome::Billed {
+            windows: 6,
+            watermark,
+            ..
+        } => assert_eq!(watermark, T0 + 90),
+        other => panic!("{other:?}"),
+    }
+    let events = committed(&queue);
+    let (poison, secs) = event_of(&events, "poison").expect("the poison pod is billed");
+    assert_eq!(secs, 90);
+    assert_eq!(poison["data"]["cpu_request_millicores"], 200);
+    assert_eq!(poison["data"]["team"], "blue", "small annotations are kept");
+    assert!(
+        poison["data"].get("x").is_none(),
+        "the 70 KB value is dropped"
+    );
+    assert_eq!(poison["data"]["annotations_dropped"], "x");
+    assert_eq!(
+        drain(&queue).0,
+        truth_with("poison"),
+        "every pod billed exactly"
+    );
+}
+
+/// A malformed Run:ai annotation used to fail the pod's allocation: it was skipped (its CPU
+/// and memory unbilled) with an ERROR every window. It is billed what can be computed.
+#[test]
+fn a_pod_with_an_unreadable_gpu_fraction_is_billed_its_cpu_memory_and_seconds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
+    let mut b = biller(&queue, builtin_mapper(), "{}");
+    let mut src = source_with(pod_with(
+        "bad-gpu",
+        0,
+        None,
+        json!({"cpu": "500m", "memory": "1Gi"}),
+        json!({"gpu-fraction": "x"}),
+    ));
+    assert!(matches!(
+        b.tick(&mut src, T0 + 90),
+        TickOutcome::Billed { windows: 6, .. }
+    ));
+    let events = committed(&queue);
+    let (e, secs) = event_of(&events, "bad-gpu").expect("the pod is billed");
+    assert_eq!(secs, 90);
+    assert_eq!(e["data"]["cpu_request_millicores"], 500);
+    assert_eq!(e["data"]["memory_request_bytes"], 1u64 << 30);
+    assert_eq!(e["data"]["gpu_request_count"], 0);
+    let problem = e["data"]["allocation_problem"].as_str().unwrap_or_default();
+    assert!(problem.contains("gpu-fraction"), "{e}");
+    assert_eq!(drain(&queue).0, truth_with("bad-gpu"));
+}
+
+/// A quantity too large to hold (an extended resource of 1e30) used to fail the pod's
+/// allocation; its CPU and memory are billed, the unreadable resource is named.
+#[test]
+fn a_pod_with_an_overflowing_quantity_is_billed_its_cpu_and_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
+    let mut b = biller(&queue, builtin_mapper(), "{}");
+    let mut src = source_with(pod_with(
+        "huge",
+        0,
+        None,
+        json!({"cpu": "250m", "memory": "64Mi", "example.com/widget": "1e30"}),
+        json!({}),
+    ));
+    assert!(matches!(
+        b.tick(&mut src, T0 + 90),
+        TickOutcome::Billed { windows: 6, .. }
+    ));
+    let events = committed(&queue);
+    let (e, secs) = event_of(&events, "huge").expect("the pod is billed");
+    assert_eq!(secs, 90);
+    assert_eq!(e["data"]["cpu_request_millicores"], 250);
+    assert_eq!(e["data"]["memory_request_bytes"], 64u64 << 20);
+    let problem = e["data"]["allocation_problem"].as_str().unwrap_or_default();
+    assert!(problem.contains("example.com/widget"), "{e}");
+    assert_eq!(drain(&queue).0, truth_with("huge"));
+}
+
+/// A mapper whose event for one item is invalid (data not a JSON object): the window used to
+/// fail whole, every tick. The other items' events commit; the invalid one goes to the dead
+/// letters with the reason, naming the pod.
+#[test]
+fn an_invalid_event_of_one_item_is_dead_lettered_and_the_window_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
+    let mut b = biller(
+        &queue,
+        mapper(&hostile_wasm(), "hostile"),
+        "invalid-item:spanning",
+    );
+    let metrics = Metrics::new();
+    b.set_items_rejected(metrics.billing.items_rejected.clone());
+    let mut src = source();
+    match b.tick(&mut src, T0 + 90) {
+        TickOutcome::Billed {
+            windows: 6,
+            watermark,
+            ..
+        } => assert_eq!(watermark, T0 + 90),
+        other => panic!("{other:?}"),
+    }
+    let subjects: Vec<String> = committed(&queue)
+        .iter()
+        .map(|e| e["subject"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    // hostile-ok events carry the pod name as subject; "spanning" (10 to 95) is in all six
+    // windows, "running" (from 20) in five.
+    assert!(!subjects.iter().any(|s| s == "spanning"), "{subjects:?}");
+    assert_eq!(subjects.iter().filter(|s| *s == "running").count(), 5);
+    let letters = queue.dead_letters().expect("dead letters");
+    assert_eq!(letters.len(), 6, "one per window of the invalid item");
+    for l in &letters {
+        assert_eq!(l.event["subject"], "spanning");
+        assert_eq!(
+            l.event["data"],
+            json!([1, 2, 3]),
+            "the event as the mapper made it"
+        );
+        assert!(
+            l.reason.contains("data must be a JSON object"),
+            "{}",
+            l.reason
+        );
+        assert!(
+            l.reason.contains("ns/spanning") && l.reason.contains("uid-spanning"),
+            "{}",
+            l.reason
+        );
+    }
+    let text = metrics.encode().expect("metrics");
+    assert!(
+        text.contains(r#"edgemeter_items_rejected_total{reason="invalid_event"} 6"#),
+        "{text}"
+    );
+    assert_eq!(queue.pending_events(), committed(&queue).len() as u64);
+    // What an operator lists with `edgemeter queue dead-letters`.
+    drop(b);
+    drop(queue);
+    let mut out = Vec::new();
+    edgemeter::queue::cli::run_to(
+        edgemeter::queue::cli::QueueArgs {
+            queue_dir: dir.path().to_owned(),
+            command: edgemeter::queue::cli::QueueCommand::DeadLetters { json: false },
+        },
+        &mut out,
+    )
+    .expect("queue dead-letters");
+    let table = String::from_utf8(out).expect("utf-8");
+    assert_eq!(table.lines().count(), 7, "{table}");
+    assert!(
+        table
+            .lines()
+            .skip(1)
+            .all(|l| l.contains("\t-\thostile\t") && l.contains("rejected at billing")),
+        "{table}"
+    );
+}
+
+/// The allocation problems are counted per item and window.
+#[test]
+fn incomplete_allocations_are_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
+    let mut b = biller(&queue, builtin_mapper(), "{}");
+    let metrics = Metrics::new();
+    b.set_items_rejected(metrics.billing.items_rejected.clone());
+    let mut src = source_with(pod_with(
+        "bad-gpu",
+        0,
+        None,
+        json!({"cpu": "500m"}),
+        json!({"gpu-fraction": "x", "edgemeter.dev/allocation-problem": "spoofed"}),
+    ));
+    src.pods.push(pod_with(
+        "spoofer",
+        0,
+        None,
+        json!({"cpu": "500m"}),
+        json!({"edgemeter.dev/allocation-problem": "spoofed"}),
+    ));
+    assert!(matches!(
+        b.tick(&mut src, T0 + 90),
+        TickOutcome::Billed { windows: 6, .. }
+    ));
+    let text = metrics.encode().expect("metrics");
+    assert!(
+        text.contains(r#"edgemeter_items_rejected_total{reason="allocation_incomplete"} 6"#),
+        "{text}"
+    );
+    let events = committed(&queue);
+    let (spoofer, _) = event_of(&events, "spoofer").expect("billed");
+    assert!(
+        spoofer["data"].get("allocation_problem").is_none(),
+        "only the host sets it"
+    );
+    let (bad, _) = event_of(&events, "bad-gpu").expect("billed");
+    assert_ne!(bad["data"]["allocation_problem"], "spoofed");
 }

@@ -318,8 +318,11 @@ spec:
           value: /var/lib/edgemeter/queue
         - name: EDGEMETER_QUEUE_MAX_BYTES
           value: {{ int64 $v.queue.maxBytes | quote }}
+        # A directory of its own inside the emptyDir: an emptyDir's mount point is mode 0777,
+        # and the compiled-mapper cache refuses a directory others can write (it feeds the
+        # deserializer); the daemon creates this one 0700.
         - name: EDGEMETER_CACHE_DIR
-          value: /var/cache/edgemeter/mappers
+          value: /var/cache/edgemeter/mappers/compiled
         - name: EDGEMETER_MAPPER
           {{- if eq $v.mapper.type "configMap" }}
           value: {{ printf "%s/%s" $mapperDir $v.mapper.configMap.key | quote }}

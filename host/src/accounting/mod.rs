@@ -13,6 +13,13 @@
 //!
 //! Invariant: for any partition of time into consecutive windows, the seconds a pod is billed
 //! over the windows sum to the length of its allocation interval (see `crate::window`).
+//!
+//! **Containment.** One value that cannot be read costs a pod only what depends on it: a
+//! quantity that is not a quantity (or is too large) leaves out that resource, a malformed
+//! Run:ai annotation leaves out the GPUs; the interval, and every other resource, are computed
+//! and billed, and the pod's [`PodAllocation::problems`] name what was left out (the snapshot
+//! passes them to mappers, see [`crate::snapshot::ALLOCATION_PROBLEM_ANNOTATION`]). Only a pod
+//! that cannot be read at all fails.
 
 pub mod gpu;
 pub mod interval;
@@ -56,4 +63,16 @@ pub enum AccountingError {
     },
     #[error("failed to read pod: it has no spec")]
     MissingSpec,
+}
+
+/// The error and its sources as one line (`failed to read …: failed to use …: too large`).
+pub fn describe(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

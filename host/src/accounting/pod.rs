@@ -24,6 +24,9 @@ pub struct PodAllocation {
     pub gpu: Option<Gpu>,
     pub node_name: Option<String>,
     pub phase: Option<String>,
+    /// What could not be read and was left out (billed as 0), one line each: an unreadable
+    /// quantity (its resource), a malformed Run:ai annotation (the GPUs). Empty normally.
+    pub problems: Vec<String>,
 }
 
 impl PodAllocation {
@@ -34,6 +37,8 @@ impl PodAllocation {
 }
 
 /// Allocation facts for `pod`; `Ok(None)` when the pod was never scheduled (holds nothing).
+/// A value that cannot be read leaves out only what depends on it, named in
+/// [`PodAllocation::problems`]; `Err` only for a pod without a spec.
 ///
 /// `node_labels` are the labels of the node the pod is bound to, when known (GPU model).
 pub fn allocation(
@@ -45,8 +50,19 @@ pub fn allocation(
         return Ok(None);
     };
     let spec = pod.spec.as_ref().ok_or(AccountingError::MissingSpec)?;
-    let eff = resources::effective(spec, pod.status.as_ref())?;
-    let gpu = gpu::gpus(&eff, pod.metadata.annotations.as_ref(), node_labels)?;
+    let eff = resources::effective(spec, pod.status.as_ref());
+    let mut problems: Vec<String> = eff
+        .unreadable
+        .values()
+        .map(|p| format!("{p}; billed as 0"))
+        .collect();
+    let gpu = match gpu::gpus(&eff, pod.metadata.annotations.as_ref(), node_labels) {
+        Ok(g) => g,
+        Err(e) => {
+            problems.push(format!("{}; GPUs billed as 0", super::describe(&e)));
+            None
+        }
+    };
     Ok(Some(PodAllocation {
         interval,
         cpu_request_millicores: to_milli_ceil(eff.request("cpu")),
@@ -56,5 +72,6 @@ pub fn allocation(
         gpu,
         node_name: spec.node_name.clone(),
         phase: pod.status.as_ref().and_then(|s| s.phase.clone()),
+        problems,
     }))
 }

@@ -14,6 +14,11 @@
 //!
 //! A resource is *limited* only when the pod-level limit is set or every container declares a
 //! limit for it; otherwise its effective limit is "none" (unbounded), not the partial sum.
+//!
+//! A quantity that cannot be read (not a quantity, or above [`MAX_UNITS`]) makes only *its
+//! resource* unknown: that resource is left out of the pod's requests and limits (request 0,
+//! no limit) and named in [`Effective::unreadable`]; every other resource is computed as usual,
+//! so one bad value does not cost the pod its CPU and memory.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -21,7 +26,7 @@ use k8s_openapi::api::core::v1::{Container, ContainerStatus, PodSpec, PodStatus}
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use super::AccountingError;
-use super::quantity::{self, Nanos};
+use super::quantity::{self, Nanos, QuantityError};
 
 /// Resource name → exact amount.
 pub type ResourceList = BTreeMap<String, Nanos>;
@@ -33,7 +38,15 @@ pub struct Effective {
     pub limits: ResourceList,
     /// Resources for which some container (and the pod level) sets no limit.
     pub unlimited: BTreeSet<String>,
+    /// Resources left out because a quantity of theirs could not be read: resource → what
+    /// could not be read (the first problem met).
+    pub unreadable: BTreeMap<String, String>,
 }
+
+/// The largest quantity read, in whole units: `i64::MAX`, what `Quantity.Value()` can return.
+/// Kubernetes itself cannot use more (the scheduler adds requests in `int64` milli- or whole
+/// units), and the bound keeps every sum of container quantities far inside `i128`.
+pub const MAX_UNITS: i128 = i64::MAX as i128;
 
 impl Effective {
     pub fn request(&self, name: &str) -> Nanos {
@@ -56,25 +69,46 @@ fn is_pod_level_supported(name: &str) -> bool {
     POD_LEVEL_SUPPORTED.contains(&name) || name.starts_with("hugepages-")
 }
 
+/// Reads a resource list; a quantity that cannot be read is left out and its resource is
+/// recorded in `unreadable` (with the first problem met for it).
 fn parse_list(
     list: Option<&BTreeMap<String, Quantity>>,
     container: &str,
-) -> Result<ResourceList, AccountingError> {
+    unreadable: &mut BTreeMap<String, String>,
+) -> ResourceList {
     let mut out = ResourceList::new();
     for (name, q) in list.into_iter().flatten() {
-        let v = quantity::parse(&q.0).map_err(|source| AccountingError::Quantity {
-            container: container.to_owned(),
-            resource: name.clone(),
-            source,
-        })?;
-        out.insert(name.clone(), v);
+        let read = quantity::parse(&q.0).and_then(|v| {
+            if v / quantity::ONE > MAX_UNITS {
+                Err(QuantityError::Overflow(q.0.clone()))
+            } else {
+                Ok(v)
+            }
+        });
+        match read {
+            Ok(v) => {
+                out.insert(name.clone(), v);
+            }
+            Err(source) => {
+                let error = AccountingError::Quantity {
+                    container: container.to_owned(),
+                    resource: name.clone(),
+                    source,
+                };
+                unreadable
+                    .entry(name.clone())
+                    .or_insert_with(|| super::describe(&error));
+            }
+        }
     }
-    Ok(out)
+    out
 }
 
 fn add(into: &mut ResourceList, from: &ResourceList) {
     for (k, v) in from {
-        *into.entry(k.clone()).or_insert(0) += v;
+        let e = into.entry(k.clone()).or_insert(0);
+        // Cannot overflow with quantities ≤ MAX_UNITS; saturating all the same.
+        *e = e.saturating_add(*v);
     }
 }
 
@@ -89,27 +123,31 @@ fn max_into(into: &mut ResourceList, from: &ResourceList) {
 fn container_resources(
     c: &Container,
     status: Option<&ContainerStatus>,
-) -> Result<(ResourceList, ResourceList), AccountingError> {
+    unreadable: &mut BTreeMap<String, String>,
+) -> (ResourceList, ResourceList) {
     let res = c.resources.as_ref();
-    let mut limits = parse_list(res.and_then(|r| r.limits.as_ref()), &c.name)?;
-    let mut requests = parse_list(res.and_then(|r| r.requests.as_ref()), &c.name)?;
+    let mut limits = parse_list(res.and_then(|r| r.limits.as_ref()), &c.name, unreadable);
+    let mut requests = parse_list(res.and_then(|r| r.requests.as_ref()), &c.name, unreadable);
     for (k, v) in &limits {
         requests.entry(k.clone()).or_insert(*v);
     }
     if let Some(cs) = status {
         max_into(
             &mut requests,
-            &parse_list(cs.allocated_resources.as_ref(), &c.name)?,
+            &parse_list(cs.allocated_resources.as_ref(), &c.name, unreadable),
         );
         if let Some(actual) = cs.resources.as_ref() {
             max_into(
                 &mut requests,
-                &parse_list(actual.requests.as_ref(), &c.name)?,
+                &parse_list(actual.requests.as_ref(), &c.name, unreadable),
             );
-            max_into(&mut limits, &parse_list(actual.limits.as_ref(), &c.name)?);
+            max_into(
+                &mut limits,
+                &parse_list(actual.limits.as_ref(), &c.name, unreadable),
+            );
         }
     }
-    Ok((requests, limits))
+    (requests, limits)
 }
 
 fn is_sidecar(c: &Container) -> bool {
@@ -144,8 +182,9 @@ fn aggregate(
     sum
 }
 
-/// Effective requests and limits of a pod.
-pub fn effective(spec: &PodSpec, status: Option<&PodStatus>) -> Result<Effective, AccountingError> {
+/// Effective requests and limits of a pod (resources with an unreadable quantity left out and
+/// named in [`Effective::unreadable`]).
+pub fn effective(spec: &PodSpec, status: Option<&PodStatus>) -> Effective {
     fn find<'a>(
         statuses: Option<&'a Vec<ContainerStatus>>,
         name: &str,
@@ -155,22 +194,23 @@ pub fn effective(spec: &PodSpec, status: Option<&PodStatus>) -> Result<Effective
     let app_statuses = status.and_then(|s| s.container_statuses.as_ref());
     let init_statuses = status.and_then(|s| s.init_container_statuses.as_ref());
 
-    let app = spec
+    let mut unreadable = BTreeMap::new();
+    let app: Vec<_> = spec
         .containers
         .iter()
-        .map(|c| container_resources(c, find(app_statuses, &c.name)))
-        .collect::<Result<Vec<_>, _>>()?;
-    let init = spec
+        .map(|c| container_resources(c, find(app_statuses, &c.name), &mut unreadable))
+        .collect();
+    let init: Vec<_> = spec
         .init_containers
         .iter()
         .flatten()
         .map(|c| {
-            Ok((
+            (
                 is_sidecar(c),
-                container_resources(c, find(init_statuses, &c.name))?,
-            ))
+                container_resources(c, find(init_statuses, &c.name), &mut unreadable),
+            )
         })
-        .collect::<Result<Vec<_>, AccountingError>>()?;
+        .collect();
 
     let mut requests = aggregate(&app, &init, |c| &c.0);
     let mut limits = aggregate(&app, &init, |c| &c.1);
@@ -190,8 +230,8 @@ pub fn effective(spec: &PodSpec, status: Option<&PodStatus>) -> Result<Effective
         .collect();
 
     if let Some(pod_level) = spec.resources.as_ref() {
-        let pod_limits = parse_list(pod_level.limits.as_ref(), "<pod>")?;
-        let mut pod_requests = parse_list(pod_level.requests.as_ref(), "<pod>")?;
+        let pod_limits = parse_list(pod_level.limits.as_ref(), "<pod>", &mut unreadable);
+        let mut pod_requests = parse_list(pod_level.requests.as_ref(), "<pod>", &mut unreadable);
         for (k, v) in &pod_limits {
             pod_requests.entry(k.clone()).or_insert(*v);
         }
@@ -208,11 +248,11 @@ pub fn effective(spec: &PodSpec, status: Option<&PodStatus>) -> Result<Effective
         }
     }
 
-    let overhead = parse_list(spec.overhead.as_ref(), "<overhead>")?;
+    let overhead = parse_list(spec.overhead.as_ref(), "<overhead>", &mut unreadable);
     add(&mut requests, &overhead);
     for (k, v) in &overhead {
         if let Some(l) = limits.get_mut(k) {
-            *l += v;
+            *l = l.saturating_add(*v);
         }
     }
     // Extended resources (GPUs) must have request == limit; a pod holding them is limited.
@@ -221,9 +261,17 @@ pub fn effective(spec: &PodSpec, status: Option<&PodStatus>) -> Result<Effective
             unlimited.remove(k);
         }
     }
-    Ok(Effective {
+    // A resource with an unreadable quantity somewhere is unknown for the whole pod: a partial
+    // sum would look exact. Request 0, no limit.
+    for name in unreadable.keys() {
+        requests.remove(name);
+        limits.remove(name);
+        unlimited.insert(name.clone());
+    }
+    Effective {
         requests,
         limits,
         unlimited,
-    })
+        unreadable,
+    }
 }

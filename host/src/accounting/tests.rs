@@ -226,15 +226,30 @@ fn runai_fraction_annotations() {
         .expect("memory");
     assert_eq!(g.memory_bytes, Some(2 * 1024 * 1024 * 1024));
     assert!(alloc(&mk(json!({"user": "test"}))).gpu.is_none());
+    // A malformed annotation costs the pod its GPUs only (billed 0, the problem named), not
+    // its CPU and memory: it used to fail the whole allocation, and the pod went unbilled.
     for bad in [
         json!({"gpu-fraction": "1.5"}),
         json!({"gpu-fraction": "half"}),
+        json!({"gpu-fraction": "x"}),
         json!({"gpu-fraction-num-devices": "0", "gpu-fraction": "0.5"}),
+        json!({"gpu-memory": "lots", "gpu-fraction": "0.5"}),
     ] {
-        let err =
-            allocation(&mk(bad.clone()), &Observations::default(), None).expect_err("invalid");
-        assert!(err.to_string().contains("gpu-fraction"), "{err} for {bad}");
+        let a = alloc(&mk(bad.clone()));
+        assert!(a.gpu.is_none(), "{bad}");
+        assert_eq!(a.cpu_request_millicores, 100, "{bad}");
+        assert_eq!(a.problems.len(), 1, "{bad}: {:?}", a.problems);
+        assert!(
+            a.problems[0].contains("gpu-") && a.problems[0].contains("GPUs billed as 0"),
+            "{:?} for {bad}",
+            a.problems
+        );
     }
+    assert!(
+        alloc(&mk(json!({"gpu-fraction": "0.5"})))
+            .problems
+            .is_empty()
+    );
 }
 
 #[test]
@@ -346,9 +361,61 @@ fn deletion_ends_a_running_pod() {
 }
 
 #[test]
-fn malformed_quantities_name_the_container_and_resource() {
-    let p = running(json!({"containers": [container("web", json!({"cpu": "lots"}), json!({}))]}));
-    let err = allocation(&p, &Observations::default(), None).expect_err("invalid");
-    let msg = err.to_string();
-    assert!(msg.contains("web") && msg.contains("cpu"), "{msg}");
+fn a_malformed_quantity_leaves_out_its_resource_only_and_names_it() {
+    let p = running(json!({"containers": [
+        container("web", json!({"cpu": "lots", "memory": "64Mi"}), json!({"cpu": "1", "memory": "64Mi"})),
+        container("db", json!({"cpu": "500m", "memory": "1Gi"}), json!({"memory": "1Gi"})),
+    ]}));
+    let a = alloc(&p);
+    assert_eq!(
+        a.cpu_request_millicores, 0,
+        "a partial CPU sum would look exact"
+    );
+    assert_eq!(a.cpu_limit_millicores, None);
+    assert_eq!(a.memory_request_bytes, (64 << 20) + (1 << 30));
+    assert_eq!(a.memory_limit_bytes, Some((64 << 20) + (1 << 30)));
+    assert_eq!(a.problems.len(), 1, "{:?}", a.problems);
+    let msg = &a.problems[0];
+    assert!(
+        msg.contains("web")
+            && msg.contains("\"cpu\"")
+            && msg.contains("lots")
+            && msg.contains("billed as 0"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_overflowing_quantity_leaves_out_its_resource_only() {
+    // 1e30 does not fit in nano-units (i128); 1e20 does but is above what Kubernetes can use
+    // (i64 units): both are "too large". GPUs of 1e20 would otherwise bill 1e20 GPUs.
+    for huge in ["1e30", "1e20"] {
+        let p = running(json!({"containers": [container(
+            "c",
+            json!({"cpu": "250m", "memory": "64Mi", "example.com/widget": huge, "nvidia.com/gpu": huge}),
+            json!({"example.com/widget": huge, "nvidia.com/gpu": huge}),
+        )]}));
+        let a = alloc(&p);
+        assert_eq!(a.cpu_request_millicores, 250, "{huge}");
+        assert_eq!(a.memory_request_bytes, 64 << 20, "{huge}");
+        assert!(a.gpu.is_none(), "{huge}");
+        assert_eq!(a.problems.len(), 2, "{huge}: {:?}", a.problems);
+        assert!(
+            a.problems
+                .iter()
+                .any(|p| p.contains("example.com/widget") && p.contains("too large")),
+            "{:?}",
+            a.problems
+        );
+        assert!(
+            a.problems.iter().any(|p| p.contains("nvidia.com/gpu")),
+            "{:?}",
+            a.problems
+        );
+    }
+    // The largest quantity Kubernetes can hold still reads.
+    let p = running(json!({"containers": [container("c", json!({"memory": "8E"}), json!({}))]}));
+    let a = alloc(&p);
+    assert!(a.problems.is_empty(), "{:?}", a.problems);
+    assert_eq!(a.memory_request_bytes, 8_000_000_000_000_000_000);
 }

@@ -11,14 +11,30 @@
 //! watermark never skips a span; the span is retried at the next tick. A crash before a commit
 //! re-bills the same window with the same deterministic ids; after it, nothing is billed twice.
 //!
+//! **Containment: one item never fails a window.** An item whose events the host rejects
+//! (invalid for that item, e.g. too large or `data` not an object; see
+//! [`crate::mapper::validate::finalize_contained`]) has those events moved to the queue's dead
+//! letters with the reason, in the window's own commit, and the window commits with everyone
+//! else's events; an item whose allocation could only partly be computed is billed what could
+//! be (the source marks it, [`crate::snapshot::ALLOCATION_PROBLEM_ANNOTATION`]). Each is
+//! logged naming the item (namespace/name/uid) and counted in
+//! `edgemeter_items_rejected_total{reason}` (`invalid_event`, `invalid_event_dropped` when the
+//! dead letters are at their bound, `allocation_incomplete`), once per item and window. What
+//! is not one item's problem (the mapper traps, or most of its events are invalid) still
+//! fails the window.
+//!
 //! Each commit also carries the source's state changes ([`MeteredSource::ledger_writes`]), so
 //! the state stored beside the watermark is the one the watermark was committed with. The
 //! source forgets them only when told the commit happened ([`MeteredSource::ledger_committed`]);
 //! a window that is not committed leaves them to the next commit.
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use crate::mapper::bindings::{Item, SourceKind};
-use crate::mapper::validate::DEFAULT_MAX_EVENT_BYTES;
+use crate::mapper::validate::{DEFAULT_MAX_EVENT_BYTES, Rejected};
 use crate::mapper::{LoadedMapper, MapperError};
+use crate::metrics::FailureLabels;
 use crate::queue::{LedgerWrites, Queue, QueueError};
 use crate::snapshot::{self, Identity};
 use crate::window::Window;
@@ -97,6 +113,85 @@ pub struct Biller {
     watermark: i64,
     log_events: bool,
     slice_items: usize,
+    items_rejected: Family<FailureLabels, Counter>,
+}
+
+/// Items of a window billed other than as the mapper made them, by reason (the label values
+/// of `edgemeter_items_rejected_total`); counted once the window is committed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Rejections {
+    invalid_event: u64,
+    invalid_event_dropped: u64,
+    allocation_incomplete: u64,
+}
+
+impl Rejections {
+    fn count(self, family: &Family<FailureLabels, Counter>) {
+        for (reason, n) in [
+            ("invalid_event", self.invalid_event),
+            ("invalid_event_dropped", self.invalid_event_dropped),
+            ("allocation_incomplete", self.allocation_incomplete),
+        ] {
+            if n > 0 {
+                family
+                    .get_or_create(&FailureLabels {
+                        reason: reason.to_owned(),
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+}
+
+/// Logs the items of a slice whose allocation could only partly be computed (billed what
+/// could be) and returns how many there were.
+fn log_incomplete_allocations(items: &[Item], window: &Window) -> u64 {
+    let mut n = 0;
+    for item in items {
+        if let Some(problem) = snapshot::allocation_problem(item) {
+            n += 1;
+            tracing::warn!(
+                namespace = %item.namespace,
+                name = %item.name,
+                uid = %item.uid,
+                %window,
+                problem,
+                "item billed without what could not be read (billed as 0; fix the object)"
+            );
+        }
+    }
+    n
+}
+
+/// The dead letters of a slice's rejected events, with a reason naming the item, each logged.
+fn dead_letters_of(
+    rejected: Vec<Rejected>,
+    items: &[Item],
+    window: &Window,
+    mapper: &str,
+) -> Vec<(String, serde_json::Value)> {
+    rejected
+        .into_iter()
+        .map(|r| {
+            let item = items.iter().find(|i| i.uid == r.item_uid);
+            let (namespace, name) =
+                item.map_or(("?", "?"), |i| (i.namespace.as_str(), i.name.as_str()));
+            tracing::error!(
+                namespace,
+                name,
+                uid = %r.item_uid,
+                %window,
+                mapper,
+                problem = %r.problem,
+                "event rejected at billing: moved to the dead letters; the window's other events are committed"
+            );
+            let reason = format!(
+                "rejected at billing by the host: {} (item {namespace}/{name}, uid {}, window {window}, mapper {mapper})",
+                r.problem, r.item_uid
+            );
+            (reason, r.event)
+        })
+        .collect()
 }
 
 /// Items per `map-snapshot` call for mappers whose items are independent: measured with
@@ -160,7 +255,13 @@ impl Biller {
             watermark,
             log_events: false,
             slice_items: DEFAULT_SLICE_ITEMS,
+            items_rejected: Family::default(),
         })
+    }
+
+    /// Counts rejected items here (`edgemeter_items_rejected_total`, by reason).
+    pub fn set_items_rejected(&mut self, family: Family<FailureLabels, Counter>) {
+        self.items_rejected = family;
     }
 
     /// Log every committed event at INFO (`DEBUG=true`).
@@ -225,6 +326,7 @@ impl Biller {
                 usize::MAX
             };
             let mut logged = Vec::new();
+            let mut rejections = Rejections::default();
             let mut ids = SliceIds::default();
             let mut cursor = Some(0);
             let mut slices = 0usize;
@@ -239,18 +341,25 @@ impl Biller {
                 let one_slice = slices == 1 && cursor.is_none();
                 let envelope =
                     snapshot::envelope(source.kind(), &window, &self.identity, &self.mapper_config);
+                rejections.allocation_incomplete += log_incomplete_allocations(&items, &window);
                 let snap = crate::mapper::bindings::Snapshot { envelope, items };
                 let mapped = self
                     .mapper
-                    .map_events(&snap, DEFAULT_MAX_EVENT_BYTES)
-                    .and_then(|events| {
+                    .map_events_contained(&snap, DEFAULT_MAX_EVENT_BYTES)
+                    .and_then(|finalized| {
                         if !one_slice {
-                            ids.check(self.mapper.name(), &events)?;
+                            ids.check(self.mapper.name(), &finalized.events)?;
                         }
-                        Ok(events)
+                        let dead = dead_letters_of(
+                            finalized.rejected,
+                            &snap.items,
+                            &window,
+                            self.mapper.name(),
+                        );
+                        Ok((finalized.events, dead))
                     });
                 drop(snap);
-                let events = match mapped {
+                let (events, dead) = match mapped {
                     Ok(e) => e,
                     // `staged` drops unpublished: the slices staged so far are removed.
                     Err(error) => {
@@ -263,6 +372,20 @@ impl Biller {
                 };
                 if let Err(e) = staged.stage(&events) {
                     return TickOutcome::QueueFailed(e);
+                }
+                match staged.stage_dead_letters(&dead) {
+                    Ok(kept) => {
+                        rejections.invalid_event += kept.kept as u64;
+                        rejections.invalid_event_dropped += kept.dropped as u64;
+                        if kept.dropped > 0 {
+                            tracing::error!(
+                                %window,
+                                dropped = kept.dropped,
+                                "rejected events not kept: the dead letters are at EDGEMETER_QUEUE_MAX_DEAD_BYTES (their usage is lost; fix the items, then empty the dead letters: `edgemeter queue dead-letters`)"
+                            );
+                        }
+                    }
+                    Err(e) => return TickOutcome::QueueFailed(e),
                 }
                 if self.log_events {
                     logged.extend(events);
@@ -277,6 +400,7 @@ impl Biller {
                 return TickOutcome::QueueFailed(e);
             }
             source.ledger_committed();
+            rejections.count(&self.items_rejected);
             self.watermark = window.end();
             source.forget_billed(self.watermark);
             done += 1;

@@ -10,8 +10,16 @@
 //! mapped again (after a crash before the queue commit) produces the same ids and the ingest
 //! API deduplicates it. Events without an item uid hash the subject and data instead.
 //!
-//! One invalid event fails the whole snapshot (the window is retried later, nothing is lost);
-//! the error lists the problems.
+//! [`finalize`] (`edgemeter map`): one invalid event fails the whole snapshot; the error lists
+//! the problems.
+//!
+//! **Containment** ([`finalize_contained`], the daemon): an invalid event *of an item* (it
+//! carries an `item-uid`) is rejected on its own — returned apart, with why, for the dead
+//! letters — and the snapshot's other events are valid as usual, so one poison item does not
+//! stop every tenant's billing. What is not one item's problem still fails the snapshot (the
+//! window is retried later, nothing is lost): an invalid event without an item uid, a
+//! duplicate (source, id), or more than [`MAX_REJECTED_PER_CALL`] rejected events that are
+//! also more than half of the call's (the mapper, not an item, is broken).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -69,15 +77,128 @@ fn valid_extension_name(n: &str) -> bool {
         && !RESERVED.contains(&n)
 }
 
-/// Validates and completes `events`; `Err` lists every problem found (up to 20).
+/// An event rejected on its own (see the module docs, "Containment"): the item it meters,
+/// why, and the event as the mapper returned it (completed with its id, `specversion` and
+/// `time` where those could be derived; `data` as parsed, or the raw text when it is not
+/// JSON), for the dead letters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    /// The item the event meters (`item-uid`).
+    pub item_uid: String,
+    /// Every problem of the event, `; `-separated.
+    pub problem: String,
+    pub event: Value,
+}
+
+/// Valid, completed events, and the events rejected one by one.
+#[derive(Debug, Default)]
+pub struct Finalized {
+    pub events: Vec<CloudEvent>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// Above this many rejected events, and more than half of a call's, a call fails whole: a
+/// mapper whose events are mostly invalid is broken (a bad configuration, a bug), not fed a
+/// poison item, and failing the window keeps the usage in the source until it is fixed,
+/// instead of moving it to the dead letters.
+pub const MAX_REJECTED_PER_CALL: usize = 10;
+
+/// Validates and completes `events`; one invalid event fails them all (`Err` lists every
+/// problem found, up to 20). What `edgemeter map` uses.
 pub fn finalize(
     mapper: &str,
     envelope: &Envelope,
     events: Vec<bindings::CloudEvent>,
     max_event_bytes: usize,
 ) -> Result<Vec<CloudEvent>, MapperError> {
-    let mut problems = Vec::new();
-    let mut out = Vec::with_capacity(events.len());
+    let checked = check(envelope, events, max_event_bytes);
+    let problems: Vec<String> = checked
+        .fatal
+        .into_iter()
+        .chain(
+            checked
+                .rejected
+                .into_iter()
+                .map(|(_, who, r)| format!("{who}: {}", r.problem)),
+        )
+        .collect();
+    if problems.is_empty() {
+        Ok(checked.events)
+    } else {
+        Err(invalid(mapper, problems))
+    }
+}
+
+/// Validates and completes `events`, rejecting an invalid event of an item on its own: the
+/// rest of the snapshot is returned valid, the rejected events are in
+/// [`Finalized::rejected`]. The call still fails whole (`Err`) for problems that are not one
+/// item's: an invalid event without an item uid, two events with the same (source, id) (the
+/// ingest API would drop one's usage; only a mapper bug makes them), or more than
+/// [`MAX_REJECTED_PER_CALL`] rejected events that are also more than half of the call's.
+pub fn finalize_contained(
+    mapper: &str,
+    envelope: &Envelope,
+    events: Vec<bindings::CloudEvent>,
+    max_event_bytes: usize,
+) -> Result<Finalized, MapperError> {
+    let total = events.len();
+    let checked = check(envelope, events, max_event_bytes);
+    let rejected = checked.rejected.len();
+    if !checked.fatal.is_empty()
+        || (rejected > MAX_REJECTED_PER_CALL && rejected.saturating_mul(2) > total)
+    {
+        let mut problems = checked.fatal;
+        if rejected > MAX_REJECTED_PER_CALL && rejected.saturating_mul(2) > total {
+            problems.insert(
+                0,
+                format!(
+                    "{rejected} of {total} events are invalid: the mapper, not an item, looks broken"
+                ),
+            );
+        }
+        problems.extend(
+            checked
+                .rejected
+                .into_iter()
+                .map(|(_, who, r)| format!("{who}: {}", r.problem)),
+        );
+        return Err(invalid(mapper, problems));
+    }
+    Ok(Finalized {
+        events: checked.events,
+        rejected: checked.rejected.into_iter().map(|(_, _, r)| r).collect(),
+    })
+}
+
+fn invalid(mapper: &str, mut problems: Vec<String>) -> MapperError {
+    let count = problems.len();
+    problems.truncate(20);
+    MapperError::InvalidEvents {
+        mapper: mapper.to_owned(),
+        count,
+        problems,
+    }
+}
+
+/// The outcome of checking a call's events: valid ones, those of an item rejected on their
+/// own (with their position and a "who" label for messages), and problems that concern the
+/// whole call.
+struct Checked {
+    events: Vec<CloudEvent>,
+    rejected: Vec<(usize, String, Rejected)>,
+    fatal: Vec<String>,
+}
+
+fn check(
+    envelope: &Envelope,
+    events: Vec<bindings::CloudEvent>,
+    max_event_bytes: usize,
+) -> Checked {
+    let mut out = Checked {
+        events: Vec::with_capacity(events.len()),
+        rejected: Vec::new(),
+        fatal: Vec::new(),
+    };
     let mut seen: HashSet<(String, String)> = HashSet::new();
     let window_end = rfc3339(envelope.window_end);
     for (i, e) in events.into_iter().enumerate() {
@@ -86,48 +207,48 @@ pub fn finalize(
             e.event_type,
             e.item_uid.as_deref().unwrap_or("-")
         );
-        let mut bad = |what: String| problems.push(format!("{who}: {what}"));
+        let mut problems: Vec<String> = Vec::new();
         if e.source.trim().is_empty() {
-            bad("source is empty".into());
+            problems.push("source is empty".into());
         }
         if e.event_type.trim().is_empty() {
-            bad("type is empty".into());
+            problems.push("type is empty".into());
         }
         if e.subject.trim().is_empty() {
-            bad("subject is empty".into());
+            problems.push("subject is empty".into());
         }
         if e.id.as_deref().is_some_and(|id| id.trim().is_empty()) {
-            bad("id is empty (leave it unset to get a deterministic id)".into());
+            problems.push("id is empty (leave it unset to get a deterministic id)".into());
         }
         let time = match &e.time {
             Some(t) => match t.parse::<jiff::Timestamp>() {
-                Ok(_) => t.clone(),
+                Ok(_) => Some(t.clone()),
                 Err(err) => {
-                    bad(format!("time {t:?} is not RFC 3339: {err}"));
-                    continue;
+                    problems.push(format!("time {t:?} is not RFC 3339: {err}"));
+                    None
                 }
             },
-            None => window_end.clone(),
+            None => Some(window_end.clone()),
         };
         let data_len = e.data.len();
-        let data: Map<String, Value> = match serde_json::from_str::<Value>(&e.data) {
-            Ok(Value::Object(m)) => m,
+        let data: Option<Map<String, Value>> = match serde_json::from_str::<Value>(&e.data) {
+            Ok(Value::Object(m)) => Some(m),
             Ok(other) => {
-                bad(format!(
+                problems.push(format!(
                     "data must be a JSON object, got {}",
                     kind_of(&other)
                 ));
-                continue;
+                None
             }
             Err(err) => {
-                bad(format!("data is not valid JSON: {err}"));
-                continue;
+                problems.push(format!("data is not valid JSON: {err}"));
+                None
             }
         };
         let mut extensions = BTreeMap::new();
         for x in &e.extensions {
             if !valid_extension_name(&x.name) {
-                bad(format!(
+                problems.push(format!(
                     "extension name {:?} must be 1-20 lower-case letters or digits and not a reserved attribute",
                     x.name
                 ));
@@ -149,56 +270,96 @@ pub fn finalize(
                 )
             }
         };
-        let event = CloudEvent {
-            specversion: "1.0".to_owned(),
-            id,
-            source: e.source,
-            event_type: e.event_type,
-            subject: e.subject,
-            time,
-            data,
-            extensions,
-        };
         // Size as sent: the data as the mapper wrote it plus the attributes and their keys
         // (cheap: no second serialization of every event).
         let size = data_len
-            + event.id.len()
-            + event.source.len()
-            + event.event_type.len()
-            + event.subject.len()
-            + event.time.len()
-            + event
-                .extensions
+            + id.len()
+            + e.source.len()
+            + e.event_type.len()
+            + e.subject.len()
+            + time.as_ref().map_or(0, String::len)
+            + extensions
                 .iter()
                 .map(|(k, v)| k.len() + v.len() + 6)
                 .sum::<usize>()
             + 96;
         if size > max_event_bytes {
-            bad(format!(
+            problems.push(format!(
                 "serialized size {size} bytes exceeds the limit of {max_event_bytes}"
             ));
+        }
+        if !problems.is_empty() {
+            match &e.item_uid {
+                Some(uid) => {
+                    let event = as_json(&e, &id, time.as_deref(), data, &extensions);
+                    out.rejected.push((
+                        i,
+                        who,
+                        Rejected {
+                            item_uid: uid.clone(),
+                            problem: problems.join("; "),
+                            event,
+                        },
+                    ));
+                }
+                None => out.fatal.extend(problems.into_iter().map(|p| {
+                    format!("{who}: {p} (an event without an item uid fails the snapshot)")
+                })),
+            }
             continue;
         }
-        if !seen.insert((event.source.clone(), event.id.clone())) {
-            bad(format!(
-                "duplicate (source, id) ({}, {}) within the snapshot",
-                event.source, event.id
+        if !seen.insert((e.source.clone(), id.clone())) {
+            out.fatal.push(format!(
+                "{who}: duplicate (source, id) ({}, {id}) within the snapshot",
+                e.source
             ));
             continue;
         }
-        out.push(event);
+        out.events.push(CloudEvent {
+            specversion: "1.0".to_owned(),
+            id,
+            source: e.source,
+            event_type: e.event_type,
+            subject: e.subject,
+            time: time.unwrap_or_default(),
+            data: data.unwrap_or_default(),
+            extensions,
+        });
     }
-    if problems.is_empty() {
-        Ok(out)
-    } else {
-        let count = problems.len();
-        problems.truncate(20);
-        Err(MapperError::InvalidEvents {
-            mapper: mapper.to_owned(),
-            count,
-            problems,
-        })
+    // Messages in event order, as a mapper author reads its output.
+    out.rejected.sort_by_key(|(i, _, _)| *i);
+    out
+}
+
+/// A rejected event as JSON for the dead letters: what would have been sent, as far as it
+/// could be completed.
+fn as_json(
+    e: &bindings::CloudEvent,
+    id: &str,
+    time: Option<&str>,
+    data: Option<Map<String, Value>>,
+    extensions: &BTreeMap<String, String>,
+) -> Value {
+    let mut v = Map::new();
+    v.insert("specversion".into(), Value::from("1.0"));
+    v.insert("id".into(), Value::from(id));
+    v.insert("source".into(), Value::from(e.source.as_str()));
+    v.insert("type".into(), Value::from(e.event_type.as_str()));
+    v.insert("subject".into(), Value::from(e.subject.as_str()));
+    v.insert(
+        "time".into(),
+        Value::from(time.or(e.time.as_deref()).unwrap_or_default()),
+    );
+    let data = match data {
+        Some(m) => Value::Object(m),
+        None => serde_json::from_str(&e.data).unwrap_or_else(|_| Value::from(e.data.as_str())),
+    };
+    v.insert("data".into(), data);
+    for (k, x) in extensions {
+        v.entry(k.clone())
+            .or_insert_with(|| Value::from(x.as_str()));
     }
+    Value::Object(v)
 }
 
 fn kind_of(v: &Value) -> &'static str {
@@ -291,5 +452,88 @@ mod tests {
         let err =
             finalize("m", &envelope(), vec![event("u"), event("u")], 1 << 16).expect_err("dup");
         assert!(err.to_string().contains("duplicate"), "{err}");
+    }
+
+    #[test]
+    fn contained_an_invalid_event_of_an_item_is_rejected_alone() {
+        let mut poison = event("u2");
+        poison.data = format!(r#"{{"blob": "{}"}}"#, "x".repeat(2000));
+        let done = finalize_contained(
+            "m",
+            &envelope(),
+            vec![event("u1"), poison, event("u3")],
+            1024,
+        )
+        .expect("the others are valid");
+        assert_eq!(done.events.len(), 2);
+        assert_eq!(done.rejected.len(), 1);
+        let r = &done.rejected[0];
+        assert_eq!(r.item_uid, "u2");
+        assert!(
+            r.problem.contains("exceeds the limit of 1024"),
+            "{}",
+            r.problem
+        );
+        // The dead letter holds what would have been sent, id and time completed.
+        assert_eq!(
+            r.event["id"],
+            event_id(
+                SourceKind::Kubernetes,
+                "u2",
+                1_767_225_600,
+                "kube-pod-exec-time"
+            )
+        );
+        assert_eq!(r.event["time"], "2026-01-01T00:00:15Z");
+        assert_eq!(r.event["data"]["blob"].as_str().map(str::len), Some(2000));
+        // Data that is not JSON is kept as text.
+        let mut garbage = event("u2");
+        garbage.data = "{nope".into();
+        let done = finalize_contained("m", &envelope(), vec![event("u1"), garbage], 1 << 16)
+            .expect("valid");
+        assert_eq!(done.rejected[0].event["data"], "{nope");
+        // Strict finalize (edgemeter map) still fails on it.
+        let mut garbage = event("u2");
+        garbage.data = "{nope".into();
+        assert!(finalize("m", &envelope(), vec![event("u1"), garbage], 1 << 16).is_err());
+    }
+
+    #[test]
+    fn contained_what_is_not_one_items_problem_fails_the_call() {
+        // No item uid: nothing to attribute the event to.
+        let mut orphan = event("u");
+        orphan.item_uid = None;
+        orphan.subject = String::new();
+        let err = finalize_contained("m", &envelope(), vec![event("u1"), orphan], 1 << 16)
+            .expect_err("unattributable");
+        assert!(err.to_string().contains("without an item uid"), "{err}");
+        // A duplicate id: only a mapper bug makes one.
+        let err = finalize_contained("m", &envelope(), vec![event("u"), event("u")], 1 << 16)
+            .expect_err("dup");
+        assert!(err.to_string().contains("duplicate"), "{err}");
+        // Most events invalid, more than the bound: the mapper is broken.
+        let broken = |n: usize, good: usize| {
+            (0..n)
+                .map(|i| {
+                    let mut e = event(&format!("u{i}"));
+                    if i >= good {
+                        e.data = "[]".into();
+                    }
+                    e
+                })
+                .collect::<Vec<_>>()
+        };
+        let err = finalize_contained("m", &envelope(), broken(20, 5), 1 << 16)
+            .expect_err("broken mapper");
+        assert!(
+            err.to_string().contains("15 of 20 events are invalid"),
+            "{err}"
+        );
+        // As many invalid events, but a minority: poison items.
+        let done = finalize_contained("m", &envelope(), broken(40, 25), 1 << 16).expect("ok");
+        assert_eq!((done.events.len(), done.rejected.len()), (25, 15));
+        // Few invalid events, even all of them: poison items (a one-pod cluster).
+        let done = finalize_contained("m", &envelope(), broken(3, 0), 1 << 16).expect("ok");
+        assert_eq!((done.events.len(), done.rejected.len()), (0, 3));
     }
 }

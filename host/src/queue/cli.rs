@@ -26,7 +26,8 @@ pub struct QueueArgs {
 pub enum QueueCommand {
     /// Print pending events and bytes, dead letters, watermarks and the size on disk.
     Stats,
-    /// List events the receiver refused for good, with the reason.
+    /// List events the receiver refused for good, or that were rejected while billing (invalid
+    /// for their item: STATUS `-`), with the reason.
     DeadLetters {
         /// One JSON object per line instead of a table.
         #[arg(long)]
@@ -90,7 +91,13 @@ pub fn run_to(args: QueueArgs, out: &mut impl Write) -> Result<(), QueueCliError
                 out,
                 format!("pending bytes:   {} (max {})", s.pending_bytes, s.max_bytes),
             )?;
-            w(out, format!("dead letters:    {}", s.dead_letters))?;
+            w(
+                out,
+                format!(
+                    "dead letters:    {} ({} bytes; those rejected at billing are kept up to {})",
+                    s.dead_letters, s.dead_bytes, s.max_dead_bytes
+                ),
+            )?;
             w(out, format!("size on disk:    {}", s.size_on_disk))?;
             if s.watermarks.is_empty() {
                 w(out, "watermarks:      none".to_owned())?;

@@ -12,6 +12,10 @@ pub const DEFAULT_QUEUE_DIR: &str = "/var/lib/edgemeter/queue";
 /// after a close or a restart can find the lock still held for a moment.
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(2);
 
+/// Default bound of the dead letters added at billing (`--queue-max-dead-bytes`): 64 MiB, a
+/// few hundred thousand rejected events of ordinary size; 900 windows of one 70 KB event.
+pub const DEFAULT_MAX_DEAD_BYTES: u64 = 64 << 20;
+
 /// What to do when sled reports the database as corrupt on open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CorruptionPolicy {
@@ -32,6 +36,12 @@ pub struct QueueConfig {
     /// (at least 1: 0 would refuse every window).
     #[arg(long = "queue-max-bytes", env = "EDGEMETER_QUEUE_MAX_BYTES", default_value_t = 1 << 30, value_parser = positive_bytes)]
     pub max_bytes: u64,
+    /// Keep dead letters of events rejected while billing (invalid for their item) only while
+    /// all dead letters take less than this many bytes; beyond, such an event is counted and
+    /// logged but not kept. Not part of `--queue-max-bytes`: dead letters wait for an
+    /// operator, not for delivery.
+    #[arg(long = "queue-max-dead-bytes", env = "EDGEMETER_QUEUE_MAX_DEAD_BYTES", default_value_t = DEFAULT_MAX_DEAD_BYTES)]
+    pub max_dead_bytes: u64,
     /// sled page cache size in bytes.
     #[arg(long = "queue-cache-bytes", env = "EDGEMETER_QUEUE_CACHE_BYTES", default_value_t = 64 << 20)]
     pub cache_bytes: u64,
@@ -59,6 +69,7 @@ impl QueueConfig {
         QueueConfig {
             path: path.into(),
             max_bytes: 1 << 30,
+            max_dead_bytes: DEFAULT_MAX_DEAD_BYTES,
             cache_bytes: 64 << 20,
             on_corruption: CorruptionPolicy::MoveAside,
             lock_wait: DEFAULT_LOCK_WAIT,

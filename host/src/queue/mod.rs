@@ -13,7 +13,7 @@
 //! |---------------|----------------------------------|----------------------------------------------|
 //! | `events`      | `seq: u64` (8 bytes)             | one [`CloudEvent`] as compact JSON            |
 //! | `watermarks`  | source name (UTF-8)              | `billed_up_to: i64` Unix seconds (8 bytes)    |
-//! | `dead`        | `seq: u64` (8 bytes)             | a [`DeadLetter`] as JSON (event + reason)     |
+//! | `dead`        | `seq: u64` (8 bytes)             | a [`DeadLetter`] as JSON (event + reason); refused by the receiver (the event's `seq`) or rejected at billing (a fresh `seq`, invariant 7) |
 //! | `ledger`      | source name, `0x00`, record key  | one ledger record: a format byte, then the entry |
 //! | `meta`        | `published`                      | the publication mark: `seq: u64` (8 bytes)    |
 //!
@@ -67,7 +67,9 @@
 //! 5. **Bounded.** `pending_bytes` (key + value bytes in `events`) is kept in memory, recomputed
 //!    by a scan on open. When it is at or over `max_bytes`, `commit_window` writes nothing and
 //!    returns [`CommitOutcome::Full`]; the watermark stays, so the window is billed later, longer.
-//!    Dead letters are not counted (they are few and need an operator anyway).
+//!    Dead letters are not counted: they wait for an operator, not for delivery, and counting
+//!    those added at billing would let one poison item, window after window, fill the bound
+//!    and pause every tenant's billing. They are bounded apart (invariant 7).
 //!    Disk use is a high-water mark: sled 0.34 reuses freed segments but never shrinks its
 //!    file, so after a drained outage the directory keeps its peak size (measured: 1,000,000
 //!    events of ~300 bytes took 466 MiB, and still did after the drain and a reopen). Size the
@@ -80,6 +82,18 @@
 //!    watermarks and ledger records are lost or kept *together* (one log, one transaction), so
 //!    a window is never half-billed: it is billed again with the same ids and the receiver
 //!    dedupes.
+//! 7. **Dead letters added at billing go with their window.** Events the host rejects for
+//!    their item while billing (see `daemon::biller`, "Containment") are staged into `dead`
+//!    under fresh `seq`s above the publication mark with the window's events
+//!    ([`StagedWindow::stage_dead_letters`]) and published by the same transaction: a window
+//!    that is never published (refused, failed, or a crash before the commit) leaves none —
+//!    the same removal on drop and on open as its events — so a window billed again does not
+//!    add them twice. Readers of `dead` ([`Queue::dead_letters`], the retry, the counts) see
+//!    only entries below the mark. They are bounded by `max_dead_bytes`
+//!    (`EDGEMETER_QUEUE_MAX_DEAD_BYTES`, default 64 MiB; `dead_bytes`, key + value bytes of
+//!    all of `dead`, is kept in memory and recounted on open): one that would take `dead`
+//!    over it is not kept (the caller counts and logs it). Dead letters of the sink (refused
+//!    by the receiver) are always kept; they are bounded by the queue they came from.
 //!
 //! The key layout and batch-body encoding are pure functions in `keys`; `store` does the I/O.
 
@@ -89,11 +103,11 @@ mod store;
 
 pub mod cli;
 
-pub use config::{CorruptionPolicy, DEFAULT_LOCK_WAIT, QueueConfig};
+pub use config::{CorruptionPolicy, DEFAULT_LOCK_WAIT, DEFAULT_MAX_DEAD_BYTES, QueueConfig};
 pub use keys::batch_body;
 pub use store::{
-    CommitOutcome, DeadLetter, LedgerWrites, Queue, QueueError, QueueStats, QueuedEvent,
-    StagedWindow,
+    CommitOutcome, DeadLetter, DeadStaged, LedgerWrites, Queue, QueueError, QueueStats,
+    QueuedEvent, StagedWindow,
 };
 
 #[cfg(test)]

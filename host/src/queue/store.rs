@@ -160,6 +160,9 @@ pub struct QueueStats {
     pub pending_bytes: u64,
     pub max_bytes: u64,
     pub dead_letters: u64,
+    /// Key + value bytes of the dead letters, and the bound of those added at billing.
+    pub dead_bytes: u64,
+    pub max_dead_bytes: u64,
     /// Unix seconds "billed up to", per source.
     pub watermarks: Vec<(String, i64)>,
     /// sled's view of the directory size (lags deletes until sled reclaims segments).
@@ -181,6 +184,9 @@ struct Inner {
     /// `commit_window` has added them here; the sum is exact once both are done.
     pending_events: AtomicI64,
     pending_bytes: AtomicI64,
+    /// Key + value bytes in `dead` (published entries), recomputed by a scan on open.
+    dead_bytes: AtomicI64,
+    max_dead_bytes: u64,
     /// Woken after every commit so a waiting sink can send at once.
     new_events: Notify,
 }
@@ -263,6 +269,27 @@ fn open_published(events: &sled::Tree, meta: &sled::Tree) -> Result<u64, QueueEr
         );
     }
     Ok(published)
+}
+
+/// Removes dead letters staged above the publication mark by a commit that never completed
+/// (dead letters of a billed window, invariant 7) and returns the bytes of the others.
+fn open_dead(dead: &sled::Tree, published: u64) -> Result<i64, QueueError> {
+    let mut orphans = sled::Batch::default();
+    let mut count = 0u64;
+    for key in dead.range(keys::seq_key(published)..).keys() {
+        orphans.remove(key.map_err(|source| QueueError::Scan { source })?);
+        count += 1;
+    }
+    if count > 0 {
+        dead.apply_batch(orphans)
+            .map_err(|source| QueueError::Write { source })?;
+    }
+    let mut bytes = 0i64;
+    for item in dead.iter() {
+        let (_, value) = item.map_err(|source| QueueError::Scan { source })?;
+        bytes = bytes.saturating_add(stored_bytes(value.len()));
+    }
+    Ok(bytes)
 }
 
 /// True for sled 0.34's "directory lock is held" error. sled reports it as an `Io` error of kind
@@ -360,6 +387,7 @@ impl Queue {
             events_found += 1;
             bytes = bytes.saturating_add(stored_bytes(value.len()));
         }
+        let dead_bytes = open_dead(&dead, published)?;
         Ok(Queue {
             inner: Arc::new(Inner {
                 db,
@@ -372,6 +400,8 @@ impl Queue {
                 max_bytes: config.max_bytes,
                 pending_events: AtomicI64::new(events_found),
                 pending_bytes: AtomicI64::new(bytes),
+                dead_bytes: AtomicI64::new(dead_bytes),
+                max_dead_bytes: config.max_dead_bytes,
                 new_events: Notify::new(),
             }),
         })
@@ -440,6 +470,7 @@ impl Queue {
             range: None,
             events: 0,
             bytes: 0,
+            dead_bytes: 0,
             published: false,
         })
     }
@@ -507,6 +538,24 @@ impl Queue {
         }
         if let Err(e) = self.inner.events.apply_batch(batch) {
             tracing::warn!(error = %e, "failed to remove staged events; the next start removes them");
+        }
+        let mut batch = sled::Batch::default();
+        for item in self
+            .inner
+            .dead
+            .range(keys::seq_key(first)..=keys::seq_key(last))
+            .keys()
+        {
+            match item {
+                Ok(key) => batch.remove(key),
+                Err(e) => {
+                    tracing::warn!(error = %e, "failed to list staged dead letters; the next start removes them");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.inner.dead.apply_batch(batch) {
+            tracing::warn!(error = %e, "failed to remove staged dead letters; the next start removes them");
         }
     }
 
@@ -586,26 +635,30 @@ impl Queue {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let result = (&self.inner.events, &self.inner.dead).transaction(|(ev, dead)| {
-            let mut removed = (0i64, 0i64);
+            let mut removed = (0i64, 0i64, 0i64);
             for (e, letter) in refused.iter().zip(&letters) {
                 if let Some(old) = ev.remove(&keys::seq_key(e.seq)[..])? {
                     removed.0 += 1;
                     removed.1 += stored_bytes(old.len());
+                    removed.2 += stored_bytes(letter.len());
                     dead.insert(&keys::seq_key(e.seq)[..], letter.as_slice())?;
                 }
             }
             Ok::<_, ConflictableTransactionError<()>>(removed)
         });
-        let (removed, bytes) = result.map_err(storage_error)?;
+        let (removed, bytes, dead_bytes) = result.map_err(storage_error)?;
         self.add_pending(-removed, -bytes);
+        self.inner
+            .dead_bytes
+            .fetch_add(dead_bytes, Ordering::SeqCst);
         self.flush()
     }
 
-    /// All dead letters, oldest first.
+    /// All dead letters, oldest first (not those staged with a window still being committed).
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
         self.inner
             .dead
-            .iter()
+            .range(..self.published_key())
             .map(|item| {
                 let (key, value) = item.map_err(|source| QueueError::Read { source })?;
                 serde_json::from_slice(&value).map_err(|e| QueueError::Decode {
@@ -624,7 +677,7 @@ impl Queue {
         let letters = self
             .inner
             .dead
-            .iter()
+            .range(..self.published_key())
             .map(|item| {
                 let (key, value) = item.map_err(|source| QueueError::Read { source })?;
                 let letter: DeadLetter =
@@ -638,19 +691,20 @@ impl Queue {
                         id: format!("dead letter {}", letter.seq),
                         source,
                     })?;
-                Ok((key, json))
+                Ok((key, json, stored_bytes(value.len())))
             })
             .collect::<Result<Vec<_>, QueueError>>()?;
         let trees = (&self.inner.events, &self.inner.dead, &self.inner.meta);
         let result = trees.transaction(|(ev, dead, meta)| {
-            let mut moved = (0i64, 0i64, None);
-            for (key, json) in &letters {
+            let mut moved = (0i64, 0i64, None, 0i64);
+            for (key, json, letter_bytes) in &letters {
                 if dead.remove(key)?.is_some() {
                     let seq = ev.generate_id()?;
                     ev.insert(&keys::seq_key(seq)[..], json.as_slice())?;
                     moved.0 += 1;
                     moved.1 += stored_bytes(json.len());
                     moved.2 = Some(seq.saturating_add(1));
+                    moved.3 += letter_bytes;
                 }
             }
             // Published with the move, like a window's events.
@@ -659,16 +713,33 @@ impl Queue {
             }
             Ok::<_, ConflictableTransactionError<()>>(moved)
         });
-        let (moved, bytes, mark) = result.map_err(storage_error)?;
+        let (moved, bytes, mark, dead_bytes) = result.map_err(storage_error)?;
         self.flush()?;
         if let Some(mark) = mark {
             self.inner.published.fetch_max(mark, Ordering::AcqRel);
         }
         self.add_pending(moved, bytes);
+        self.inner
+            .dead_bytes
+            .fetch_sub(dead_bytes, Ordering::SeqCst);
         if moved > 0 {
             self.inner.new_events.notify_one();
         }
         Ok(moved.unsigned_abs())
+    }
+
+    /// The publication mark as a key: entries of `events` and `dead` below it are committed.
+    fn published_key(&self) -> [u8; 8] {
+        keys::seq_key(self.inner.published.load(Ordering::Acquire))
+    }
+
+    /// Key + value bytes of the dead letters.
+    pub fn dead_bytes(&self) -> u64 {
+        self.inner
+            .dead_bytes
+            .load(Ordering::SeqCst)
+            .max(0)
+            .unsigned_abs()
     }
 
     /// Undelivered events.
@@ -710,7 +781,9 @@ impl Queue {
             pending_events: self.pending_events(),
             pending_bytes: self.pending_bytes(),
             max_bytes: self.inner.max_bytes,
-            dead_letters: self.inner.dead.len() as u64,
+            dead_letters: self.inner.dead.range(..self.published_key()).count() as u64,
+            dead_bytes: self.dead_bytes(),
+            max_dead_bytes: self.inner.max_dead_bytes,
             watermarks,
             size_on_disk: self
                 .inner
@@ -731,7 +804,7 @@ impl Queue {
         self.inner.events.first().is_ok()
     }
 
-    fn flush(&self) -> Result<(), QueueError> {
+    pub(super) fn flush(&self) -> Result<(), QueueError> {
         self.inner
             .db
             .flush()
@@ -756,7 +829,18 @@ pub struct StagedWindow<'q> {
     range: Option<(u64, u64)>,
     events: usize,
     bytes: i64,
+    /// Bytes of the dead letters staged with the window.
+    dead_bytes: i64,
     published: bool,
+}
+
+/// What [`StagedWindow::stage_dead_letters`] did with the letters it was given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeadStaged {
+    /// Staged: in `dead` once the window is published.
+    pub kept: usize,
+    /// Not kept: the dead letters would have gone over `max_dead_bytes`.
+    pub dropped: usize,
 }
 
 impl std::fmt::Debug for StagedWindow<'_> {
@@ -781,6 +865,62 @@ impl StagedWindow<'_> {
     /// Events staged so far.
     pub fn events(&self) -> usize {
         self.events
+    }
+
+    /// Stages dead letters of events rejected while billing the window, `(reason, event)`:
+    /// they land in `dead` with the window's publication (none if it is never published, so a
+    /// window billed again after a crash does not add them twice; invariant 7). Those that
+    /// would take the dead letters over `max_dead_bytes` are not kept (counted in
+    /// [`DeadStaged::dropped`]). Blocking sled I/O, no fsync.
+    pub fn stage_dead_letters(
+        &mut self,
+        letters: &[(String, serde_json::Value)],
+    ) -> Result<DeadStaged, QueueError> {
+        let q = self.queue;
+        let mut outcome = DeadStaged::default();
+        if letters.is_empty() {
+            return Ok(outcome);
+        }
+        let dead_at = unix_now();
+        let budget = i64::try_from(q.inner.max_dead_bytes).unwrap_or(i64::MAX);
+        let mut batch = sled::Batch::default();
+        for (reason, event) in letters {
+            let seq = q
+                .inner
+                .db
+                .generate_id()
+                .map_err(|source| QueueError::Write { source })?;
+            let letter = DeadLetter {
+                seq,
+                dead_at,
+                status: None,
+                reason: reason.clone(),
+                event: event.clone(),
+            };
+            let json = serde_json::to_vec(&letter).map_err(|source| QueueError::Encode {
+                id: format!("dead letter {seq}"),
+                source,
+            })?;
+            let bytes = stored_bytes(json.len());
+            let used = q
+                .inner
+                .dead_bytes
+                .load(Ordering::SeqCst)
+                .saturating_add(self.dead_bytes);
+            if used.saturating_add(bytes) > budget {
+                outcome.dropped += 1;
+                continue;
+            }
+            self.dead_bytes = self.dead_bytes.saturating_add(bytes);
+            batch.insert(&keys::seq_key(seq)[..], json);
+            self.range = Some((self.range.map_or(seq, |(first, _)| first), seq));
+            outcome.kept += 1;
+        }
+        q.inner
+            .dead
+            .apply_batch(batch)
+            .map_err(|source| QueueError::Write { source })?;
+        Ok(outcome)
     }
 
     /// Flushes the staged events, then in one small transaction moves the publication mark
@@ -854,6 +994,9 @@ impl StagedWindow<'_> {
                 .fetch_max(last.saturating_add(1), Ordering::AcqRel);
         }
         q.add_pending(count(self.events), self.bytes);
+        q.inner
+            .dead_bytes
+            .fetch_add(self.dead_bytes, Ordering::SeqCst);
         if self.events > 0 {
             q.inner.new_events.notify_one();
         }

@@ -584,3 +584,102 @@ fn a_window_staged_in_parts_is_invisible_until_published_and_removed_if_dropped(
     assert!(q.begin_window().is_none(), "a full queue began a window");
     Ok(())
 }
+
+fn letter(i: usize) -> (String, serde_json::Value) {
+    (
+        format!("rejected at billing: reason {i}"),
+        serde_json::json!({"id": format!("bad-{i}"), "source": "test", "data": "x".repeat(100)}),
+    )
+}
+
+/// Dead letters of events rejected while billing a window travel with the window: invisible
+/// (and not retried) while it is being committed, kept when it is published, removed when it
+/// is not — also by the next open after a crash before the publication.
+#[test]
+fn dead_letters_staged_with_a_window_land_only_with_its_publication() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let q = open(&dir)?;
+    {
+        let mut w = q.begin_window().context("room")?;
+        w.stage(&events(0, 2))?;
+        let staged = w.stage_dead_letters(&[letter(0)])?;
+        assert_eq!(
+            staged,
+            DeadStaged {
+                kept: 1,
+                dropped: 0
+            }
+        );
+        assert!(q.dead_letters()?.is_empty(), "visible before the commit");
+        assert_eq!(q.retry_dead_letters()?, 0, "retried before the commit");
+        // Dropped unpublished (a refused or failed window): nothing of it stays.
+    }
+    assert!(q.dead_letters()?.is_empty());
+    assert_eq!(q.dead_bytes(), 0);
+    let mut w = q.begin_window().context("room")?;
+    w.stage(&events(15, 2))?;
+    w.stage_dead_letters(&[letter(1), letter(2)])?;
+    w.publish("k8s", 30, &LedgerWrites::default())?;
+    let letters = q.dead_letters()?;
+    assert_eq!(letters.len(), 2);
+    assert_eq!(
+        (letters[0].status, letters[0].reason.as_str()),
+        (None, "rejected at billing: reason 1")
+    );
+    assert_eq!(letters[1].event["id"], "bad-2");
+    assert_eq!(q.pending_events(), 2, "dead letters are not pending");
+    let pending_bytes = q.pending_bytes();
+    let dead_bytes = q.dead_bytes();
+    assert!(dead_bytes > 200, "{dead_bytes}");
+    assert_eq!(q.stats()?.dead_letters, 2);
+    // A crash between staging and publication: the next open removes the staged letters.
+    let mut w = q.begin_window().context("room")?;
+    w.stage_dead_letters(&[letter(3)])?;
+    std::mem::forget(w);
+    q.flush()?;
+    drop(q);
+    let q = open(&dir)?;
+    assert_eq!(q.dead_letters()?.len(), 2);
+    assert_eq!(q.dead_bytes(), dead_bytes, "recounted on open");
+    assert_eq!(q.pending_bytes(), pending_bytes);
+    assert_eq!(q.retry_dead_letters()?, 2);
+    assert_eq!(q.dead_bytes(), 0);
+    Ok(())
+}
+
+/// Dead letters added at billing are bounded by `max_dead_bytes` (not by `max_bytes`: they
+/// do not wait for delivery, and counting them there would let one poison item, window
+/// after window, pause every tenant's billing); those over the bound are dropped, counted.
+#[test]
+fn dead_letters_added_at_billing_are_bounded_apart_from_the_queue() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = QueueConfig::new(dir.path().join("q"));
+    cfg.max_dead_bytes = 700;
+    cfg.max_bytes = 10_000;
+    let q = Queue::open(&cfg)?;
+    let mut w = q.begin_window().context("room")?;
+    let staged = w.stage_dead_letters(&[letter(0), letter(1), letter(2), letter(3)])?;
+    assert_eq!(
+        staged,
+        DeadStaged {
+            kept: 2,
+            dropped: 2
+        },
+        "~300 bytes each"
+    );
+    w.publish("k8s", 15, &LedgerWrites::default())?;
+    assert_eq!(q.pending_bytes(), 0);
+    let mut w = q
+        .begin_window()
+        .context("dead letters do not fill the queue")?;
+    assert_eq!(
+        w.stage_dead_letters(&[letter(4)])?,
+        DeadStaged {
+            kept: 0,
+            dropped: 1
+        }
+    );
+    w.publish("k8s", 30, &LedgerWrites::default())?;
+    assert_eq!(q.dead_letters()?.len(), 2);
+    Ok(())
+}

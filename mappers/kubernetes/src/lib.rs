@@ -16,8 +16,10 @@
 //! | `gpu_request_count`, `gpu_limit_count` | GPUs (fractional for Run:ai fractions) |
 //! | `gpu_type`, `gpu_resource` | GPU model (when known) and resource name |
 //! | `<field>_per_second` | value × `duration_seconds`, for each of the six resource fields |
-//! | `KEY` | every `data.openmeter.io/KEY` annotation (built-in fields win on a clash) |
+//! | `KEY` | every `data.openmeter.io/KEY` annotation (built-in fields win on a clash), within the caps below |
+//! | `annotations_dropped` | the `KEY`s of data annotations not copied (over the caps), comma-separated; absent otherwise |
 //! | `allocation_estimated` | `true` only when the interval is an estimate (e.g. the pod was deleted while the collector was down); absent otherwise |
+//! | `allocation_problem` | what the host could not read and billed as 0 (e.g. a malformed `gpu-fraction`: GPUs 0), from the host's `edgemeter.dev/allocation-problem`; absent otherwise |
 //!
 //! Limits are `0` when the pod sets none (unbounded). With `unit` `minute` (or `hour`) the
 //! companions are `<field>_per_minute` = value × duration / 60 (`_per_hour`: / 3600).
@@ -28,8 +30,17 @@
 //! `storage_request_bytes_per_<unit>`, and `allocation_estimated: true` when the bind time or
 //! the end is an estimate (e.g. deleted while the collector was down).
 //!
+//! **Caps on annotations.** Kubernetes allows 256 KiB of annotations per object, an event may
+//! take 64 KiB: data annotations are copied only within `data_annotation_max_value_bytes` per
+//! value (default 4 KiB) and `data_annotation_max_total_bytes` for all of them together
+//! (default 16 KiB, keys and values as written in JSON, in key order). One over a cap is
+//! dropped, named in `annotations_dropped` and in a WARN diagnostic; the event and its billing
+//! fields are unaffected.
+//!
 //! Config (JSON, every key optional): `source`, `event_type`, `pvc_event_type`, `unit`
-//! (`second` | `minute` | `hour`), `subject_annotation`, `data_annotation_prefix`.
+//! (`second` | `minute` | `hour`), `subject_annotation`, `data_annotation_prefix`,
+//! `data_annotation_max_value_bytes`, `data_annotation_max_total_bytes` (at most
+//! [`MAX_DATA_ANNOTATION_BYTES`]).
 
 use std::collections::BTreeMap;
 
@@ -49,7 +60,20 @@ pub struct Config {
     pub unit: Unit,
     pub subject_annotation: String,
     pub data_annotation_prefix: String,
+    pub data_annotation_max_value_bytes: usize,
+    pub data_annotation_max_total_bytes: usize,
 }
+
+/// The most `data_annotation_max_total_bytes` may be: with the built-in fields (~2 KiB) and a
+/// subject, an event stays below the host's 64 KiB limit.
+pub const MAX_DATA_ANNOTATION_BYTES: usize = 48 * 1024;
+
+/// The host's annotation on an item whose allocation could only partly be computed
+/// (`edgemeter::snapshot::ALLOCATION_PROBLEM_ANNOTATION`).
+pub const ALLOCATION_PROBLEM_ANNOTATION: &str = "edgemeter.dev/allocation-problem";
+
+/// The longest `annotations_dropped` list; longer lists end with `…`.
+const MAX_DROPPED_LIST_BYTES: usize = 1024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -60,6 +84,8 @@ impl Default for Config {
             unit: Unit::Second,
             subject_annotation: "openmeter.io/subject".to_owned(),
             data_annotation_prefix: "data.openmeter.io/".to_owned(),
+            data_annotation_max_value_bytes: 4 * 1024,
+            data_annotation_max_total_bytes: 16 * 1024,
         }
     }
 }
@@ -99,9 +125,16 @@ pub fn parse_config(config: &str) -> Result<Config, String> {
     let c: Config = serde_json::from_str(config).map_err(|e| {
         format!(
             "mapper config: {e}; known keys: source, event_type, pvc_event_type, unit \
-             (second|minute|hour), subject_annotation, data_annotation_prefix"
+             (second|minute|hour), subject_annotation, data_annotation_prefix, \
+             data_annotation_max_value_bytes, data_annotation_max_total_bytes"
         )
     })?;
+    if c.data_annotation_max_total_bytes > MAX_DATA_ANNOTATION_BYTES {
+        return Err(format!(
+            "mapper config: data_annotation_max_total_bytes must be at most {MAX_DATA_ANNOTATION_BYTES} (events are limited to 64 KiB), got {}",
+            c.data_annotation_max_total_bytes
+        ));
+    }
     for (key, v) in [
         ("source", &c.source),
         ("event_type", &c.event_type),
@@ -184,6 +217,18 @@ impl JsonObject {
     }
 }
 
+/// The length of `s` as a JSON string literal (what [`push_json_str`] appends).
+fn json_str_len(s: &str) -> usize {
+    2 + s
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' | '\n' | '\r' | '\t' => 2,
+            c if u32::from(c) < 0x20 => 6,
+            c => c.len_utf8(),
+        })
+        .sum::<usize>()
+}
+
 /// Appends `s` as a JSON string literal.
 fn push_json_str(buf: &mut String, s: &str) {
     use std::fmt::Write;
@@ -260,16 +305,22 @@ fn subject(ann: &BTreeMap<&str, &str>, key: &str, fallback: &str) -> String {
 }
 
 /// Adds every `<prefix>KEY` annotation as `data.KEY` unless a built-in field has that name
-/// (built-in fields win: they are what meters bill on); clashes become diagnostics.
+/// (built-in fields win: they are what meters bill on); clashes become diagnostics. Values
+/// over `data_annotation_max_value_bytes`, and annotations past
+/// `data_annotation_max_total_bytes` in all (JSON-escaped key + value, in key order), are
+/// dropped: listed in `annotations_dropped` and in one WARN diagnostic.
 fn merge_annotations(
+    cfg: &Config,
     ann: &BTreeMap<&str, &str>,
-    prefix: &str,
     item: &Item,
     data: &mut JsonObject,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
+    let prefix = &cfg.data_annotation_prefix;
+    let mut total = 0usize;
+    let mut dropped: Vec<(&str, usize)> = Vec::new();
     for (k, v) in ann {
-        let Some(key) = k.strip_prefix(prefix).filter(|k| !k.is_empty()) else {
+        let Some(key) = k.strip_prefix(prefix.as_str()).filter(|k| !k.is_empty()) else {
             continue;
         };
         if data.has(key) {
@@ -280,10 +331,55 @@ fn merge_annotations(
                     "annotation {k} clashes with a built-in field; the built-in value was kept"
                 ),
             ));
-        } else {
-            data.str(key, v);
+            continue;
         }
+        let value_bytes = json_str_len(v);
+        let bytes = json_str_len(key) + value_bytes;
+        if value_bytes > cfg.data_annotation_max_value_bytes
+            || total + bytes > cfg.data_annotation_max_total_bytes
+        {
+            dropped.push((key, value_bytes));
+            continue;
+        }
+        total += bytes;
+        data.str(key, v);
     }
+    if dropped.is_empty() {
+        return;
+    }
+    let mut list = String::new();
+    for (i, (key, _)) in dropped.iter().enumerate() {
+        if list.len() + key.len() + 1 > MAX_DROPPED_LIST_BYTES {
+            list.push_str(&format!(",…(+{} more)", dropped.len() - i));
+            break;
+        }
+        if i > 0 {
+            list.push(',');
+        }
+        list.push_str(key);
+    }
+    if !data.has("annotations_dropped") {
+        data.str("annotations_dropped", &list);
+    }
+    let sizes: Vec<String> = dropped
+        .iter()
+        .take(10)
+        .map(|(k, b)| format!("{prefix}{k} ({b} bytes)"))
+        .collect();
+    diagnostics.push(Diagnostic::for_item(
+        Level::Warn,
+        &item.uid,
+        format!(
+            "{}/{}: {} data annotation(s) not copied into the event, over the caps of {} bytes per value and {} bytes in all: {}{}",
+            item.namespace,
+            item.name,
+            dropped.len(),
+            cfg.data_annotation_max_value_bytes,
+            cfg.data_annotation_max_total_bytes,
+            sizes.join(", "),
+            if dropped.len() > sizes.len() { ", …" } else { "" },
+        ),
+    ));
 }
 
 fn pod_event(
@@ -397,13 +493,10 @@ fn finish(
     mut data: JsonObject,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> CloudEvent {
-    merge_annotations(
-        ann,
-        &cfg.data_annotation_prefix,
-        item,
-        &mut data,
-        diagnostics,
-    );
+    if let Some(problem) = ann.get(ALLOCATION_PROBLEM_ANNOTATION) {
+        data.str("allocation_problem", problem);
+    }
+    merge_annotations(cfg, ann, item, &mut data, diagnostics);
     let mut e = CloudEvent::new(
         &cfg.source,
         event_type,
@@ -482,6 +575,153 @@ mod tests {
         assert_eq!(parsed["n"], 1.5);
         assert_eq!(parsed["i"], 42);
         assert_eq!(JsonObject::new().finish(), "{}");
+    }
+
+    fn item(name: &str, annotations: &[(&str, &str)]) -> Item {
+        Item {
+            kind: ItemKind::Pod,
+            namespace: "ns".to_owned(),
+            name: name.to_owned(),
+            uid: format!("uid-{name}"),
+            labels: vec![],
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            object: String::new(),
+            allocation: edgemeter_guest::Allocation {
+                seconds: 15,
+                allocated_from: Some(0),
+                allocated_until: None,
+                estimated: false,
+                cpu_request_millicores: 500,
+                cpu_limit_millicores: None,
+                memory_request_bytes: 1 << 20,
+                memory_limit_bytes: None,
+                gpu: None,
+                storage_bytes: None,
+                storage_class: None,
+                node_name: Some("node-1".to_owned()),
+                phase: Some("Running".to_owned()),
+            },
+        }
+    }
+
+    fn map_items(config: &str, items: Vec<Item>) -> Mapped {
+        let snapshot = Snapshot {
+            envelope: edgemeter_guest::Envelope {
+                source: edgemeter_guest::SourceKind::Kubernetes,
+                window_start: 0,
+                window_end: 15,
+                window_start_rfc3339: "1970-01-01T00:00:00Z".to_owned(),
+                window_end_rfc3339: "1970-01-01T00:00:15Z".to_owned(),
+                collector_id: "c".to_owned(),
+                cluster_id: String::new(),
+                config: config.to_owned(),
+            },
+            items,
+        };
+        map(&snapshot).map_err(|e| format!("{e:?}")).expect("maps")
+    }
+
+    fn data(e: &CloudEvent) -> serde_json::Map<String, Value> {
+        serde_json::from_str(&e.data).expect("data is JSON")
+    }
+
+    #[test]
+    fn data_annotations_over_the_caps_are_dropped_and_named() {
+        let big = "x".repeat(70 * 1024);
+        let mid = "m".repeat(3000);
+        let mut many: Vec<(String, String)> = (0..10)
+            .map(|i| (format!("data.openmeter.io/k{i}"), mid.clone()))
+            .collect();
+        many.push(("data.openmeter.io/team".to_owned(), "blue".to_owned()));
+        many.push(("data.openmeter.io/x".to_owned(), big));
+        let refs: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mapped = map_items("", vec![item("p", &refs)]);
+        let e = &mapped.events[0];
+        assert!(
+            e.data.len() < 20 * 1024,
+            "event data {} bytes",
+            e.data.len()
+        );
+        let d = data(e);
+        assert_eq!(d["team"], "blue");
+        assert!(d.get("x").is_none());
+        // 16 KiB in all: five 3000-byte values fit (k0..k4, in key order), the rest do not.
+        let kept: Vec<&String> = d.keys().filter(|k| k.starts_with('k')).collect();
+        assert_eq!(kept, ["k0", "k1", "k2", "k3", "k4"]);
+        assert_eq!(d["annotations_dropped"], "k5,k6,k7,k8,k9,x");
+        assert_eq!(
+            d["cpu_request_millicores"], 500,
+            "billing fields unaffected"
+        );
+        let warn = mapped
+            .diagnostics
+            .iter()
+            .find(|d| d.level == Level::Warn)
+            .expect("a WARN diagnostic");
+        assert_eq!(warn.item_uid.as_deref(), Some("uid-p"));
+        assert!(
+            warn.message.contains("ns/p")
+                && warn.message.contains("data.openmeter.io/x (71682 bytes)"),
+            "{}",
+            warn.message
+        );
+        // Escaping counts: 1,000 control characters take 6,000 bytes of JSON.
+        let ctl = "\u{1}".repeat(1000);
+        let mapped = map_items(
+            r#"{"data_annotation_max_value_bytes": 5000}"#,
+            vec![item("p", &[("data.openmeter.io/ctl", &ctl)])],
+        );
+        assert_eq!(data(&mapped.events[0])["annotations_dropped"], "ctl");
+        // No annotation over the caps: no marker, no diagnostic.
+        let mapped = map_items("", vec![item("p", &[("data.openmeter.io/team", "blue")])]);
+        assert!(data(&mapped.events[0]).get("annotations_dropped").is_none());
+        assert!(mapped.diagnostics.is_empty());
+    }
+
+    #[test]
+    fn the_caps_are_configurable_within_the_event_limit() {
+        let mapped = map_items(
+            r#"{"data_annotation_max_total_bytes": 20}"#,
+            vec![item(
+                "p",
+                &[
+                    ("data.openmeter.io/a", "1234567890"),
+                    ("data.openmeter.io/b", "1"),
+                ],
+            )],
+        );
+        let d = data(&mapped.events[0]);
+        assert_eq!(d["a"], "1234567890");
+        assert_eq!(d["annotations_dropped"], "b");
+        let err =
+            parse_config(r#"{"data_annotation_max_total_bytes": 100000}"#).expect_err("too big");
+        assert!(err.contains("at most 49152"), "{err}");
+    }
+
+    #[test]
+    fn the_hosts_allocation_problem_is_marked_in_the_event() {
+        let mapped = map_items(
+            "",
+            vec![item(
+                "p",
+                &[(
+                    ALLOCATION_PROBLEM_ANNOTATION,
+                    "failed to read annotation gpu-fraction=\"x\"; GPUs billed as 0",
+                )],
+            )],
+        );
+        let d = data(&mapped.events[0]);
+        assert_eq!(
+            d["allocation_problem"],
+            "failed to read annotation gpu-fraction=\"x\"; GPUs billed as 0"
+        );
+        assert_eq!(d["gpu_request_count"], 0);
+        assert_eq!(d["cpu_request_millicores"], 500);
+        let mapped = map_items("", vec![item("p", &[])]);
+        assert!(data(&mapped.events[0]).get("allocation_problem").is_none());
     }
 
     #[test]

@@ -1102,7 +1102,8 @@ fn pvc_entry_item(
         name: meta.name.clone().unwrap_or_default(),
         uid: uid.to_owned(),
         labels: pairs(meta.labels.as_ref()),
-        annotations: pairs(meta.annotations.as_ref()),
+        // Only the host sets the allocation-problem annotation (none for PVCs today).
+        annotations: snapshot::with_problems(pairs(meta.annotations.as_ref()), &[]),
         object: if raw_objects {
             e.object.raw.to_string()
         } else {
