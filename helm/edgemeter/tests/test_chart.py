@@ -414,7 +414,10 @@ class TestWorkloads(PerCase):
                 self.assertEqual(mounts["/var/lib/edgemeter/queue"], "queue")
                 self.assertEqual(mounts["/var/cache/edgemeter/mappers"], "mapper-cache")
                 self.assertEqual(env_value(c, "EDGEMETER_QUEUE_DIR"), "/var/lib/edgemeter/queue")
-                self.assertEqual(env_value(c, "EDGEMETER_CACHE_DIR"), "/var/cache/edgemeter/mappers")
+                # Below the emptyDir's mount point (0777, refused by the cache), not at it.
+                self.assertEqual(env_value(c, "EDGEMETER_CACHE_DIR"), "/var/cache/edgemeter/mappers/compiled")
+                grace = spec["terminationGracePeriodSeconds"]
+                self.assertEqual(env_value(c, "EDGEMETER_SHUTDOWN_TIMEOUT"), f"{grace - 5}s")
                 self.assertIn({"name": "mapper-cache", "emptyDir": {}}, spec["volumes"])
                 self.assertEqual(env_value(c, "EDGEMETER_LOG"), "info")
                 self.assertEqual(env_value(c, "EDGEMETER_LOG_FORMAT"), "json")
