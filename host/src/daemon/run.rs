@@ -347,6 +347,7 @@ pub async fn run_with(
     .map_err(DaemonError::QueueOpen)?;
     biller.set_log_events(args.debug);
     biller.set_slice_items(args.mapper_slice_items);
+    biller.set_items_rejected(metrics.billing.items_rejected.clone());
     tracing::info!(
         watermark = %window::rfc3339(biller.watermark()),
         interval_s = plan.interval,

@@ -117,6 +117,9 @@ pub struct BillingMetrics {
     /// Mapper calls, failures by kind (copied from the runtime's counters after each tick).
     pub mapper_calls: Counter,
     pub mapper_failures: Family<FailureLabels, Counter>,
+    /// Items of committed windows not billed as mapped, by reason, once per item and window
+    /// (see `daemon::biller`, "Containment").
+    pub items_rejected: Family<FailureLabels, Counter>,
 }
 
 /// Why a window or a mapper call failed.
@@ -283,6 +286,11 @@ impl Metrics {
             "mapper_failures",
             "Failed mapper calls by kind (timeout, memory, trap)",
             billing.mapper_failures.clone(),
+        );
+        registry.register(
+            "items_rejected",
+            "Items of committed windows not billed as mapped, per item and window: invalid_event (its events dead-lettered), invalid_event_dropped (not kept: dead letters at their bound), allocation_incomplete (billed without what could not be read)",
+            billing.items_rejected.clone(),
         );
         Metrics {
             registry: Arc::new(registry),
