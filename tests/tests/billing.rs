@@ -807,3 +807,65 @@ fn incomplete_allocations_are_counted() {
     let (bad, _) = event_of(&events, "bad-gpu").expect("billed");
     assert_ne!(bad["data"]["allocation_problem"], "spoofed");
 }
+
+// Issue "Containment", scenario 2: what a pod's owner may not choose, through the real WASM
+// mapper.
+
+/// Fields the built-in mapper writes only sometimes (a GPU model when the node has no product
+/// label, the GPU resource, the estimate flag) used to be settable by `data.openmeter.io/*`
+/// annotations: a tenant could make its usage look like a cheaper GPU or an estimate.
+#[test]
+fn annotations_cannot_spoof_billing_fields_through_the_wasm_mapper() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
+    let mut b = biller(&queue, builtin_mapper(), "{}");
+    let mut src = source_with(pod_with(
+        "spoofer",
+        0,
+        None,
+        json!({"cpu": "1", "nvidia.com/gpu": "1"}),
+        json!({
+            "data.openmeter.io/gpu_type": "Tesla-T4",
+            "data.openmeter.io/gpu_resource": "nvidia.com/gpu.shared",
+            "data.openmeter.io/allocation_estimated": "true",
+            "data.openmeter.io/cost_center": "cc-7",
+        }),
+    ));
+    assert!(matches!(
+        b.tick(&mut src, T0 + 90),
+        TickOutcome::Billed { windows: 6, .. }
+    ));
+    let events = committed(&queue);
+    let (e, secs) = event_of(&events, "spoofer").expect("billed");
+    assert_eq!(secs, 90);
+    let d = &e["data"];
+    assert!(d.get("gpu_type").is_none(), "{d}");
+    assert_eq!(d["gpu_resource"], "nvidia.com/gpu");
+    assert!(d.get("allocation_estimated").is_none(), "{d}");
+    assert_eq!(d["cost_center"], "cc-7");
+    assert_eq!(d["gpu_request_count"], 1);
+}
+
+/// `openmeter.io/subject` lets whoever can edit a pod choose who pays; `subject_from:
+/// namespace` bills the namespace instead, whatever the pod says.
+#[test]
+fn the_subject_can_be_the_namespace_whatever_the_pod_says() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
+    let mut b = biller(&queue, builtin_mapper(), r#"{"subject_from": "namespace"}"#);
+    let mut src = source_with(pod_with(
+        "payer-chooser",
+        0,
+        None,
+        json!({"cpu": "1"}),
+        json!({"openmeter.io/subject": "another-customer"}),
+    ));
+    match b.tick(&mut src, T0 + 90) {
+        TickOutcome::Billed { windows: 6, .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let events = committed(&queue);
+    assert!(!events.is_empty());
+    assert!(events.iter().all(|e| e["subject"] == "ns"), "{events:?}");
+    assert_eq!(drain(&queue).0, truth_with("payer-chooser"));
+}

@@ -16,8 +16,8 @@
 //! | `gpu_request_count`, `gpu_limit_count` | GPUs (fractional for Run:ai fractions) |
 //! | `gpu_type`, `gpu_resource` | GPU model (when known) and resource name |
 //! | `<field>_per_second` | value × `duration_seconds`, for each of the six resource fields |
-//! | `KEY` | every `data.openmeter.io/KEY` annotation (built-in fields win on a clash), within the caps below |
-//! | `annotations_dropped` | the `KEY`s of data annotations not copied (over the caps), comma-separated; absent otherwise |
+//! | `KEY` | every `data.openmeter.io/KEY` annotation, within the caps below, unless `KEY` is reserved |
+//! | `annotations_dropped` | the `KEY`s of data annotations not copied (reserved, or over the caps), comma-separated; absent otherwise |
 //! | `allocation_estimated` | `true` only when the interval is an estimate (e.g. the pod was deleted while the collector was down); absent otherwise |
 //! | `allocation_problem` | what the host could not read and billed as 0 (e.g. a malformed `gpu-fraction`: GPUs 0), from the host's `edgemeter.dev/allocation-problem`; absent otherwise |
 //!
@@ -30,6 +30,20 @@
 //! `storage_request_bytes_per_<unit>`, and `allocation_estimated: true` when the bind time or
 //! the end is an estimate (e.g. deleted while the collector was down).
 //!
+//! **Reserved fields.** Every field this mapper may compute, for either event kind, is
+//! reserved whether or not it is present in a given event ([`RESERVED_FIELDS`]): annotations
+//! never set one (a `data.openmeter.io/gpu_type` on a pod whose node has no product label
+//! would otherwise name the GPU model; `allocation_estimated`, the GPU resource, a
+//! `<field>_per_<unit>` of another unit likewise). Such an annotation is ignored, listed in
+//! `annotations_dropped` and in a WARN diagnostic.
+//!
+//! **Subject.** By default (`subject_from` `annotation`) the subject is the
+//! `subject_annotation` (`openmeter.io/subject`), else the pod name (PVCs: the namespace):
+//! whoever may edit a pod chooses who pays for it. With `subject_from` `namespace` the
+//! subject is the item's namespace and the annotation is ignored, so only who may create
+//! namespaces (cluster administrators) decides. (Namespace *labels* are not in the snapshot:
+//! the collector does not watch namespaces.)
+//!
 //! **Caps on annotations.** Kubernetes allows 256 KiB of annotations per object, an event may
 //! take 64 KiB: data annotations are copied only within `data_annotation_max_value_bytes` per
 //! value (default 4 KiB) and `data_annotation_max_total_bytes` for all of them together
@@ -38,7 +52,8 @@
 //! fields are unaffected.
 //!
 //! Config (JSON, every key optional): `source`, `event_type`, `pvc_event_type`, `unit`
-//! (`second` | `minute` | `hour`), `subject_annotation`, `data_annotation_prefix`,
+//! (`second` | `minute` | `hour`), `subject_from` (`annotation` | `namespace`),
+//! `subject_annotation`, `data_annotation_prefix`,
 //! `data_annotation_max_value_bytes`, `data_annotation_max_total_bytes` (at most
 //! [`MAX_DATA_ANNOTATION_BYTES`]).
 
@@ -58,6 +73,7 @@ pub struct Config {
     pub event_type: String,
     pub pvc_event_type: String,
     pub unit: Unit,
+    pub subject_from: SubjectFrom,
     pub subject_annotation: String,
     pub data_annotation_prefix: String,
     pub data_annotation_max_value_bytes: usize,
@@ -82,12 +98,76 @@ impl Default for Config {
             event_type: "kube-pod-exec-time".to_owned(),
             pvc_event_type: "kube-pvc-allocation".to_owned(),
             unit: Unit::Second,
+            subject_from: SubjectFrom::Annotation,
             subject_annotation: "openmeter.io/subject".to_owned(),
             data_annotation_prefix: "data.openmeter.io/".to_owned(),
             data_annotation_max_value_bytes: 4 * 1024,
             data_annotation_max_total_bytes: 16 * 1024,
         }
     }
+}
+
+/// Where the subject (who pays) comes from; see the crate docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectFrom {
+    /// `subject_annotation`, else the pod name (PVCs: the namespace): the pod's owner chooses.
+    Annotation,
+    /// The item's namespace; the annotation is ignored.
+    Namespace,
+}
+
+/// Every `data` field this mapper may write, for pods and PVCs: annotations never set one,
+/// whether or not the mapper writes it in a given event.
+pub const RESERVED_FIELDS: [&str; 41] = [
+    "pod_name",
+    "pod_namespace",
+    "pod_uid",
+    "node_name",
+    "pvc_name",
+    "pvc_namespace",
+    "pvc_uid",
+    "storage_class",
+    "duration_seconds",
+    "cpu_request_millicores",
+    "cpu_request_millicores_per_second",
+    "cpu_request_millicores_per_minute",
+    "cpu_request_millicores_per_hour",
+    "cpu_limit_millicores",
+    "cpu_limit_millicores_per_second",
+    "cpu_limit_millicores_per_minute",
+    "cpu_limit_millicores_per_hour",
+    "memory_request_bytes",
+    "memory_request_bytes_per_second",
+    "memory_request_bytes_per_minute",
+    "memory_request_bytes_per_hour",
+    "memory_limit_bytes",
+    "memory_limit_bytes_per_second",
+    "memory_limit_bytes_per_minute",
+    "memory_limit_bytes_per_hour",
+    "gpu_request_count",
+    "gpu_request_count_per_second",
+    "gpu_request_count_per_minute",
+    "gpu_request_count_per_hour",
+    "gpu_limit_count",
+    "gpu_limit_count_per_second",
+    "gpu_limit_count_per_minute",
+    "gpu_limit_count_per_hour",
+    "storage_request_bytes",
+    "storage_request_bytes_per_second",
+    "storage_request_bytes_per_minute",
+    "storage_request_bytes_per_hour",
+    "gpu_type",
+    "gpu_resource",
+    "allocation_estimated",
+    "allocation_problem",
+];
+
+/// Markers about the annotations themselves, reserved too.
+const MARKER_FIELDS: [&str; 1] = ["annotations_dropped"];
+
+fn is_reserved(key: &str) -> bool {
+    RESERVED_FIELDS.contains(&key) || MARKER_FIELDS.contains(&key)
 }
 
 /// The time unit of the `<field>_per_<unit>` companions.
@@ -125,7 +205,8 @@ pub fn parse_config(config: &str) -> Result<Config, String> {
     let c: Config = serde_json::from_str(config).map_err(|e| {
         format!(
             "mapper config: {e}; known keys: source, event_type, pvc_event_type, unit \
-             (second|minute|hour), subject_annotation, data_annotation_prefix, \
+             (second|minute|hour), subject_from (annotation|namespace), subject_annotation, \
+             data_annotation_prefix, \
              data_annotation_max_value_bytes, data_annotation_max_total_bytes"
         )
     })?;
@@ -170,33 +251,27 @@ pub fn info() -> MapperInfo {
 
 /// Writes one JSON object straight into a string: no intermediate map, one allocation per
 /// event (the mapper runs for every pod of every window, inside WASM, where allocation-heavy
-/// code costs most). Remembers its keys so annotations cannot override built-in fields.
+/// code costs most). Keys are not checked: built-in fields are distinct by construction and
+/// annotations never name one ([`RESERVED_FIELDS`]).
 struct JsonObject {
     buf: String,
-    keys: Vec<String>,
+    empty: bool,
 }
 
 impl JsonObject {
     fn new() -> Self {
         let mut buf = String::with_capacity(1024);
         buf.push('{');
-        JsonObject {
-            buf,
-            keys: Vec::with_capacity(24),
-        }
+        JsonObject { buf, empty: true }
     }
 
     fn key(&mut self, key: &str) {
-        if !self.keys.is_empty() {
+        if !self.empty {
             self.buf.push(',');
         }
-        self.keys.push(key.to_owned());
+        self.empty = false;
         push_json_str(&mut self.buf, key);
         self.buf.push(':');
-    }
-
-    fn has(&self, key: &str) -> bool {
-        self.keys.iter().any(|k| k == key)
     }
 
     fn str(&mut self, key: &str, value: &str) {
@@ -304,11 +379,11 @@ fn subject(ann: &BTreeMap<&str, &str>, key: &str, fallback: &str) -> String {
         .to_owned()
 }
 
-/// Adds every `<prefix>KEY` annotation as `data.KEY` unless a built-in field has that name
-/// (built-in fields win: they are what meters bill on); clashes become diagnostics. Values
-/// over `data_annotation_max_value_bytes`, and annotations past
-/// `data_annotation_max_total_bytes` in all (JSON-escaped key + value, in key order), are
-/// dropped: listed in `annotations_dropped` and in one WARN diagnostic.
+/// Adds every `<prefix>KEY` annotation as `data.KEY` unless `KEY` is reserved (a field this
+/// mapper may compute: [`RESERVED_FIELDS`]; they are what meters bill on). Values over
+/// `data_annotation_max_value_bytes`, and annotations past `data_annotation_max_total_bytes`
+/// in all (JSON-escaped key + value, in key order), are dropped too. What is not copied is
+/// listed in `annotations_dropped` and in WARN diagnostics.
 fn merge_annotations(
     cfg: &Config,
     ann: &BTreeMap<&str, &str>,
@@ -318,19 +393,14 @@ fn merge_annotations(
 ) {
     let prefix = &cfg.data_annotation_prefix;
     let mut total = 0usize;
-    let mut dropped: Vec<(&str, usize)> = Vec::new();
+    let mut reserved: Vec<&str> = Vec::new();
+    let mut over: Vec<(&str, usize)> = Vec::new();
     for (k, v) in ann {
         let Some(key) = k.strip_prefix(prefix.as_str()).filter(|k| !k.is_empty()) else {
             continue;
         };
-        if data.has(key) {
-            diagnostics.push(Diagnostic::for_item(
-                Level::Warn,
-                &item.uid,
-                format!(
-                    "annotation {k} clashes with a built-in field; the built-in value was kept"
-                ),
-            ));
+        if is_reserved(key) {
+            reserved.push(key);
             continue;
         }
         let value_bytes = json_str_len(v);
@@ -338,17 +408,23 @@ fn merge_annotations(
         if value_bytes > cfg.data_annotation_max_value_bytes
             || total + bytes > cfg.data_annotation_max_total_bytes
         {
-            dropped.push((key, value_bytes));
+            over.push((key, value_bytes));
             continue;
         }
         total += bytes;
         data.str(key, v);
     }
-    if dropped.is_empty() {
+    if reserved.is_empty() && over.is_empty() {
         return;
     }
+    let mut dropped: Vec<&str> = reserved
+        .iter()
+        .copied()
+        .chain(over.iter().map(|(k, _)| *k))
+        .collect();
+    dropped.sort_unstable();
     let mut list = String::new();
-    for (i, (key, _)) in dropped.iter().enumerate() {
+    for (i, key) in dropped.iter().enumerate() {
         if list.len() + key.len() + 1 > MAX_DROPPED_LIST_BYTES {
             list.push_str(&format!(",…(+{} more)", dropped.len() - i));
             break;
@@ -358,28 +434,45 @@ fn merge_annotations(
         }
         list.push_str(key);
     }
-    if !data.has("annotations_dropped") {
-        data.str("annotations_dropped", &list);
+    data.str("annotations_dropped", &list);
+    if !reserved.is_empty() {
+        diagnostics.push(Diagnostic::for_item(
+            Level::Warn,
+            &item.uid,
+            format!(
+                "{}/{}: data annotation(s) naming fields the mapper computes are ignored (reserved): {}",
+                item.namespace,
+                item.name,
+                reserved
+                    .iter()
+                    .take(10)
+                    .map(|k| format!("{prefix}{k}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+        ));
     }
-    let sizes: Vec<String> = dropped
-        .iter()
-        .take(10)
-        .map(|(k, b)| format!("{prefix}{k} ({b} bytes)"))
-        .collect();
-    diagnostics.push(Diagnostic::for_item(
-        Level::Warn,
-        &item.uid,
-        format!(
-            "{}/{}: {} data annotation(s) not copied into the event, over the caps of {} bytes per value and {} bytes in all: {}{}",
-            item.namespace,
-            item.name,
-            dropped.len(),
-            cfg.data_annotation_max_value_bytes,
-            cfg.data_annotation_max_total_bytes,
-            sizes.join(", "),
-            if dropped.len() > sizes.len() { ", …" } else { "" },
-        ),
-    ));
+    if !over.is_empty() {
+        let sizes: Vec<String> = over
+            .iter()
+            .take(10)
+            .map(|(k, b)| format!("{prefix}{k} ({b} bytes)"))
+            .collect();
+        diagnostics.push(Diagnostic::for_item(
+            Level::Warn,
+            &item.uid,
+            format!(
+                "{}/{}: {} data annotation(s) not copied into the event, over the caps of {} bytes per value and {} bytes in all: {}{}",
+                item.namespace,
+                item.name,
+                over.len(),
+                cfg.data_annotation_max_value_bytes,
+                cfg.data_annotation_max_total_bytes,
+                sizes.join(", "),
+                if over.len() > sizes.len() { ", …" } else { "" },
+            ),
+        ));
+    }
 }
 
 fn pod_event(
@@ -483,7 +576,8 @@ fn pvc_event(
 }
 
 /// Adds the annotations to `data` and wraps it in the event of `event_type`; the subject is
-/// the subject annotation, else `subject_fallback`.
+/// the subject annotation, else `subject_fallback` (with `subject_from: namespace`, the
+/// item's namespace).
 fn finish(
     cfg: &Config,
     event_type: &str,
@@ -497,11 +591,12 @@ fn finish(
         data.str("allocation_problem", problem);
     }
     merge_annotations(cfg, ann, item, &mut data, diagnostics);
-    let mut e = CloudEvent::new(
-        &cfg.source,
-        event_type,
-        &subject(ann, &cfg.subject_annotation, subject_fallback),
-    );
+    let subject = match cfg.subject_from {
+        SubjectFrom::Annotation => subject(ann, &cfg.subject_annotation, subject_fallback),
+        SubjectFrom::Namespace if !item.namespace.is_empty() => item.namespace.clone(),
+        SubjectFrom::Namespace => subject_fallback.to_owned(),
+    };
+    let mut e = CloudEvent::new(&cfg.source, event_type, &subject);
     e.data = data.finish();
     e.item_uid = Some(item.uid.clone());
     e
@@ -722,6 +817,114 @@ mod tests {
         assert_eq!(d["cpu_request_millicores"], 500);
         let mapped = map_items("", vec![item("p", &[])]);
         assert!(data(&mapped.events[0]).get("allocation_problem").is_none());
+    }
+
+    /// Issue "Containment", scenario 2: a pod's owner used to be able to set the fields the
+    /// mapper writes only sometimes (a GPU model when the node has no product label, the GPU
+    /// resource, the estimate flag) and make usage look like a cheaper GPU or an estimate.
+    #[test]
+    fn annotations_cannot_set_fields_the_mapper_computes_only_sometimes() {
+        let spoof = [
+            ("data.openmeter.io/gpu_type", "Tesla-T4"),
+            ("data.openmeter.io/gpu_resource", "nvidia.com/gpu.shared"),
+            ("data.openmeter.io/allocation_estimated", "true"),
+            ("data.openmeter.io/allocation_problem", "none"),
+            ("data.openmeter.io/node_name", "cheap-node"),
+            ("data.openmeter.io/cpu_request_millicores_per_hour", "1"),
+            ("data.openmeter.io/storage_request_bytes", "1"),
+            ("data.openmeter.io/team", "blue"),
+        ];
+        let mut it = item("p", &spoof);
+        it.allocation.node_name = None;
+        let mapped = map_items("", vec![it]);
+        let d = data(&mapped.events[0]);
+        for (k, _) in &spoof[..7] {
+            let key = k.trim_start_matches("data.openmeter.io/");
+            assert!(d.get(key).is_none(), "{key} set by an annotation: {d:?}");
+        }
+        assert_eq!(d["team"], "blue");
+        assert_eq!(
+            d["annotations_dropped"],
+            "allocation_estimated,allocation_problem,cpu_request_millicores_per_hour,gpu_resource,gpu_type,node_name,storage_request_bytes"
+        );
+        assert!(
+            mapped
+                .diagnostics
+                .iter()
+                .any(|x| x.message.contains("reserved") && x.message.contains("gpu_type")),
+            "{:?}",
+            mapped
+                .diagnostics
+                .iter()
+                .map(|x| &x.message)
+                .collect::<Vec<_>>()
+        );
+        // With a GPU on a node without a product label the model stays unset, not spoofed.
+        let mut it = item("p", &spoof);
+        it.allocation.gpu = Some(edgemeter_guest::GpuAllocation {
+            count: 1.0,
+            resource_name: "nvidia.com/gpu".to_owned(),
+            model: None,
+            fraction: None,
+            memory_bytes: None,
+        });
+        let d = data(&map_items("", vec![it]).events[0]);
+        assert!(d.get("gpu_type").is_none(), "{d:?}");
+        assert_eq!(d["gpu_resource"], "nvidia.com/gpu");
+    }
+
+    /// The reserved list must name every field the mapper writes, or an annotation could set
+    /// a field the mapper writes only sometimes (the bug above).
+    #[test]
+    fn every_field_the_mapper_writes_is_reserved() {
+        let big = "x".repeat(5000);
+        let ann = [
+            (ALLOCATION_PROBLEM_ANNOTATION, "GPUs billed as 0"),
+            ("data.openmeter.io/big", big.as_str()),
+        ];
+        for unit in ["second", "minute", "hour"] {
+            let mut pod = item("p", &ann);
+            pod.allocation.estimated = true;
+            pod.allocation.cpu_limit_millicores = Some(1000);
+            pod.allocation.memory_limit_bytes = Some(1 << 30);
+            pod.allocation.gpu = Some(edgemeter_guest::GpuAllocation {
+                count: 0.5,
+                resource_name: "runai/gpu-fraction".to_owned(),
+                model: Some("NVIDIA-A100".to_owned()),
+                fraction: Some(0.5),
+                memory_bytes: None,
+            });
+            let mut claim = item("c", &ann);
+            claim.kind = ItemKind::PersistentVolumeClaim;
+            claim.allocation.estimated = true;
+            claim.allocation.storage_bytes = Some(1 << 30);
+            claim.allocation.storage_class = Some("fast".to_owned());
+            let mapped = map_items(&format!(r#"{{"unit": "{unit}"}}"#), vec![pod, claim]);
+            for e in &mapped.events {
+                for key in data(e).keys() {
+                    assert!(
+                        is_reserved(key),
+                        "{key} ({unit}) is written but not reserved"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_subject_can_be_taken_from_the_namespace_only() {
+        let ann = [("openmeter.io/subject", "someone-else")];
+        let by_default = map_items("", vec![item("p", &ann)]);
+        assert_eq!(by_default.events[0].subject, "someone-else");
+        let by_namespace = map_items(r#"{"subject_from": "namespace"}"#, vec![item("p", &ann)]);
+        assert_eq!(by_namespace.events[0].subject, "ns");
+        let mut claim = item("c", &ann);
+        claim.kind = ItemKind::PersistentVolumeClaim;
+        claim.allocation.storage_bytes = Some(1 << 30);
+        let by_namespace = map_items(r#"{"subject_from": "namespace"}"#, vec![claim]);
+        assert_eq!(by_namespace.events[0].subject, "ns");
+        let err = parse_config(r#"{"subject_from": "label"}"#).expect_err("unknown");
+        assert!(err.contains("subject_from"), "{err}");
     }
 
     #[test]
