@@ -1,12 +1,16 @@
 //! Hostile mappers (built from `tests/mappers/hostile` as a real wasm32-wasip2 component) are
 //! contained: a loop is stopped at the deadline, so is a guest sleeping in the host's clock and
 //! poll imports (in any export, from sync code and from inside a tokio runtime), a 1 GiB
-//! allocation is refused, a trap is reported, floods are capped, the sandbox exposes nothing;
-//! after each failure the same loaded mapper maps the next snapshot normally.
+//! allocation is refused and so are two memories that only together exceed the limit, too many
+//! events or diagnostics and too many bytes handed to the host fail the call, a trap is
+//! reported, floods are capped, the sandbox exposes nothing; after each failure the same
+//! loaded mapper maps the next snapshot normally.
 
 use std::time::Duration;
 
-use edgemeter::mapper::bindings::{Allocation, Envelope, Item, ItemKind, Snapshot, SourceKind};
+use edgemeter::mapper::bindings::{
+    Allocation, Envelope, Item, ItemKind, Mapped, Snapshot, SourceKind,
+};
 use edgemeter::mapper::cache::CacheOutcome;
 use edgemeter::mapper::{LoadedMapper, MapperError, MapperLimits, MapperRuntime};
 use edgemeter_tests::{hostile_wasm, shared_cache_dir, sleepy_describe_wasm};
@@ -382,4 +386,228 @@ fn garbage_is_not_a_mapper() {
         err.to_string().contains("wasm32-wasip2"),
         "says what is expected: {err}"
     );
+}
+
+// Issue "Containment", scenario 4: the limits hold as documented.
+
+/// A component of two core instances with one linear memory each (as a guest with the WASI
+/// adapter has), written in the component text format: `map-snapshot` grows the first memory
+/// by `main_pages` and the second by `second_pages` (64 KiB each), then returns no events.
+/// `describe` and `validate-config` return zeroed (empty) answers.
+fn two_memories(main_pages: u32, second_pages: u32) -> Vec<u8> {
+    let wat = r#"
+(component
+  (type $source-kind' (enum "kubernetes" "runai"))
+  (export $source-kind "source-kind" (type $source-kind'))
+  (type $envelope' (record
+    (field "source" $source-kind) (field "window-start" s64) (field "window-end" s64)
+    (field "window-start-rfc3339" string) (field "window-end-rfc3339" string)
+    (field "collector-id" string) (field "cluster-id" string) (field "config" string)))
+  (export $envelope "envelope" (type $envelope'))
+  (type $item-kind' (enum "pod" "persistent-volume-claim" "runai-workload"))
+  (export $item-kind "item-kind" (type $item-kind'))
+  (type $gpu-allocation' (record
+    (field "count" f64) (field "resource-name" string) (field "model" (option string))
+    (field "fraction" (option f64)) (field "memory-bytes" (option u64))))
+  (export $gpu-allocation "gpu-allocation" (type $gpu-allocation'))
+  (type $allocation' (record
+    (field "seconds" u64) (field "allocated-from" (option s64))
+    (field "allocated-until" (option s64)) (field "estimated" bool)
+    (field "cpu-request-millicores" u64) (field "cpu-limit-millicores" (option u64))
+    (field "memory-request-bytes" u64) (field "memory-limit-bytes" (option u64))
+    (field "gpu" (option $gpu-allocation)) (field "storage-bytes" (option u64))
+    (field "storage-class" (option string)) (field "node-name" (option string))
+    (field "phase" (option string))))
+  (export $allocation "allocation" (type $allocation'))
+  (type $item' (record
+    (field "kind" $item-kind) (field "namespace" string) (field "name" string)
+    (field "uid" string) (field "labels" (list (tuple string string)))
+    (field "annotations" (list (tuple string string))) (field "object" string)
+    (field "allocation" $allocation)))
+  (export $item "item" (type $item'))
+  (type $snapshot' (record (field "envelope" $envelope) (field "items" (list $item))))
+  (export $snapshot "snapshot" (type $snapshot'))
+  (type $extension' (record (field "name" string) (field "value" string)))
+  (export $extension "extension" (type $extension'))
+  (type $cloud-event' (record
+    (field "id" (option string)) (field "source" string) (field "event-type" string)
+    (field "subject" string) (field "time" (option string)) (field "data" string)
+    (field "extensions" (list $extension)) (field "item-uid" (option string))))
+  (export $cloud-event "cloud-event" (type $cloud-event'))
+  (type $level' (enum "debug" "info" "warn" "error"))
+  (export $level "level" (type $level'))
+  (type $diagnostic' (record
+    (field "level" $level) (field "item-uid" (option string)) (field "message" string)))
+  (export $diagnostic "diagnostic" (type $diagnostic'))
+  (type $mapped' (record
+    (field "events" (list $cloud-event)) (field "diagnostics" (list $diagnostic))))
+  (export $mapped "mapped" (type $mapped'))
+  (type $map-error' (variant
+    (case "invalid-config" string) (case "invalid-input" string) (case "internal" string)))
+  (export $map-error "map-error" (type $map-error'))
+  (type $mapper-info' (record
+    (field "name" string) (field "version" string) (field "description" string)
+    (field "event-types" (list string)) (field "item-kinds" (list $item-kind))
+    (field "wants-raw-objects" bool) (field "items-independent" bool)))
+  (export $mapper-info "mapper-info" (type $mapper-info'))
+
+  (core module $Second
+    (memory 1)
+    (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0))))
+  (core instance $second (instantiate $Second))
+
+  (core module $Main
+    (import "second" "grow" (func $grow-second (param i32) (result i32)))
+    (memory (export "memory") 1)
+    (global $heap (mut i32) (i32.const 4096))
+    ;; A bump allocator for what the host lowers (the config, the snapshot).
+    (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+      (local $p i32)
+      (local.set $p (i32.and
+        (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
+        (i32.xor (i32.sub (local.get 2) (i32.const 1)) (i32.const -1))))
+      (global.set $heap (i32.add (local.get $p) (local.get 3)))
+      (block $fits
+        (loop $more
+          (br_if $fits (i32.le_u (global.get $heap)
+                                 (i32.shl (memory.size) (i32.const 16))))
+          (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1)) (then unreachable))
+          (br $more)))
+      (local.get $p))
+    ;; Zeroed return areas: empty strings and lists, false, ok.
+    (func (export "describe") (result i32) (i32.const 64))
+    (func (export "validate-config") (param i32 i32) (result i32) (i32.const 128))
+    ;; The snapshot flattens to 15 values (under the ABI's 16): passed as parameters.
+    (func (export "map-snapshot")
+      (param i32 i64 i64 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+      (if (i32.eq (memory.grow (i32.const MAIN_PAGES)) (i32.const -1)) (then unreachable))
+      (if (i32.eq (call $grow-second (i32.const SECOND_PAGES)) (i32.const -1))
+        (then unreachable))
+      (i32.const 192)))
+  (core instance $main (instantiate $Main (with "second" (instance $second))))
+  (alias core export $main "memory" (core memory $memory))
+  (alias core export $main "cabi_realloc" (core func $realloc))
+
+  (type $describe-type (func (result $mapper-info)))
+  (type $validate-type (func (param "config" string) (result (result (error string)))))
+  (type $map-type (func (param "snapshot" $snapshot)
+    (result (result $mapped (error $map-error)))))
+  (func $describe (type $describe-type)
+    (canon lift (core func $main "describe") (memory $memory) (realloc $realloc)))
+  (func $validate (type $validate-type)
+    (canon lift (core func $main "validate-config") (memory $memory) (realloc $realloc)))
+  (func $map (type $map-type)
+    (canon lift (core func $main "map-snapshot") (memory $memory) (realloc $realloc)))
+  (export "describe" (func $describe))
+  (export "validate-config" (func $validate))
+  (export "map-snapshot" (func $map))
+)
+"#
+    .replace("MAIN_PAGES", &main_pages.to_string())
+    .replace("SECOND_PAGES", &second_pages.to_string());
+    wat::parse_str(&wat).expect("the two-memory component is valid")
+}
+
+/// A call's outcome without the (possibly huge) events themselves, for assertion messages.
+fn summary(r: &Result<Mapped, MapperError>) -> Result<(usize, usize), &MapperError> {
+    r.as_ref().map(|m| (m.events.len(), m.diagnostics.len()))
+}
+
+const MIB: u32 = 1024 * 1024;
+const PAGE: u32 = 64 * 1024;
+
+fn load_two_memories(main_mib: u32, second_mib: u32) -> LoadedMapper {
+    MapperRuntime::new(MapperLimits::default(), None)
+        .expect("runtime")
+        .load(
+            "two-memories",
+            &two_memories(main_mib * MIB / PAGE, second_mib * MIB / PAGE),
+        )
+        .expect("the two-memory component loads")
+}
+
+/// The memory limit (256 MiB) is for the component as a whole: two memories of 200 MiB each,
+/// each under the limit on its own, are refused together.
+#[test]
+fn the_memory_limit_holds_for_all_memories_of_a_component_together() {
+    let within = load_two_memories(100, 100);
+    let mapped = within
+        .map_snapshot(&snapshot("ok"))
+        .expect("200 MiB in two memories is within 256 MiB");
+    assert!(mapped.events.is_empty());
+
+    let over = load_two_memories(200, 200);
+    match over.map_snapshot(&snapshot("ok")) {
+        Err(MapperError::MemoryExceeded { limit, wanted, .. }) => {
+            assert_eq!(limit, 256 * 1024 * 1024, "default limit");
+            // Both initial pages and both growths: 400 MiB + 128 KiB.
+            assert_eq!(
+                wanted,
+                400 * 1024 * 1024 + 2 * 64 * 1024,
+                "the total is counted"
+            );
+        }
+        other => panic!("expected the memory limit for the whole component, got {other:?}"),
+    }
+    assert!(
+        over.map_snapshot(&snapshot("ok")).is_err(),
+        "every call gets the same budget (fresh store), and this one always exceeds it"
+    );
+    within
+        .map_snapshot(&snapshot("ok"))
+        .expect("a fresh store starts from zero again");
+}
+
+#[test]
+fn more_events_or_diagnostics_than_a_call_may_return_fail_it_naming_the_limit() {
+    let m = hostile();
+    let limit = MapperLimits::default().output_entries_for(3);
+    for (mode, what) in [
+        ("many-events", "events"),
+        ("many-diagnostics", "diagnostics"),
+    ] {
+        match m.map_snapshot(&snapshot(mode)) {
+            Err(e @ MapperError::TooManyEntries { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("returned 5000 {what}, over the limit of {limit}")),
+                    "{text}"
+                );
+                assert!(text.contains("3 item(s)"), "{text}");
+            }
+            other => panic!("{mode}: expected TooManyEntries, got {:?}", summary(&other)),
+        }
+    }
+    maps_normally(&m);
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(
+        m.stats().memory_exceeded.load(Relaxed),
+        2,
+        "counted as memory"
+    );
+}
+
+/// What a call hands the host is capped while it is lifted (wasmtime's hostcall fuel), before
+/// any of it is validated: the result of `map-snapshot` and the arguments of an import call.
+#[test]
+fn more_bytes_than_a_call_may_hand_the_host_fail_it_naming_the_limit() {
+    let m = hostile_with(Duration::from_secs(30));
+    let limit = MapperLimits::default().output_bytes_for(3);
+    for (mode, call) in [
+        ("huge-output", "map-snapshot"),
+        ("huge-log", "map-snapshot"),
+    ] {
+        match m.map_snapshot(&snapshot(mode)) {
+            Err(e @ MapperError::OutputTooLarge { .. }) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains(&format!("more than {limit} bytes")),
+                    "{mode}: {text}"
+                );
+                assert!(text.contains(call), "{mode}: {text}");
+            }
+            other => panic!("{mode}: expected OutputTooLarge, got {:?}", summary(&other)),
+        }
+    }
+    maps_normally(&m);
 }

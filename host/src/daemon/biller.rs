@@ -370,8 +370,25 @@ impl Biller {
                         };
                     }
                 };
-                if let Err(e) = staged.stage(&events) {
-                    return TickOutcome::QueueFailed(e);
+                // Within the queue's bound, slice after slice: `begin_window` only checked
+                // the start of the window.
+                match staged.stage_within_bound(&events) {
+                    Ok(true) => {}
+                    // `staged` drops unpublished: the slices staged so far are removed.
+                    Ok(false) => {
+                        if self.queue.pending_bytes() == 0 {
+                            tracing::error!(
+                                %window,
+                                staged_bytes = staged.bytes(),
+                                "the window's events alone exceed the queue's bound (EDGEMETER_QUEUE_MAX_BYTES): it cannot be committed until the bound is raised (nothing is lost)"
+                            );
+                        }
+                        return TickOutcome::QueueFull {
+                            windows: done,
+                            watermark: self.watermark,
+                        };
+                    }
+                    Err(e) => return TickOutcome::QueueFailed(e),
                 }
                 match staged.stage_dead_letters(&dead) {
                     Ok(kept) => {

@@ -6,6 +6,8 @@
 //!   store per call with a memory limit, a time limit over the whole call and no I/O.
 //! - [`blocking`]: why calls are async futures (a guest waiting in a host import must stop at
 //!   its deadline too) and how synchronous callers run them.
+//! - [`limits`]: the memory limit summed over every memory and table of a component, and the
+//!   caps on what a call hands the host.
 //! - [`cache`]: compiled components cached on disk, keyed by the wasm's hash and the engine's
 //!   compatibility hash.
 //! - [`validate`]: every event a mapper returns is checked and completed (specversion, time,
@@ -20,6 +22,7 @@ pub mod bindings;
 pub mod blocking;
 pub mod builtin;
 pub mod cache;
+pub mod limits;
 pub mod runtime;
 pub mod stdio;
 pub mod validate;
@@ -68,6 +71,25 @@ pub enum MapperError {
         mapper: String,
         limit: usize,
         wanted: usize,
+    },
+    #[error(
+        "mapper {mapper} was stopped in {call}: it handed the host more than {limit} bytes in one transfer, the limit for a call with {items} snapshot item(s) (events, diagnostics and each import call's arguments count, as host values)"
+    )]
+    OutputTooLarge {
+        mapper: String,
+        call: &'static str,
+        limit: usize,
+        items: usize,
+    },
+    #[error(
+        "mapper {mapper} returned {count} {what}, over the limit of {limit} for a snapshot of {items} item(s)"
+    )]
+    TooManyEntries {
+        mapper: String,
+        what: &'static str,
+        count: usize,
+        limit: usize,
+        items: usize,
     },
     #[error("mapper {mapper} trapped in {call}: {reason}")]
     Trap {

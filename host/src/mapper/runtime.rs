@@ -4,7 +4,11 @@
 //! [`MapperPre`] (a pre-linked `InstancePre`) per mapper ([`LoadedMapper`]); a **fresh
 //! [`Store`] per call**, so no state leaks between snapshots and a broken instance is simply
 //! dropped. Every store gets:
-//! - a memory limit (default 256 MiB) enforced by a [`ResourceLimiter`] that traps on excess;
+//! - a memory limit (default 256 MiB) for the component **as a whole** — every linear memory
+//!   and table of its instances summed — enforced by [`StoreLimiter`], which traps on excess;
+//! - a cap on what the guest hands the host in one transfer (the call's events and
+//!   diagnostics, each import call's arguments): wasmtime's hostcall fuel, checked while the
+//!   values are lifted, and a cap on the number of events and diagnostics (`super::limits`);
 //! - a time limit (default 2 s, plus 500 µs per snapshot item) over the **whole** call: guest
 //!   code is stopped by an epoch deadline trap (a background thread ticks the engine's epoch
 //!   every 10 ms), and a wait inside a host import (`wasi:io/poll`, `wasi:clocks` timers) by
@@ -22,13 +26,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store};
+use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::MapperError;
 use super::bindings::{self, Level, Mapper, MapperInfo, MapperPre, Snapshot};
 use super::blocking;
 use super::cache::{self, CacheOutcome};
+use super::limits::StoreLimiter;
 use super::stdio::CappedPipe;
 
 /// How often the engine's epoch advances; the resolution of the time limit.
@@ -50,6 +55,17 @@ pub struct MapperLimits {
     pub stdio_bytes: usize,
     /// `log` lines kept per call.
     pub log_lines: usize,
+    /// Bytes the host may allocate for one transfer from the guest (the call's result, or the
+    /// arguments of one import call), plus [`MapperLimits::output_bytes_per_item`] per snapshot
+    /// item: host-side sizes, each list element's struct plus the strings (`mapper::limits`).
+    pub output_bytes: usize,
+    /// Extra bytes per snapshot item for [`MapperLimits::output_bytes`].
+    pub output_bytes_per_item: usize,
+    /// Events one `map-snapshot` may return, and separately diagnostics, plus
+    /// [`MapperLimits::output_entries_per_item`] per snapshot item.
+    pub output_entries: usize,
+    /// Extra events (and diagnostics) per snapshot item for [`MapperLimits::output_entries`].
+    pub output_entries_per_item: usize,
 }
 
 impl MapperLimits {
@@ -59,6 +75,20 @@ impl MapperLimits {
             .deadline_per_item
             .saturating_mul(u32::try_from(items).unwrap_or(u32::MAX));
         self.deadline.saturating_add(per_item)
+    }
+
+    /// The bytes one transfer from the guest may make the host allocate, for a call with
+    /// `items` snapshot items.
+    pub fn output_bytes_for(&self, items: usize) -> usize {
+        self.output_bytes
+            .saturating_add(self.output_bytes_per_item.saturating_mul(items))
+    }
+
+    /// The events (and, separately, the diagnostics) a `map-snapshot` of `items` items may
+    /// return.
+    pub fn output_entries_for(&self, items: usize) -> usize {
+        self.output_entries
+            .saturating_add(self.output_entries_per_item.saturating_mul(items))
     }
 }
 
@@ -71,6 +101,13 @@ impl Default for MapperLimits {
             deadline_per_item: Duration::from_micros(500),
             stdio_bytes: 64 * 1024,
             log_lines: 200,
+            // The built-in mapper returns ~1 KiB per item as host values (one event of a
+            // ~200-byte struct and its strings); 16 KiB per item and 16 entries per item leave
+            // room for mappers that emit several event types per item.
+            output_bytes: 16 * 1024 * 1024,
+            output_bytes_per_item: 16 * 1024,
+            output_entries: 1000,
+            output_entries_per_item: 16,
         }
     }
 }
@@ -102,7 +139,7 @@ pub struct MapperStats {
 struct CallState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limiter: MemoryLimiter,
+    limiter: StoreLimiter,
     mapper: Arc<str>,
     log_budget: usize,
     logs_dropped: usize,
@@ -142,48 +179,6 @@ impl bindings::edgemeter::mapper::host::Host for CallState {
             Level::Warn => tracing::warn!(mapper, "{message}"),
             Level::Error => tracing::error!(mapper, "{message}"),
         }
-    }
-}
-
-/// Refuses memory growth beyond the limit with a trap that names the limit.
-struct MemoryLimiter {
-    max: usize,
-    denied: Option<usize>,
-}
-
-/// The error a memory-limit trap carries.
-#[derive(Debug, thiserror::Error)]
-#[error("memory limit of {limit} bytes exceeded (tried to grow to {wanted} bytes)")]
-struct MemoryLimitExceeded {
-    limit: usize,
-    wanted: usize,
-}
-
-impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.max {
-            self.denied = Some(desired);
-            return Err(MemoryLimitExceeded {
-                limit: self.max,
-                wanted: desired,
-            }
-            .into());
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
     }
 }
 
@@ -328,11 +323,14 @@ impl MapperRuntime {
         Ok(mapper)
     }
 
+    /// A fresh store for one call with `items` snapshot items (0 for `describe` and
+    /// `validate-config`), with every limit applied.
     fn new_store(
         &self,
         mapper: &Arc<str>,
-        deadline: Duration,
+        items: usize,
     ) -> (Store<CallState>, CappedPipe, CappedPipe) {
+        let deadline = self.limits.deadline_for(items);
         let stdout = CappedPipe::new(self.limits.stdio_bytes);
         let stderr = CappedPipe::new(self.limits.stdio_bytes);
         let wasi = WasiCtxBuilder::new()
@@ -345,22 +343,38 @@ impl MapperRuntime {
         let state = CallState {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                max: self.limits.memory_bytes,
-                denied: None,
-            },
+            limiter: StoreLimiter::new(self.limits.memory_bytes),
             mapper: Arc::clone(mapper),
             log_budget: self.limits.log_lines,
             logs_dropped: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        store.set_hostcall_fuel(self.limits.output_bytes_for(items));
         // +1: the current tick may be almost over, and a mapper must get its whole deadline.
         let ticks = deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()) + 1;
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         store.epoch_deadline_trap();
         (store, stdout, stderr)
     }
+}
+
+/// More events or diagnostics than a call may return (becomes [`MapperError::TooManyEntries`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{count} {what} over the limit of {limit}")]
+struct EntriesOverLimit {
+    what: &'static str,
+    count: usize,
+    limit: usize,
+}
+
+/// Whether `e` is wasmtime refusing to lift more than the store's hostcall fuel (the error type
+/// is private to wasmtime: its message is matched, and `mapper_sandbox` tests that it still is).
+fn is_hostcall_fuel_exhausted(e: &wasmtime::Error) -> bool {
+    e.chain().any(|c| {
+        c.to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    })
 }
 
 /// A compiled, pre-linked mapper. Cheap to clone; calls may run on any thread.
@@ -427,7 +441,7 @@ impl LoadedMapper {
         stats.calls.fetch_add(1, Ordering::Relaxed);
         let deadline = self.runtime.limits.deadline_for(items);
         let outcome = blocking::run(|rt| {
-            let (mut store, stdout, stderr) = self.runtime.new_store(&self.name, deadline);
+            let (mut store, stdout, stderr) = self.runtime.new_store(&self.name, items);
             let started = Instant::now();
             let work = async {
                 let instance = self.pre.instantiate_async(&mut store).await?;
@@ -439,7 +453,7 @@ impl LoadedMapper {
             self.drain_stdio(&stdout, &stderr, &store);
             match result {
                 Ok(Ok(value)) => Ok(value),
-                Ok(Err(e)) => Err(self.classify(e, &store, elapsed, deadline, what)),
+                Ok(Err(e)) => Err(self.classify(e, &store, elapsed, items, what)),
                 // The guest was waiting on the host (a poll, a timer) at the deadline.
                 Err(_) => Err(MapperError::Timeout {
                     mapper: self.name.to_string(),
@@ -457,7 +471,10 @@ impl LoadedMapper {
             stats.failures.fetch_add(1, Ordering::Relaxed);
             match err {
                 MapperError::Timeout { .. } => stats.timeouts.fetch_add(1, Ordering::Relaxed),
-                MapperError::MemoryExceeded { .. } => {
+                // Memory limits, of the guest and of what it hands the host.
+                MapperError::MemoryExceeded { .. }
+                | MapperError::OutputTooLarge { .. }
+                | MapperError::TooManyEntries { .. } => {
                     stats.memory_exceeded.fetch_add(1, Ordering::Relaxed)
                 }
                 _ => stats.traps.fetch_add(1, Ordering::Relaxed),
@@ -470,14 +487,15 @@ impl LoadedMapper {
         e: wasmtime::Error,
         store: &Store<CallState>,
         elapsed: Duration,
-        deadline: Duration,
+        items: usize,
         what: &'static str,
     ) -> MapperError {
         let mapper = self.name.to_string();
-        if let Some(wanted) = store.data().limiter.denied {
+        let limits = &self.runtime.limits;
+        if let Some(wanted) = store.data().limiter.denied() {
             return MapperError::MemoryExceeded {
                 mapper,
-                limit: self.runtime.limits.memory_bytes,
+                limit: limits.memory_bytes,
                 wanted,
             };
         }
@@ -487,8 +505,25 @@ impl LoadedMapper {
         ) {
             return MapperError::Timeout {
                 mapper,
-                deadline,
+                deadline: limits.deadline_for(items),
                 elapsed,
+            };
+        }
+        if let Some(over) = e.downcast_ref::<EntriesOverLimit>() {
+            return MapperError::TooManyEntries {
+                mapper,
+                what: over.what,
+                count: over.count,
+                limit: over.limit,
+                items,
+            };
+        }
+        if is_hostcall_fuel_exhausted(&e) {
+            return MapperError::OutputTooLarge {
+                mapper,
+                call: what,
+                limit: limits.output_bytes_for(items),
+                items,
             };
         }
         MapperError::Trap {
@@ -541,10 +576,25 @@ impl LoadedMapper {
     }
 
     /// Maps one snapshot (raw mapper output; see `mapper::validate` for the checks).
+    /// The events and diagnostics were lifted within the hostcall fuel and are each at most
+    /// [`MapperLimits::output_entries_for`] the snapshot's items.
     pub fn map_snapshot(&self, snapshot: &Snapshot) -> Result<bindings::Mapped, MapperError> {
+        let items = snapshot.items.len();
+        let limit = self.runtime.limits.output_entries_for(items);
         let mapped = self
-            .call("map-snapshot", snapshot.items.len(), async |m, s| {
-                m.call_map_snapshot(s, snapshot).await
+            .call("map-snapshot", items, async |m, s| {
+                let out = m.call_map_snapshot(s, snapshot).await?;
+                if let Ok(mapped) = &out {
+                    for (what, count) in [
+                        ("events", mapped.events.len()),
+                        ("diagnostics", mapped.diagnostics.len()),
+                    ] {
+                        if count > limit {
+                            return Err(EntriesOverLimit { what, count, limit }.into());
+                        }
+                    }
+                }
+                Ok(out)
             })?
             .map_err(|e| MapperError::Rejected {
                 mapper: self.name.to_string(),

@@ -67,6 +67,11 @@
 //! 5. **Bounded.** `pending_bytes` (key + value bytes in `events`) is kept in memory, recomputed
 //!    by a scan on open. When it is at or over `max_bytes`, `commit_window` writes nothing and
 //!    returns [`CommitOutcome::Full`]; the watermark stays, so the window is billed later, longer.
+//!    A window staged in parts (a mapper's slices) is staged with
+//!    [`StagedWindow::stage_within_bound`]: once the undelivered bytes plus the window's staged
+//!    ones reach `max_bytes`, its next part refuses the whole window the same way, so a window
+//!    stages at most one slice beyond the bound (as a window committed whole may), however
+//!    many slices it has.
 //!    Dead letters are not counted: they wait for an operator, not for delivery, and counting
 //!    those added at billing would let one poison item, window after window, fill the bound
 //!    and pause every tenant's billing. They are bounded apart (invariant 7).

@@ -867,6 +867,28 @@ impl StagedWindow<'_> {
         self.events
     }
 
+    /// Bytes staged so far, as they will count against `max_bytes` once published.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.max(0).unsigned_abs()
+    }
+
+    /// [`StagedWindow::stage`], unless the queue is already at its bound: when the undelivered
+    /// events plus the parts this window staged so far are at or over `max_bytes`, nothing of
+    /// `events` is written and `Ok(false)` is returned. The caller then drops the window
+    /// unpublished (its staged parts are removed) and bills it later, as for a full queue.
+    /// [`Queue::begin_window`] checks the bound before a window's first part; this checks it
+    /// before every further part, so a window mapped in slices stages at most one slice beyond
+    /// the bound — as a window committed whole may — however many slices it has.
+    pub fn stage_within_bound(&mut self, events: &[CloudEvent]) -> Result<bool, QueueError> {
+        let pending = i64::try_from(self.queue.pending_bytes()).unwrap_or(i64::MAX);
+        let max = i64::try_from(self.queue.inner.max_bytes).unwrap_or(i64::MAX);
+        if pending.saturating_add(self.bytes) >= max {
+            return Ok(false);
+        }
+        self.stage(events)?;
+        Ok(true)
+    }
+
     /// Stages dead letters of events rejected while billing the window, `(reason, event)`:
     /// they land in `dead` with the window's publication (none if it is never published, so a
     /// window billed again after a crash does not add them twice; invariant 7). Those that

@@ -15,9 +15,16 @@
 //!   for `u64::MAX` seconds with `std::thread::sleep` (`wasi:clocks/monotonic-clock`
 //!   `subscribe-duration` + `wasi:io/poll`, a wait on the host that the deadline must end);
 //! - a config containing `"validate-config-sleeps"`: `validate-config` sleeps forever;
+//! - `"many-events"` / `"many-diagnostics"`: returns 5,000 tiny events / diagnostics (more
+//!   than a call of a few items may return);
+//! - `"huge-output"`: returns two events whose `data` is 10 MiB each (more bytes than a call of
+//!   a few items may hand the host);
+//! - `"huge-log"`: sends one 20 MiB line to `host.log` (an import call's arguments count too);
 //! - anything else: one well-formed event per item (`type` `hostile-ok`).
 
-use edgemeter_guest::{CloudEvent, Guest, Level, MapError, Mapped, MapperInfo, Snapshot};
+use edgemeter_guest::{
+    CloudEvent, Diagnostic, Guest, Level, MapError, Mapped, MapperInfo, Snapshot,
+};
 
 /// The component's exports.
 #[derive(Debug)]
@@ -79,6 +86,37 @@ impl Guest for Hostile {
             m if m.contains("sleep-forever") => {
                 sleep_forever();
                 return Err(MapError::Internal("woke up".to_owned()));
+            }
+            "many-events" => (0..5000)
+                .map(|i| {
+                    let mut e = CloudEvent::new("h", "t", "s");
+                    e.item_uid = Some(format!("u{i}"));
+                    e
+                })
+                .collect(),
+            "many-diagnostics" => {
+                let diagnostics = (0..5000)
+                    .map(|_| Diagnostic {
+                        level: Level::Debug,
+                        item_uid: None,
+                        message: String::new(),
+                    })
+                    .collect();
+                return Ok(Mapped {
+                    events: vec![],
+                    diagnostics,
+                });
+            }
+            "huge-output" => {
+                let blob = format!(r#"{{"blob": "{}"}}"#, "x".repeat(10 << 20));
+                ok_events(&snapshot, "hostile-ok", &blob)
+                    .into_iter()
+                    .take(2)
+                    .collect()
+            }
+            "huge-log" => {
+                edgemeter_guest::log(Level::Info, &"x".repeat(20 << 20));
+                ok_events(&snapshot, "hostile-ok", "{}")
             }
             "loop" => {
                 let n = spin();
