@@ -1,7 +1,9 @@
 //! The biller end to end, with real parts: the built-in WASM mapper (and the hostile one), a
 //! real sled queue in a temporary directory, and pods with known allocation intervals. The sum
 //! of billed `duration_seconds` per pod must equal its true allocation inside the billed span,
-//! across consecutive windows, restarts, downtime splits, mapper failures and a full queue.
+//! across consecutive windows, restarts, downtime catch-ups, mapper failures and a full queue.
+//! Windows lie on the 15 s grid from T0 (itself on the grid): a tick at `now` bills up to the
+//! last boundary at or before `now`.
 
 use std::collections::BTreeMap;
 
@@ -159,6 +161,11 @@ fn drain(queue: &Queue) -> (BTreeMap<String, u64>, BTreeMap<String, u64>, usize)
     (secs, cpu, n)
 }
 
+/// The grid boundary at or before `t` (relative to T0).
+fn grid(t: i64) -> i64 {
+    t - t.rem_euclid(15)
+}
+
 fn truth(until: i64) -> BTreeMap<String, u64> {
     // Allocation of each pod inside [T0, T0 + until), by hand from the intervals above.
     let clip = |from: i64, to: Option<i64>| {
@@ -183,25 +190,30 @@ fn consecutive_ticks_bill_every_second_once() {
     let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
     let mut b = biller(&queue, builtin_mapper(), "{}");
     let mut src = source();
+    let mut billed = 0;
     for now in [5, 17, 40, 41, 100, 150, 250] {
         match b.tick(&mut src, T0 + now) {
             TickOutcome::Billed {
-                windows: 1,
-                watermark,
-                ..
-            } => assert_eq!(watermark, T0 + now),
+                windows, watermark, ..
+            } => {
+                assert_eq!(watermark, T0 + grid(now), "tick at {now}");
+                billed += windows;
+            }
+            // No boundary passed since the last tick.
+            TickOutcome::Idle(Idle::NothingNew) => assert!(matches!(now, 5 | 41), "tick at {now}"),
             other => panic!("tick at {now}: {other:?}"),
         }
     }
+    assert_eq!(billed, 16, "[0, 240) in 15 s windows");
     assert!(matches!(
         b.tick(&mut src, T0 + 250),
         TickOutcome::Idle(Idle::NothingNew)
     ));
     let (secs, cpu, _) = drain(&queue);
-    assert_eq!(secs, truth(250));
+    assert_eq!(secs, truth(240));
     assert_eq!(cpu["spanning"], 250 * 85, "millicore-seconds too");
-    assert_eq!(cpu["running"], 1000 * 230);
-    assert_eq!(queue.watermark("kubernetes").expect("wm"), Some(T0 + 250));
+    assert_eq!(cpu["running"], 1000 * 220);
+    assert_eq!(queue.watermark("kubernetes").expect("wm"), Some(T0 + 240));
     // Finished pods billed to their end are forgotten; the running one is kept.
     src.forgotten.sort();
     assert_eq!(src.forgotten, ["late", "short", "spanning"]);
@@ -227,18 +239,18 @@ fn a_restart_resumes_from_the_stored_watermark() {
     );
     assert!(matches!(
         b.tick(&mut source(), T0 + 250),
-        TickOutcome::Billed { windows: 1, .. }
+        TickOutcome::Billed { windows: 12, .. }
     ));
     let (secs, _, _) = drain(&queue);
     assert_eq!(
         secs,
-        truth(250),
+        truth(240),
         "no second billed twice or lost across the restart"
     );
 }
 
 #[test]
-fn downtime_longer_than_the_maximum_window_is_split_into_intervals() {
+fn a_long_downtime_is_caught_up_in_grid_windows_at_most_max_window_per_tick() {
     let dir = tempfile::tempdir().expect("tempdir");
     let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
     let mut b = Biller::new(
@@ -255,13 +267,19 @@ fn downtime_longer_than_the_maximum_window_is_split_into_intervals() {
         T0,
     )
     .expect("biller");
-    match b.tick(&mut source(), T0 + 250) {
-        TickOutcome::Billed { windows, .. } => assert_eq!(windows, 17, "250 s in 15 s windows"),
-        other => panic!("{other:?}"),
+    let mut src = source();
+    let mut ticks = Vec::new();
+    for _ in 0..10 {
+        match b.tick(&mut src, T0 + 250) {
+            TickOutcome::Billed { windows, .. } => ticks.push(windows),
+            TickOutcome::Idle(Idle::NothingNew) => break,
+            other => panic!("{other:?}"),
+        }
     }
+    assert_eq!(ticks, [4, 4, 4, 4], "[0, 240) in 15 s windows, 60 s per tick");
     let (secs, _, events) = drain(&queue);
-    assert_eq!(secs, truth(250));
-    assert!(events > 17, "fine-grained events, one per pod per window");
+    assert_eq!(secs, truth(240));
+    assert!(events > 16, "fine-grained events, one per pod per window");
 }
 
 #[test]
@@ -283,8 +301,8 @@ fn nothing_is_billed_while_the_source_is_out_of_sync() {
     ));
     assert_eq!(
         drain(&queue).0,
-        truth(100),
-        "the outage is covered by the next window"
+        truth(90),
+        "the outage is covered by the next windows"
     );
 }
 
@@ -314,7 +332,7 @@ fn a_failing_mapper_keeps_the_watermark_and_loses_nothing() {
         good.tick(&mut src, T0 + 100),
         TickOutcome::Billed { .. }
     ));
-    assert_eq!(drain(&queue).0, truth(100));
+    assert_eq!(drain(&queue).0, truth(90));
 }
 
 #[test]
@@ -325,27 +343,39 @@ fn a_full_queue_stops_windows_and_catches_up_after_delivery() {
     let queue = Queue::open(&cfg).expect("queue");
     let mut b = biller(&queue, builtin_mapper(), "{}");
     let mut src = source();
-    assert!(matches!(
-        b.tick(&mut src, T0 + 40),
-        TickOutcome::Billed { windows: 1, .. }
-    ));
+    // The first window fills the queue; the second is refused at the same tick.
+    match b.tick(&mut src, T0 + 40) {
+        TickOutcome::QueueFull {
+            windows: 1,
+            watermark,
+        } => assert_eq!(watermark, T0 + 15),
+        other => panic!("{other:?}"),
+    }
     match b.tick(&mut src, T0 + 100) {
         TickOutcome::QueueFull {
             windows: 0,
             watermark,
-        } => assert_eq!(watermark, T0 + 40),
+        } => assert_eq!(watermark, T0 + 15),
         other => panic!("{other:?}"),
     }
-    let (mut secs, _, _) = drain(&queue);
-    // Delivered: space again. The next window covers everything since the watermark.
-    assert!(matches!(
-        b.tick(&mut src, T0 + 250),
-        TickOutcome::Billed { windows: 1, .. }
-    ));
-    for (k, v) in drain(&queue).0 {
-        *secs.entry(k).or_insert(0) += v;
+    // Each delivery frees space for one more window, until everything is billed.
+    let mut secs: BTreeMap<String, u64> = BTreeMap::new();
+    let mut rounds = 0;
+    loop {
+        for (k, v) in drain(&queue).0 {
+            *secs.entry(k).or_insert(0) += v;
+        }
+        match b.tick(&mut src, T0 + 250) {
+            TickOutcome::QueueFull { windows: 1, .. } => {}
+            TickOutcome::Billed { windows: 1, .. } => {}
+            TickOutcome::Idle(Idle::NothingNew) => break,
+            other => panic!("{other:?}"),
+        }
+        rounds += 1;
+        assert!(rounds < 50, "the catch-up does not end");
     }
-    assert_eq!(secs, truth(250));
+    assert_eq!(rounds, 15, "one window per delivery: [15, 240)");
+    assert_eq!(secs, truth(240));
 }
 
 /// A source with state to persist: every window it records one change (a record named after
@@ -411,7 +441,7 @@ fn a_window_the_full_queue_refuses_takes_no_state_and_a_later_one_writes_it() {
             .collect()
     };
     assert!(matches!(
-        b.tick(&mut src, T0 + 40),
+        b.tick(&mut src, T0 + 15),
         TickOutcome::Billed { windows: 1, .. }
     ));
     assert_eq!(stored(&queue), ["k1"]);
@@ -434,7 +464,7 @@ fn a_window_the_full_queue_refuses_takes_no_state_and_a_later_one_writes_it() {
     assert!(src.pending.is_empty());
     drain(&queue);
     assert!(matches!(
-        b.tick(&mut src, T0 + 250),
+        b.tick(&mut src, T0 + 30),
         TickOutcome::Billed { windows: 1, .. }
     ));
     assert_eq!(stored(&queue), ["k1", "k2"]);
@@ -480,7 +510,7 @@ fn a_window_mapped_in_slices_commits_the_events_of_one_call() {
         events.len()
     );
     assert_eq!(events, committed(&whole));
-    assert_eq!(drain(&sliced).0, truth(220));
+    assert_eq!(drain(&sliced).0, truth(210));
 }
 
 /// A slice that fails after earlier slices of its window were staged: nothing of that window
@@ -494,21 +524,21 @@ fn a_failed_slice_leaves_no_part_of_its_window() {
     let mut good = biller(&queue, builtin_mapper(), "{}");
     let mut src = source();
     assert!(matches!(
-        good.tick(&mut src, T0 + 100),
+        good.tick(&mut src, T0 + 135),
         TickOutcome::Billed { .. }
     ));
     let before = committed(&queue);
     // "late" starts at +130 and comes after "running" in the snapshot: with one item per call
-    // the window [100, 220) stages "running" then fails on "late".
+    // the window [135, 150) stages "running" then fails on "late".
     let mut bad = biller(&queue, mapper(&hostile_wasm(), "hostile"), "fail-item:late");
     bad.set_slice_items(1);
-    match bad.tick(&mut src, T0 + 220) {
+    match bad.tick(&mut src, T0 + 150) {
         TickOutcome::MapperFailed {
             windows: 0,
             watermark,
             error,
         } => {
-            assert_eq!(watermark, T0 + 100);
+            assert_eq!(watermark, T0 + 135);
             assert!(error.to_string().contains("refusing item late"), "{error}");
         }
         other => panic!("{other:?}"),
@@ -518,7 +548,7 @@ fn a_failed_slice_leaves_no_part_of_its_window() {
         before,
         "a part of the failed window is visible"
     );
-    assert_eq!(queue.watermark("kubernetes").expect("wm"), Some(T0 + 100));
+    assert_eq!(queue.watermark("kubernetes").expect("wm"), Some(T0 + 135));
     drop((good, bad));
     drop(queue);
     let queue = Queue::open(&QueueConfig::new(&path)).expect("reopen");
@@ -532,7 +562,7 @@ fn a_failed_slice_leaves_no_part_of_its_window() {
         good.tick(&mut src, T0 + 220),
         TickOutcome::Billed { .. }
     ));
-    assert_eq!(drain(&queue).0, truth(220));
+    assert_eq!(drain(&queue).0, truth(210));
 }
 
 /// A mapper that declares its items independent but gives events of different items the same
