@@ -37,7 +37,7 @@ if ! installed umoci "$UMOCI_VERSION" || ! installed skopeo "$SKOPEO_VERSION" \
   || ! command -v file >/dev/null || ! command -v chroot >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends \
+  apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends \
     "umoci=$UMOCI_VERSION" "skopeo=$SKOPEO_VERSION" file coreutils
 fi
 
