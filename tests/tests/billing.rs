@@ -219,6 +219,46 @@ fn consecutive_ticks_bill_every_second_once() {
     assert_eq!(src.forgotten, ["late", "short", "spanning"]);
 }
 
+/// Issue "Exactly once", scenario 2: the first start's watermark is stored before any window,
+/// so a collector killed before its first commit resumes from where it first started.
+#[test]
+fn a_first_start_is_stored_before_the_first_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
+        let b = biller(&queue, builtin_mapper(), "{}");
+        assert_eq!(b.watermark(), T0);
+        assert_eq!(queue.watermark("kubernetes").expect("wm"), Some(T0));
+        // Killed before the first window is committed.
+    }
+    let queue = Queue::open(&QueueConfig::new(dir.path())).expect("reopen");
+    let mut b = Biller::new(
+        plan(),
+        builtin_mapper(),
+        queue.clone(),
+        Identity::default(),
+        "{}".into(),
+        "kubernetes",
+        T0 + 300,
+    )
+    .expect("biller");
+    assert_eq!(b.watermark(), T0, "not the second start's time");
+    let mut src = source();
+    for _ in 0..5 {
+        if matches!(
+            b.tick(&mut src, T0 + 250),
+            TickOutcome::Idle(Idle::NothingNew)
+        ) {
+            break;
+        }
+    }
+    assert_eq!(
+        drain(&queue).0,
+        truth(240),
+        "the span before the kill is billed"
+    );
+}
+
 #[test]
 fn a_restart_resumes_from_the_stored_watermark() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -276,7 +316,11 @@ fn a_long_downtime_is_caught_up_in_grid_windows_at_most_max_window_per_tick() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(ticks, [4, 4, 4, 4], "[0, 240) in 15 s windows, 60 s per tick");
+    assert_eq!(
+        ticks,
+        [4, 4, 4, 4],
+        "[0, 240) in 15 s windows, 60 s per tick"
+    );
     let (secs, _, events) = drain(&queue);
     assert_eq!(secs, truth(240));
     assert!(events > 16, "fine-grained events, one per pod per window");
@@ -322,8 +366,8 @@ fn a_failing_mapper_keeps_the_watermark_and_loses_nothing() {
     }
     assert_eq!(
         queue.watermark("kubernetes").expect("wm"),
-        None,
-        "nothing committed"
+        Some(T0),
+        "nothing committed but the first start"
     );
     assert_eq!(drain(&queue).2, 0);
     // The operator fixes the mapper: the whole span is billed.
@@ -583,7 +627,11 @@ fn the_same_id_in_two_slices_fails_the_window() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(queue.watermark("kubernetes").expect("wm"), None);
+    assert_eq!(
+        queue.watermark("kubernetes").expect("wm"),
+        Some(T0),
+        "only the first start is stored"
+    );
     assert!(committed(&queue).is_empty());
 }
 

@@ -245,7 +245,23 @@ impl Biller {
         source_name: &str,
         start: i64,
     ) -> Result<Self, QueueError> {
-        let watermark = queue.watermark(source_name)?.unwrap_or(start);
+        // A first start stores where it begins before any window, so a crash before the first
+        // commit (OOM in the first window of a large cluster, a failing liveness probe) does not
+        // move the start to the next start's `now` and lose the time in between.
+        let watermark = match queue.watermark(source_name)? {
+            Some(stored) => stored,
+            None => {
+                if queue.commit_window(source_name, start, &[])?
+                    == crate::queue::CommitOutcome::Full
+                {
+                    tracing::warn!(
+                        source = source_name,
+                        "the queue is full before the first window: the start is stored with the first commit"
+                    );
+                }
+                start
+            }
+        };
         Ok(Biller {
             plan,
             mapper,
