@@ -186,6 +186,19 @@ fn a_zero_queue_size_or_request_timeout_is_refused_with_the_flag_and_an_example(
             "0",
             "e.g. 30s",
         ),
+        // Not zero, but the same class: a value no operator means.
+        (
+            "--backfill",
+            "EDGEMETER_BACKFILL",
+            "100y",
+            "longer than 31 days",
+        ),
+        (
+            "--shutdown-timeout",
+            "EDGEMETER_SHUTDOWN_TIMEOUT",
+            "0s",
+            "at least 2s",
+        ),
     ];
     for (flag, env, bad, example) in table {
         for out in [

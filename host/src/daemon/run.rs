@@ -54,7 +54,9 @@ pub struct RunArgs {
     /// How far behind now windows end, so watch events have arrived.
     #[arg(long, env = "EDGEMETER_SETTLE", default_value = "2s")]
     pub settle: String,
-    /// On the very first start (no stored watermark), bill from this long before now.
+    /// On the very first start (no stored watermark), bill from this long before now (at most
+    /// 31 days: the API keeps no older state of running pods, and a typo such as `100y` would
+    /// only bill a century of catch-up windows).
     #[arg(long, env = "EDGEMETER_BACKFILL", default_value = "0s")]
     pub backfill: String,
     /// Where events go.
@@ -169,7 +171,26 @@ impl RunArgs {
     }
 }
 
+/// The longest first-start backfill.
+const MAX_BACKFILL: Duration = Duration::from_secs(31 * 24 * 3600);
+
 impl RunArgs {
+    /// `--backfill`, at most [`MAX_BACKFILL`].
+    pub fn backfill(&self) -> Result<Duration, DaemonError> {
+        let key = "EDGEMETER_BACKFILL / --backfill";
+        let d = seconds(key, &self.backfill)?;
+        if d > MAX_BACKFILL {
+            return Err(DaemonError::Invalid {
+                key,
+                reason: format!(
+                    "{:?} is longer than 31 days; the Kubernetes API keeps no older state of running pods, e.g. 1h",
+                    self.backfill
+                ),
+            });
+        }
+        Ok(d)
+    }
+
     /// `--shutdown-timeout`, at least 2 s.
     pub fn shutdown_timeout(&self) -> Result<Duration, DaemonError> {
         let key = "EDGEMETER_SHUTDOWN_TIMEOUT / --shutdown-timeout";
@@ -226,6 +247,7 @@ pub fn run(args: RunArgs) -> Result<(), DaemonError> {
         args.kubernetes.scope()?;
         args.lease_config()?;
         args.shutdown_timeout()?;
+        args.backfill()?;
         let client = args.kubernetes.client().await?;
         run_with(args, client, shutdown).await
     })
@@ -261,7 +283,7 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let plan = args.plan()?;
-    let backfill = seconds("EDGEMETER_BACKFILL / --backfill", &args.backfill)?;
+    let backfill = args.backfill()?;
     let shutdown_timeout = args.shutdown_timeout()?;
     let scope = args.kubernetes.scope()?;
     let delivery = args.delivery()?;
@@ -525,6 +547,14 @@ fn report(outcome: TickOutcome, metrics: &Metrics, biller: &Biller) -> Result<()
             }
         }
         TickOutcome::Idle(Idle::NothingNew) => {}
+        TickOutcome::Idle(Idle::ClockBehind { seconds }) => {
+            b.window_failed("clock_behind");
+            tracing::error!(
+                watermark = %window::rfc3339(biller.watermark()),
+                behind_s = seconds,
+                "the wall clock is behind the watermark (time went backwards): nothing is billed until it passes it again; check NTP on this node (nothing is lost: the span is billed once the clock catches up)"
+            );
+        }
         TickOutcome::Idle(Idle::NotInSync) => {
             b.window_failed("not_in_sync");
             tracing::info!("waiting for the Kubernetes watch to be in sync before billing");

@@ -53,6 +53,11 @@ pub enum Idle {
     NotInSync,
     /// No grid boundary has passed since the watermark (minus the settle delay).
     NothingNew,
+    /// The wall clock is behind the watermark by more than an interval: time went backwards
+    /// (a clock corrected after running ahead, a restored VM snapshot). Nothing can be billed
+    /// until the clock passes the watermark again; the daemon says so loudly instead of
+    /// waiting silently.
+    ClockBehind { seconds: u64 },
 }
 
 impl Plan {
@@ -72,7 +77,13 @@ impl Plan {
             return Err(Idle::NotInSync);
         }
         let step = self.step();
-        let until = self.align(now.saturating_sub(i64::try_from(self.settle).unwrap_or(i64::MAX)));
+        let settled = now.saturating_sub(i64::try_from(self.settle).unwrap_or(i64::MAX));
+        if settled < watermark.saturating_sub(step) {
+            return Err(Idle::ClockBehind {
+                seconds: watermark.abs_diff(settled),
+            });
+        }
+        let until = self.align(settled);
         if until <= watermark {
             return Err(Idle::NothingNew);
         }
@@ -139,6 +150,19 @@ mod tests {
         // A first start aligns down to the grid.
         assert_eq!(p.align(1_000_007), 1_000_005);
         assert_eq!(p.align(-1), -15);
+    }
+
+    #[test]
+    fn a_clock_behind_the_watermark_is_reported_not_waited_out_silently() {
+        let p = Plan::default();
+        // Within one interval behind: the ordinary wait for the next boundary.
+        assert_eq!(p.windows(1_000, 1_000, true), Err(Idle::NothingNew));
+        assert_eq!(p.windows(1_005, 1_000, true), Err(Idle::NothingNew));
+        // Further behind: time went backwards.
+        assert_eq!(
+            p.windows(10_000, 1_000, true),
+            Err(Idle::ClockBehind { seconds: 9_002 })
+        );
     }
 
     #[test]
