@@ -68,6 +68,9 @@ pub struct Recorded {
     pub redirect_followed: usize,
     /// When set, requests without `Authorization: Bearer <this>` are refused with 401.
     pub required_token: Option<String>,
+    /// Requests received and not answered yet (the handler is waiting out [`Recorded::delay`]
+    /// or building the reply); a request whose client went away counts until its handler ends.
+    pub in_flight: usize,
 }
 
 impl Recorded {
@@ -172,11 +175,29 @@ async fn moved(State(shared): State<Arc<Mutex<Recorded>>>) -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
+/// Counts a request in [`Recorded::in_flight`] until dropped (the handler ended or was cancelled).
+struct InFlight(Arc<Mutex<Recorded>>);
+
+impl InFlight {
+    fn start(shared: &Arc<Mutex<Recorded>>) -> InFlight {
+        shared.lock().unwrap_or_else(|p| p.into_inner()).in_flight += 1;
+        InFlight(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut s = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        s.in_flight = s.in_flight.saturating_sub(1);
+    }
+}
+
 async fn ingest(
     State(shared): State<Arc<Mutex<Recorded>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let _in_flight = InFlight::start(&shared);
     let delay = shared.lock().map(|s| s.delay).unwrap_or_default();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -282,6 +303,10 @@ pub fn synthetic_event(k: i64, i: usize, run: u32) -> edgemeter::event::CloudEve
 /// Source name and window length of the synthetic producer.
 pub const SYNTHETIC_SOURCE: &str = "synthetic";
 pub const WINDOW_SECONDS: i64 = 60;
+
+/// Source name (watermark and ledger key) of the biller child of the crash test
+/// (`src/bin/biller_pipeline.rs`).
+pub const BILLER_SOURCE: &str = "crash-biller";
 
 /// Path of a file under `tests/fixtures/`.
 pub fn fixture(rel: &str) -> PathBuf {

@@ -6,7 +6,8 @@
 //!
 //! Window `k` is `[60k, 60k+60)`; it produces events `w{k}-e{i}` stamped with `RUN`. The producer
 //! starts at the stored watermark, commits windows until `WINDOWS`, then waits for the queue to
-//! drain and exits 0 after printing `drained`.
+//! drain and exits 0 after printing `drained`. Stdout (line-buffered, so what a SIGKILL leaves
+//! is whole lines) says where it is: `commit K` before window K's commit, `committed K` after.
 
 use std::time::Duration;
 
@@ -56,10 +57,13 @@ async fn main() -> anyhow::Result<()> {
             .map(|i| synthetic_event(k, i, run))
             .collect();
         let q = queue.clone();
+        // The crash test reads these lines after a kill to know where it landed.
+        println!("commit {k}");
         let outcome = tokio::task::spawn_blocking(move || {
             q.commit_window(SYNTHETIC_SOURCE, (k + 1) * WINDOW_SECONDS, &events)
         })
         .await??;
+        println!("committed {k}");
         if outcome == CommitOutcome::Full {
             full_waits += 1;
             anyhow::ensure!(full_waits < 10_000, "queue stayed full");
