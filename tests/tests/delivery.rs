@@ -534,3 +534,151 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, Str
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// A proxy or WAF in front of the ingest API: `400 text/html` to every request, ingests nothing.
+async fn html_400_proxy() -> anyhow::Result<(String, std::sync::Arc<std::sync::atomic::AtomicUsize>)>
+{
+    use axum::http::{StatusCode, header};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = requests.clone();
+    let app = axum::Router::new().route(
+        "/api/v1/events",
+        axum::routing::post(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                (
+                    StatusCode::BAD_REQUEST,
+                    [(header::CONTENT_TYPE, "text/html")],
+                    "<html><body><h1>400 Bad Request</h1>Request blocked by the WAF</body></html>",
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, requests))
+}
+
+/// Waits until `pred` holds (up to [`LIMIT`]).
+async fn eventually(mut pred: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while tokio::time::Instant::now() < deadline {
+        if pred() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_answering_400_html_to_everything_pauses_and_dead_letters_nothing()
+-> anyhow::Result<()> {
+    let (url, requests) = html_400_proxy().await?;
+    let mut h = Harness::start(1, 40, config(&url)?)?;
+    h.metrics.billing.source_synced.set(1);
+    // Several probes, each answered 400: the sink keeps probing after its pause.
+    let probed = eventually(|| requests.load(std::sync::atomic::Ordering::SeqCst) >= 3).await;
+    assert!(probed, "the sink did not probe again after its pause");
+    assert!(
+        h.queue.dead_letters()?.is_empty(),
+        "a proxy's 400 is no verdict on the events"
+    );
+    assert_eq!(h.queue.pending_events(), 40, "the queue is intact");
+    assert_eq!(h.metric("edgemeter_sink_paused")?, 1.0);
+    let (ready, reason) = readiness(&HttpState {
+        queue: h.queue.clone(),
+        metrics: h.metrics.clone(),
+    });
+    assert!(!ready, "{reason}");
+    assert!(reason.contains("paused"), "{reason}");
+    h.stop().await?;
+    assert_eq!(h.queue.pending_events(), 40);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_problem_400_for_every_event_of_a_batch_pauses_instead_of_dead_lettering_it()
+-> anyhow::Result<()> {
+    // problem+json, but for every slice of the bisection down to single events: the request
+    // is refused, not the events (a proxy speaking problem+json, a wrong endpoint version).
+    let receiver = Receiver::start().await?;
+    receiver.state().default = Some(Reply::Status(400));
+    let mut h = Harness::start(1, 8, config(&receiver.url())?)?;
+    let probed = receiver
+        .wait_until(LIMIT, |s| {
+            // The whole batch sent again after a pause.
+            s.requests.iter().filter(|r| r.ids.len() == 8).count() >= 2
+        })
+        .await;
+    assert!(probed, "the sink did not probe again with the whole batch");
+    assert!(h.queue.dead_letters()?.is_empty());
+    assert_eq!(h.queue.pending_events(), 8);
+    assert_eq!(h.metric("edgemeter_sink_paused")?, 1.0);
+    assert_eq!(h.metric("edgemeter_sink_events_dead_lettered_total")?, 0.0);
+    h.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_at_their_bound_pause_the_sink_and_lose_nothing() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    receiver.state().poison_prefix = Some("w0-e13".into());
+    let dir = tempfile::tempdir()?;
+    let mut qc = QueueConfig::new(dir.path().join("q"));
+    qc.max_dead_bytes = 16; // less than any dead letter
+    let queue = Queue::open(&qc)?;
+    let events: Vec<_> = (0..40).map(|i| synthetic_event(0, i, 0)).collect();
+    anyhow::ensure!(
+        queue.commit_window(SYNTHETIC_SOURCE, 60, &events)? == CommitOutcome::Committed
+    );
+    let metrics = Metrics::new();
+    metrics.billing.source_synced.set(1);
+    let shutdown = CancellationToken::new();
+    let sink = tokio::spawn(openmeter::run(
+        queue.clone(),
+        config(&receiver.url())?,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let mut h = Harness {
+        _dir: dir,
+        queue,
+        metrics,
+        shutdown,
+        sink: Some(sink),
+    };
+    // The healthy events go out; the poison one stays queued, not moved aside.
+    let delivered = receiver.wait_until(LIMIT, |s| s.distinct() == 39).await;
+    assert!(delivered, "the healthy events were not delivered");
+    let full = eventually(|| {
+        h.metric("edgemeter_sink_dead_letters_full")
+            .is_ok_and(|v| v == 1.0)
+    })
+    .await;
+    assert!(full, "{}", h.metrics.encode()?);
+    assert!(h.queue.dead_letters()?.is_empty());
+    let left = h.queue.peek(10)?;
+    assert_eq!(
+        left.len(),
+        1,
+        "nothing lost: the poison event is still queued"
+    );
+    assert!(String::from_utf8_lossy(left[0].json()).contains("\"w0-e13\""));
+    let (ready, reason) = readiness(&HttpState {
+        queue: h.queue.clone(),
+        metrics: h.metrics.clone(),
+    });
+    assert!(!ready, "{reason}");
+    assert!(reason.contains("dead letters"), "{reason}");
+    assert_eq!(h.metric("edgemeter_sink_events_dead_lettered_total")?, 0.0);
+    h.stop().await?;
+    assert_eq!(h.queue.pending_events(), 1);
+    Ok(())
+}

@@ -107,6 +107,11 @@ pub fn readiness(state: &HttpState) -> (bool, &'static str) {
             false,
             "delivery paused: OpenMeter refuses the token or the configuration\n",
         )
+    } else if state.metrics.sink.dead_letters_full.get() != 0 {
+        (
+            false,
+            "delivery held back: the dead letters are at EDGEMETER_QUEUE_MAX_DEAD_BYTES; a refused event stays queued until an operator inspects them\n",
+        )
     } else if state.metrics.billing.source_synced.get() == 0 {
         (
             false,

@@ -64,6 +64,9 @@ pub struct SinkMetrics {
     pub request_duration: Histogram,
     /// 1 while delivery is paused by 401/403 or a misconfiguration answer.
     pub paused: Gauge,
+    /// 1 while the sink holds back an event the receiver refused because the dead letters are
+    /// at their bound (`EDGEMETER_QUEUE_MAX_DEAD_BYTES`); the event stays queued.
+    pub dead_letters_full: Gauge,
     /// 1 while a sink's delivery loop runs (set by the sink itself, see [`crate::sinks::Live`]).
     pub up: Gauge,
     /// Times the daemon restarted a sink that stopped while it ran.
@@ -162,6 +165,7 @@ impl Metrics {
             events_dead_lettered: Counter::default(),
             request_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             paused: Gauge::default(),
+            dead_letters_full: Gauge::default(),
             up: Gauge::default(),
             restarts: Counter::default(),
         };
@@ -190,6 +194,11 @@ impl Metrics {
             "sink_paused",
             "1 while delivery is paused by an authentication or configuration answer",
             sink.paused.clone(),
+        );
+        registry.register(
+            "sink_dead_letters_full",
+            "1 while the sink holds back a refused event because the dead letters are at EDGEMETER_QUEUE_MAX_DEAD_BYTES",
+            sink.dead_letters_full.clone(),
         );
         registry.register(
             "sink_up",

@@ -12,7 +12,7 @@ pub const DEFAULT_QUEUE_DIR: &str = "/var/lib/edgemeter/queue";
 /// after a close or a restart can find the lock still held for a moment.
 pub const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(2);
 
-/// Default bound of the dead letters added at billing (`--queue-max-dead-bytes`): 64 MiB, a
+/// Default bound of the dead letters (`--queue-max-dead-bytes`): 64 MiB, a
 /// few hundred thousand rejected events of ordinary size; 900 windows of one 70 KB event.
 pub const DEFAULT_MAX_DEAD_BYTES: u64 = 64 << 20;
 
@@ -36,10 +36,10 @@ pub struct QueueConfig {
     /// (at least 1: 0 would refuse every window).
     #[arg(long = "queue-max-bytes", env = "EDGEMETER_QUEUE_MAX_BYTES", default_value_t = 1 << 30, value_parser = positive_bytes)]
     pub max_bytes: u64,
-    /// Keep dead letters of events rejected while billing (invalid for their item) only while
-    /// all dead letters take less than this many bytes; beyond, such an event is counted and
-    /// logged but not kept. Not part of `--queue-max-bytes`: dead letters wait for an
-    /// operator, not for delivery.
+    /// Keep dead letters only while all dead letters take at most this many bytes; beyond, an
+    /// event rejected while billing (invalid for their item) is counted and logged but not
+    /// kept, and an event the receiver refuses stays queued while delivery pauses on it. Not
+    /// part of `--queue-max-bytes`: dead letters wait for an operator, not for delivery.
     #[arg(long = "queue-max-dead-bytes", env = "EDGEMETER_QUEUE_MAX_DEAD_BYTES", default_value_t = DEFAULT_MAX_DEAD_BYTES)]
     pub max_dead_bytes: u64,
     /// sled page cache size in bytes.

@@ -98,7 +98,9 @@
 //!    (`EDGEMETER_QUEUE_MAX_DEAD_BYTES`, default 64 MiB; `dead_bytes`, key + value bytes of
 //!    all of `dead`, is kept in memory and recounted on open): one that would take `dead`
 //!    over it is not kept (the caller counts and logs it). Dead letters of the sink (refused
-//!    by the receiver) are always kept; they are bounded by the queue they came from.
+//!    by the receiver) count against the same bound ([`Queue::dead_letter_within_bound`]):
+//!    one that would go over it is not moved — the event stays in `events`, undelivered, and
+//!    the sink pauses on it (nothing is deleted).
 //!
 //! The key layout and batch-body encoding are pure functions in `keys`; `store` does the I/O.
 

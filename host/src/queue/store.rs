@@ -614,6 +614,29 @@ impl Queue {
         status: Option<u16>,
         reason: &str,
     ) -> Result<(), QueueError> {
+        self.move_to_dead(refused, status, reason, false)
+            .map(|_| ())
+    }
+
+    /// [`Queue::dead_letter`], unless the dead letters would then take more than
+    /// `max_dead_bytes`: then nothing is written (the events stay in `events`) and `Ok(false)`
+    /// is returned. The sink's dead letters (invariant 7).
+    pub fn dead_letter_within_bound(
+        &self,
+        refused: &[QueuedEvent],
+        status: Option<u16>,
+        reason: &str,
+    ) -> Result<bool, QueueError> {
+        self.move_to_dead(refused, status, reason, true)
+    }
+
+    fn move_to_dead(
+        &self,
+        refused: &[QueuedEvent],
+        status: Option<u16>,
+        reason: &str,
+        bounded: bool,
+    ) -> Result<bool, QueueError> {
         let dead_at = unix_now();
         let letters = refused
             .iter()
@@ -634,6 +657,16 @@ impl Queue {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if bounded {
+            let adding = letters
+                .iter()
+                .fold(0i64, |sum, l| sum.saturating_add(stored_bytes(l.len())));
+            let budget = i64::try_from(self.inner.max_dead_bytes).unwrap_or(i64::MAX);
+            let used = self.inner.dead_bytes.load(Ordering::SeqCst);
+            if used.saturating_add(adding) > budget {
+                return Ok(false);
+            }
+        }
         let result = (&self.inner.events, &self.inner.dead).transaction(|(ev, dead)| {
             let mut removed = (0i64, 0i64, 0i64);
             for (e, letter) in refused.iter().zip(&letters) {
@@ -651,7 +684,13 @@ impl Queue {
         self.inner
             .dead_bytes
             .fetch_add(dead_bytes, Ordering::SeqCst);
-        self.flush()
+        self.flush()?;
+        Ok(true)
+    }
+
+    /// The bound of the dead letters, `max_dead_bytes`.
+    pub fn max_dead_bytes(&self) -> u64 {
+        self.inner.max_dead_bytes
     }
 
     /// All dead letters, oldest first (not those staged with a window still being committed).

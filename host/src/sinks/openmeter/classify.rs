@@ -4,12 +4,21 @@
 //! | answer                                   | action                                            |
 //! |------------------------------------------|---------------------------------------------------|
 //! | 2xx                                      | `Ack`: delete the batch from the queue            |
-//! | 400, 413, 422 on a batch of > 1 events   | `Split`: send each half (find the poison event)   |
-//! | 400, 413, 422 on a single event          | `DeadLetter`: keep it aside for an operator       |
+//! | 400, 422 with a problem+json body, 413,  | `Split`: send each half (find the poison event)   |
+//! | on a batch of > 1 events                 |                                                   |
+//! | the same on a single event               | `DeadLetter`: keep it aside for an operator       |
+//! | 400, 422 with any other body (a proxy's  | `Pause`: the request is refused, not its events;  |
+//! | or WAF's HTML, plain text, no body)      | never dead-letter on it                           |
 //! | 408, 425, 429, 5xx, no answer at all     | `Retry` the whole batch (a 5xx may follow partial |
 //! |                                          | ingestion; the API dedupes on (source, id))       |
 //! | 401, 403                                 | `Pause`: credentials need an operator; probe      |
 //! | any other answer (404, 405, 415, 3xx, …) | `Pause`: misconfiguration; never drop data on it  |
+//!
+//! Only the ingest API says an event is invalid, and it says so in `application/problem+json`
+//! (errors of the API are problem+json); a 400 in any other form comes from something in front
+//! of it and says nothing about the events. A problem+json 400 for every event of a batch is
+//! also taken for a refused request, not refused events: the state machine (`state`) pauses on
+//! a bisection that ends with no slice accepted instead of dead-lettering the whole batch.
 //!
 //! Redirects reach this table because the client never follows them (see `build_client`): a
 //! followed 302 turns the POST into a GET, whose 200 would ack a batch never ingested.
@@ -17,7 +26,7 @@
 use std::time::{Duration, SystemTime};
 
 use reqwest::StatusCode;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 
 /// What to do with the batch that got an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +53,7 @@ pub fn classify(
     let code = status.as_u16();
     match code {
         200..=299 => Action::Ack,
+        400 | 422 if !is_problem(headers) => Action::Pause { auth: false },
         400 | 413 | 422 => {
             if batch_len > 1 {
                 Action::Split
@@ -57,6 +67,16 @@ pub fn classify(
         },
         _ => Action::Pause { auth: false },
     }
+}
+
+/// Whether the answer's body is `application/problem+json` (parameters and case ignored): the
+/// ingest API's own error format, as opposed to a proxy's page.
+pub fn is_problem(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/problem+json"))
 }
 
 /// The action when no HTTP answer came (connection refused or reset, timeout, TLS failure).

@@ -46,6 +46,9 @@ pub const CONTENT_TYPE_BATCH: &str = "application/cloudevents-batch+json";
 /// Longest problem detail kept for logs and dead letters.
 const MAX_DETAIL_CHARS: usize = 2000;
 
+/// How much of a body that is not problem+json (a proxy's page) goes into the WARN.
+const BODY_START_CHARS: usize = 200;
+
 /// Why the delivery loop stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -281,6 +284,8 @@ pub async fn deliver(
     let batch_size = usize::try_from(config.batch_size).unwrap_or(100).max(1);
     let mut backoff = new_backoff(&config);
     let (mut output, mut state) = start(batch_size);
+    // The batch in hand held back a refused event (dead letters at their bound).
+    let mut held_back = false;
     tracing::info!(url = %url, batch_size, batch_period = ?config.batch_period, "delivering to OpenMeter");
     loop {
         let input = match output {
@@ -292,6 +297,12 @@ pub async fn deliver(
                 return Err(SinkError::StateMachine);
             }
             Output::Load { max } => {
+                // Cleared only after a batch that held nothing back at the bound, so readiness
+                // does not flicker while every batch runs into the same refused event.
+                if !held_back {
+                    metrics.sink.dead_letters_full.set(0);
+                }
+                held_back = false;
                 if shutdown.is_cancelled() {
                     Input::Shutdown
                 } else {
@@ -334,16 +345,33 @@ pub async fn deliver(
                 metrics.sink.paused.set(0);
                 let n = events.len() as u64;
                 let ids: Vec<String> = events.iter().map(|e| event_id(e.json())).collect();
-                tracing::error!(
-                    status = status.unwrap_or(0),
-                    reason = %reason,
-                    ids = ?ids,
-                    "OpenMeter refused events for good: moved them to the dead letters (see `edgemeter queue dead-letters`)"
-                );
                 let q = queue.clone();
-                blocking(move || q.dead_letter(&events, status, &reason)).await?;
-                metrics.sink.events_dead_lettered.inc_by(n);
-                Input::Done
+                let why = reason.clone();
+                let kept =
+                    blocking(move || q.dead_letter_within_bound(&events, status, &why)).await?;
+                if kept {
+                    tracing::error!(
+                        status = status.unwrap_or(0),
+                        reason = %reason,
+                        ids = ?ids,
+                        "OpenMeter refused events for good: moved them to the dead letters (see `edgemeter queue dead-letters`)"
+                    );
+                    metrics.sink.events_dead_lettered.inc_by(n);
+                    Input::Done
+                } else {
+                    held_back = true;
+                    metrics.sink.dead_letters_full.set(1);
+                    tracing::error!(
+                        status = status.unwrap_or(0),
+                        reason = %reason,
+                        ids = ?ids,
+                        dead_bytes = queue.dead_bytes(),
+                        max_dead_bytes = queue.max_dead_bytes(),
+                        retry_in = ?config.pause_retry,
+                        "OpenMeter refused events for good, but the dead letters are at their bound (EDGEMETER_QUEUE_MAX_DEAD_BYTES): they stay queued and delivery pauses on them; inspect `edgemeter queue dead-letters`"
+                    );
+                    sleep_or_shutdown(config.pause_retry, &shutdown).await
+                }
             }
             Output::Retry { after } => {
                 let jittered = backoff.next_backoff().unwrap_or(config.retry_max);
@@ -361,7 +389,7 @@ pub async fn deliver(
                     auth,
                     retry_in = ?config.pause_retry,
                     "OpenMeter delivery paused: the server refuses every request until an operator fixes the {}",
-                    if auth { "token (OPENMETER_TOKEN or the file OPENMETER_TOKEN_FILE)" } else { "configuration (OPENMETER_URL)" }
+                    if auth { "token (OPENMETER_TOKEN or the file OPENMETER_TOKEN_FILE)" } else { "configuration (OPENMETER_URL, or a proxy in front of the ingest API; see the WARN with the answer)" }
                 );
                 sleep_or_shutdown(config.pause_retry, &shutdown).await
             }
@@ -432,8 +460,12 @@ async fn send(
                 String::new()
             } else if status.is_redirection() {
                 redirect_detail(response.headers().get(LOCATION))
-            } else {
+            } else if classify::is_problem(response.headers()) {
                 problem_detail(&response.text().await.unwrap_or_default())
+            } else {
+                // A proxy's page: its first bytes say who answered.
+                let body = response.text().await.unwrap_or_default();
+                body.trim().chars().take(BODY_START_CHARS).collect()
             };
             (action, Some(status.as_u16()), detail)
         }

@@ -10,13 +10,22 @@
 //!   │   ──Loaded(full, or lingered)──► Busy(work) ─► Send(top slice)
 //!  Busy ──Answered(Ack)────────► Ack(slice)        ─Done─► Send(next slice) | Load
 //!       ──Answered(Split)──────► Send(first half)  (both halves stacked)
-//!       ──Answered(DeadLetter)─► DeadLetter(slice) ─Done─► Send(next slice) | Load
+//!       ──Answered(DeadLetter)─► (single-event batch) DeadLetter(slice) ─Done─► Load
+//!                                 (else) held back ─► Send(next slice) | at the end:
+//!                                   some slice acked ─► DeadLetter(each held) ─Done─► … Load
+//!                                   none acked       ─► Pause ─Done─► Send(whole batch)
 //!       ──Answered(Retry)──────► Retry{after}      ─Done─► Send(same slice)
 //!       ──Answered(Pause)──────► Pause             ─Done─► Send(same slice)
 //!  any ──Shutdown──► Stop (Stopped)
 //! ```
 //! A batch in hand is deleted from the queue only by `Ack` or `DeadLetter` of its slices, so a
 //! stop at any point leaves every unanswered event in the queue.
+//!
+//! Refused single events of a bisected batch are held back until the bisection ends: only if
+//! some slice of the batch was accepted are they dead-lettered. A batch refused event by event
+//! with nothing accepted is a refused *request* (a proxy, a wrong endpoint), not a batch of
+//! invalid events: the loop pauses and probes again with the whole batch, and nothing is moved
+//! aside. A batch of one event refused with a problem body is dead-lettered at once.
 
 use std::ops::Range;
 use std::time::Duration;
@@ -29,13 +38,23 @@ use crate::queue::QueuedEvent;
 pub struct Work {
     events: Vec<QueuedEvent>,
     todo: Vec<Range<usize>>,
+    /// Some slice of this batch was accepted.
+    acked: bool,
+    /// Single events refused (status, reason), dead-lettered once the bisection ends with an
+    /// accepted slice.
+    refused: Vec<(Range<usize>, Option<u16>, String)>,
 }
 
 impl Work {
     fn new(events: Vec<QueuedEvent>) -> Self {
         let mut todo = Vec::with_capacity(8);
         todo.push(0..events.len());
-        Work { events, todo }
+        Work {
+            events,
+            todo,
+            acked: false,
+            refused: Vec::new(),
+        }
     }
 
     fn slice(&self, r: &Range<usize>) -> Vec<QueuedEvent> {
@@ -142,6 +161,7 @@ pub fn step(state: State, input: Input, batch_size: usize) -> (Output, State) {
             match action {
                 Action::Ack => {
                     work.todo.pop();
+                    work.acked = true;
                     (Output::Ack(work.slice(&top)), State::Busy(work))
                 }
                 Action::Split if top.len() > 1 => {
@@ -156,24 +176,49 @@ pub fn step(state: State, input: Input, batch_size: usize) -> (Output, State) {
                 }
                 Action::Split | Action::DeadLetter => {
                     work.todo.pop();
-                    let out = Output::DeadLetter {
-                        events: work.slice(&top),
-                        status,
-                        reason: detail,
-                    };
-                    (out, State::Busy(work))
+                    if work.events.len() == 1 {
+                        let out = Output::DeadLetter {
+                            events: work.slice(&top),
+                            status,
+                            reason: detail,
+                        };
+                        return (out, State::Busy(work));
+                    }
+                    work.refused.push((top, status, detail));
+                    advance(work, load)
                 }
                 Action::Retry { after } => (Output::Retry { after }, State::Busy(work)),
                 Action::Pause { auth } => (Output::Pause { auth }, State::Busy(work)),
             }
         }
-        (State::Busy(work), Input::Done) => match work.todo.last().cloned() {
-            Some(next) => (Output::Send(work.slice(&next)), State::Busy(work)),
-            None => (load, State::Load { lingered: false }),
-        },
+        (State::Busy(work), Input::Done) => advance(work, load),
         // Inputs that answer no output of this state are a driver bug: stop rather than guess.
         (State::Load { .. }, Input::Answered { .. }) | (State::Busy(_), Input::Loaded(_)) => {
             (Output::Stop, State::Stopped)
         }
     }
+}
+
+/// The next output of a batch in hand: its next slice; else the refused events held back
+/// (dead-lettered one slice at a time if some slice was accepted, else a pause and the whole
+/// batch again); else the next batch.
+fn advance(mut work: Work, load: Output) -> (Output, State) {
+    if let Some(next) = work.todo.last().cloned() {
+        return (Output::Send(work.slice(&next)), State::Busy(work));
+    }
+    if work.refused.is_empty() {
+        return (load, State::Load { lingered: false });
+    }
+    if !work.acked {
+        work.refused.clear();
+        work.todo.push(0..work.events.len());
+        return (Output::Pause { auth: false }, State::Busy(work));
+    }
+    let (range, status, reason) = work.refused.remove(0);
+    let out = Output::DeadLetter {
+        events: work.slice(&range),
+        status,
+        reason,
+    };
+    (out, State::Busy(work))
 }

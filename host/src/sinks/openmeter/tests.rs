@@ -36,14 +36,15 @@ fn classify_maps_each_answer_to_its_action() {
             "{code}"
         );
     }
+    let problem = content_type("application/problem+json");
     for code in [400, 413, 422] {
         assert_eq!(
-            classify(status(code), &none, 2, now),
+            classify(status(code), &problem, 2, now),
             Action::Split,
             "{code}"
         );
         assert_eq!(
-            classify(status(code), &none, 1, now),
+            classify(status(code), &problem, 1, now),
             Action::DeadLetter,
             "{code}"
         );
@@ -69,6 +70,60 @@ fn classify_maps_each_answer_to_its_action() {
         );
     }
     assert_eq!(classify_transport_error(), Action::Retry { after: None });
+}
+
+fn content_type(value: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(value) {
+        h.insert(reqwest::header::CONTENT_TYPE, v);
+    }
+    h
+}
+
+#[test]
+fn a_400_without_a_problem_body_is_a_refused_request_not_refused_events() {
+    let now = at(0);
+    // A proxy's or WAF's page, plain text, or no body type at all: nothing says the events
+    // are invalid, so nothing may be dead-lettered on it.
+    for ct in [
+        "text/html",
+        "text/html; charset=utf-8",
+        "text/plain",
+        "application/json",
+    ] {
+        for n in [1, 10] {
+            assert_eq!(
+                classify(status(400), &content_type(ct), n, now),
+                Action::Pause { auth: false },
+                "400 {ct} for {n} events"
+            );
+        }
+    }
+    assert_eq!(
+        classify(status(400), &headers(None), 1, now),
+        Action::Pause { auth: false }
+    );
+    // The ingest API's own answer, with or without parameters and in any case.
+    for ct in [
+        "application/problem+json",
+        "Application/Problem+JSON; charset=utf-8",
+    ] {
+        assert_eq!(
+            classify(status(400), &content_type(ct), 10, now),
+            Action::Split,
+            "{ct}"
+        );
+        assert_eq!(
+            classify(status(400), &content_type(ct), 1, now),
+            Action::DeadLetter,
+            "{ct}"
+        );
+    }
+    // 413 is about size whoever says it (a proxy's body limit): halves still fit.
+    assert_eq!(
+        classify(status(413), &content_type("text/html"), 10, now),
+        Action::Split
+    );
 }
 
 #[test]
@@ -312,6 +367,54 @@ fn a_poisoned_batch_is_bisected_until_only_the_poison_is_dead_lettered() -> anyh
     acked.sort_unstable();
     assert_eq!(acked, expected, "every healthy event acked exactly once");
     assert_eq!(s, State::Load { lingered: false });
+    Ok(())
+}
+
+#[test]
+fn a_batch_refused_event_by_event_pauses_and_resends_it_whole() -> anyhow::Result<()> {
+    // Every slice refused down to single events, none accepted: the request is refused, not
+    // the events. Nothing is dead-lettered; after the pause the whole batch is probed again.
+    let (_dir, ev) = queued(4)?;
+    let (_, mut s) = start(4);
+    let mut out;
+    (out, s) = step(s, Input::Loaded(ev.clone()), 4);
+    let mut sends = 0;
+    for _ in 0..50 {
+        let input = match &out {
+            Output::Send(batch) => {
+                sends += 1;
+                answered(if batch.len() > 1 {
+                    Action::Split
+                } else {
+                    Action::DeadLetter
+                })
+            }
+            Output::Pause { auth: false } => break,
+            other => anyhow::bail!("unexpected {other:?} after {sends} sends"),
+        };
+        (out, s) = step(s, input, 4);
+    }
+    assert_eq!(out, Output::Pause { auth: false });
+    assert_eq!(sends, 7, "4 + 2 + 1 slices of a bisection to the end");
+    let (out, _) = step(s, Input::Done, 4);
+    assert_eq!(out, Output::Send(ev), "probe again with the whole batch");
+    Ok(())
+}
+
+#[test]
+fn a_single_event_batch_refused_with_a_problem_is_dead_lettered() -> anyhow::Result<()> {
+    let (_dir, ev) = queued(1)?;
+    let (_, s) = start(1);
+    let (_, s) = step(s, Input::Loaded(ev.clone()), 1);
+    let (out, _) = step(s, answered(Action::DeadLetter), 1);
+    assert_eq!(
+        out,
+        Output::DeadLetter {
+            events: ev,
+            status: Some(400),
+            reason: "bad".into()
+        }
+    );
     Ok(())
 }
 
