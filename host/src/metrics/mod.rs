@@ -316,9 +316,10 @@ impl Metrics {
             .set(oldest_event_age(queue, jiff::Timestamp::now().as_second()));
         self.queue.pending_events.set(queue.pending_events());
         self.queue.pending_bytes.set(queue.pending_bytes());
-        if let Ok(stats) = queue.stats() {
-            self.queue.dead_letters.set(stats.dead_letters);
-            self.queue.size_on_disk.set(stats.size_on_disk);
+        // Counters kept by the queue: a scrape never scans the dead letters.
+        self.queue.dead_letters.set(queue.dead_letter_count());
+        if let Ok(size) = queue.size_on_disk() {
+            self.queue.size_on_disk.set(size);
         }
     }
 

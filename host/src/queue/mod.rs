@@ -96,7 +96,8 @@
 //!    add them twice. Readers of `dead` ([`Queue::dead_letters`], the retry, the counts) see
 //!    only entries below the mark. They are bounded by `max_dead_bytes`
 //!    (`EDGEMETER_QUEUE_MAX_DEAD_BYTES`, default 64 MiB; `dead_bytes`, key + value bytes of
-//!    all of `dead`, is kept in memory and recounted on open): one that would take `dead`
+//!    all of `dead`, is kept in memory and recounted on open, as is their count, so that
+//!    `/metrics` reads both without scanning `dead`): one that would take `dead`
 //!    over it is not kept (the caller counts and logs it). Dead letters of the sink (refused
 //!    by the receiver) count against the same bound ([`Queue::dead_letter_within_bound`]):
 //!    one that would go over it is not moved — the event stays in `events`, undelivered, and

@@ -186,6 +186,9 @@ struct Inner {
     pending_bytes: AtomicI64,
     /// Key + value bytes in `dead` (published entries), recomputed by a scan on open.
     dead_bytes: AtomicI64,
+    /// Entries in `dead` (published), recounted by the same scan: `/metrics` reads it on
+    /// every scrape, so it must not scan the tree.
+    dead_letters: AtomicI64,
     max_dead_bytes: u64,
     /// Woken after every commit so a waiting sink can send at once.
     new_events: Notify,
@@ -272,8 +275,8 @@ fn open_published(events: &sled::Tree, meta: &sled::Tree) -> Result<u64, QueueEr
 }
 
 /// Removes dead letters staged above the publication mark by a commit that never completed
-/// (dead letters of a billed window, invariant 7) and returns the bytes of the others.
-fn open_dead(dead: &sled::Tree, published: u64) -> Result<i64, QueueError> {
+/// (dead letters of a billed window, invariant 7) and returns the count and bytes of the others.
+fn open_dead(dead: &sled::Tree, published: u64) -> Result<(i64, i64), QueueError> {
     let mut orphans = sled::Batch::default();
     let mut count = 0u64;
     for key in dead.range(keys::seq_key(published)..).keys() {
@@ -284,12 +287,13 @@ fn open_dead(dead: &sled::Tree, published: u64) -> Result<i64, QueueError> {
         dead.apply_batch(orphans)
             .map_err(|source| QueueError::Write { source })?;
     }
-    let mut bytes = 0i64;
+    let (mut letters, mut bytes) = (0i64, 0i64);
     for item in dead.iter() {
         let (_, value) = item.map_err(|source| QueueError::Scan { source })?;
+        letters += 1;
         bytes = bytes.saturating_add(stored_bytes(value.len()));
     }
-    Ok(bytes)
+    Ok((letters, bytes))
 }
 
 /// True for sled 0.34's "directory lock is held" error. sled reports it as an `Io` error of kind
@@ -387,7 +391,7 @@ impl Queue {
             events_found += 1;
             bytes = bytes.saturating_add(stored_bytes(value.len()));
         }
-        let dead_bytes = open_dead(&dead, published)?;
+        let (dead_letters, dead_bytes) = open_dead(&dead, published)?;
         Ok(Queue {
             inner: Arc::new(Inner {
                 db,
@@ -401,6 +405,7 @@ impl Queue {
                 pending_events: AtomicI64::new(events_found),
                 pending_bytes: AtomicI64::new(bytes),
                 dead_bytes: AtomicI64::new(dead_bytes),
+                dead_letters: AtomicI64::new(dead_letters),
                 max_dead_bytes: config.max_dead_bytes,
                 new_events: Notify::new(),
             }),
@@ -471,6 +476,7 @@ impl Queue {
             events: 0,
             bytes: 0,
             dead_bytes: 0,
+            dead_letters: 0,
             published: false,
         })
     }
@@ -681,9 +687,7 @@ impl Queue {
         });
         let (removed, bytes, dead_bytes) = result.map_err(storage_error)?;
         self.add_pending(-removed, -bytes);
-        self.inner
-            .dead_bytes
-            .fetch_add(dead_bytes, Ordering::SeqCst);
+        self.add_dead(removed, dead_bytes);
         self.flush()?;
         Ok(true)
     }
@@ -758,9 +762,7 @@ impl Queue {
             self.inner.published.fetch_max(mark, Ordering::AcqRel);
         }
         self.add_pending(moved, bytes);
-        self.inner
-            .dead_bytes
-            .fetch_sub(dead_bytes, Ordering::SeqCst);
+        self.add_dead(-moved, -dead_bytes);
         if moved > 0 {
             self.inner.new_events.notify_one();
         }
@@ -770,6 +772,23 @@ impl Queue {
     /// The publication mark as a key: entries of `events` and `dead` below it are committed.
     fn published_key(&self) -> [u8; 8] {
         keys::seq_key(self.inner.published.load(Ordering::Acquire))
+    }
+
+    /// sled's view of the directory size.
+    pub fn size_on_disk(&self) -> Result<u64, QueueError> {
+        self.inner
+            .db
+            .size_on_disk()
+            .map_err(|source| QueueError::Read { source })
+    }
+
+    /// Dead letters (published), from the counter: no scan.
+    pub fn dead_letter_count(&self) -> u64 {
+        self.inner
+            .dead_letters
+            .load(Ordering::SeqCst)
+            .max(0)
+            .unsigned_abs()
     }
 
     /// Key + value bytes of the dead letters.
@@ -820,15 +839,11 @@ impl Queue {
             pending_events: self.pending_events(),
             pending_bytes: self.pending_bytes(),
             max_bytes: self.inner.max_bytes,
-            dead_letters: self.inner.dead.range(..self.published_key()).count() as u64,
+            dead_letters: self.dead_letter_count(),
             dead_bytes: self.dead_bytes(),
             max_dead_bytes: self.inner.max_dead_bytes,
             watermarks,
-            size_on_disk: self
-                .inner
-                .db
-                .size_on_disk()
-                .map_err(|source| QueueError::Read { source })?,
+            size_on_disk: self.size_on_disk()?,
         })
     }
 
@@ -851,6 +866,11 @@ impl Queue {
             .map_err(|source| QueueError::Flush { source })
     }
 
+    fn add_dead(&self, letters: i64, bytes: i64) {
+        self.inner.dead_letters.fetch_add(letters, Ordering::SeqCst);
+        self.inner.dead_bytes.fetch_add(bytes, Ordering::SeqCst);
+    }
+
     fn add_pending(&self, events: i64, bytes: i64) {
         self.inner
             .pending_events
@@ -870,6 +890,8 @@ pub struct StagedWindow<'q> {
     bytes: i64,
     /// Bytes of the dead letters staged with the window.
     dead_bytes: i64,
+    /// Dead letters staged with the window.
+    dead_letters: usize,
     published: bool,
 }
 
@@ -973,6 +995,7 @@ impl StagedWindow<'_> {
                 continue;
             }
             self.dead_bytes = self.dead_bytes.saturating_add(bytes);
+            self.dead_letters += 1;
             batch.insert(&keys::seq_key(seq)[..], json);
             self.range = Some((self.range.map_or(seq, |(first, _)| first), seq));
             outcome.kept += 1;
@@ -1055,9 +1078,7 @@ impl StagedWindow<'_> {
                 .fetch_max(last.saturating_add(1), Ordering::AcqRel);
         }
         q.add_pending(count(self.events), self.bytes);
-        q.inner
-            .dead_bytes
-            .fetch_add(self.dead_bytes, Ordering::SeqCst);
+        q.add_dead(count(self.dead_letters), self.dead_bytes);
         if self.events > 0 {
             q.inner.new_events.notify_one();
         }

@@ -683,3 +683,62 @@ fn dead_letters_added_at_billing_are_bounded_apart_from_the_queue() -> anyhow::R
     assert_eq!(q.dead_letters()?.len(), 2);
     Ok(())
 }
+
+/// The dead-letter count and bytes are counters kept in memory (a `/metrics` scrape reads
+/// them without scanning `dead`), recounted by one scan on open: they stay equal to what a
+/// scan finds across the sink's dead letters, those added at billing, a retry and reopens.
+#[test]
+fn dead_letter_counts_are_maintained_across_dead_letter_retry_and_reopen() -> anyhow::Result<()> {
+    fn scanned(q: &Queue) -> anyhow::Result<(u64, u64)> {
+        let letters = q.dead_letters()?;
+        let bytes = letters
+            .iter()
+            .map(|l| Ok(serde_json::to_vec(l)?.len() as u64 + 8))
+            .sum::<anyhow::Result<u64>>()?;
+        Ok((letters.len() as u64, bytes))
+    }
+    fn check(q: &Queue, n: u64, at: &str) -> anyhow::Result<()> {
+        assert_eq!(q.dead_letter_count(), n, "{at}");
+        assert_eq!((q.dead_letter_count(), q.dead_bytes()), scanned(q)?, "{at}");
+        assert_eq!(q.stats()?.dead_letters, n, "{at}");
+        let metrics = crate::metrics::Metrics::new();
+        metrics.observe_queue(q);
+        let text = metrics.encode()?;
+        assert!(
+            text.contains(&format!("edgemeter_queue_dead_letters {n}\n")),
+            "{at}: {text}"
+        );
+        Ok(())
+    }
+    let dir = tempfile::tempdir()?;
+    let q = open(&dir)?;
+    q.commit_window("k8s", 60, &events(0, 5))?;
+    check(&q, 0, "empty")?;
+    let batch = q.peek(5)?;
+    q.dead_letter(&batch[..2], Some(400), "refused")?;
+    check(&q, 2, "after the sink's dead letters")?;
+    // Already moved: no double count.
+    q.dead_letter(&batch[..1], Some(400), "refused")?;
+    check(&q, 2, "after moving one again")?;
+    {
+        let mut w = q.begin_window().context("room")?;
+        w.stage_dead_letters(&[letter(0)])?;
+        check(&q, 2, "staged, not published")?;
+    }
+    check(&q, 2, "staged and dropped")?;
+    let mut w = q.begin_window().context("room")?;
+    w.stage_dead_letters(&[letter(1), letter(2)])?;
+    w.publish("k8s", 120, &LedgerWrites::default())?;
+    check(&q, 4, "after a window's dead letters")?;
+    drop(q);
+    let q = open(&dir)?;
+    check(&q, 4, "after a reopen")?;
+    assert_eq!(q.retry_dead_letters()?, 4);
+    check(&q, 0, "after the retry")?;
+    q.dead_letter(&q.peek(1)?, Some(400), "refused again")?;
+    check(&q, 1, "after a new dead letter")?;
+    drop(q);
+    let q = open(&dir)?;
+    check(&q, 1, "after a second reopen")?;
+    Ok(())
+}
