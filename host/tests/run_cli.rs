@@ -41,22 +41,47 @@ fn invalid_values_name_the_key_wherever_they_come_from() {
     let path = file.display().to_string();
     fails_with(&run(&["--config", &path], &[]), "SCRAPE_INTERVAL");
     fails_with(&run(&[], &[("EDGEMETER_CONFIG", &path)]), "SCRAPE_INTERVAL");
-    // A flag overrides the file's bad value: the next check to fail is the missing cluster,
-    // not the interval.
-    let out = run(
-        &[
-            "--config",
-            &path,
-            "--scrape-interval",
-            "15s",
-            "--kubeconfig",
-            "/nonexistent/kubeconfig",
-        ],
-        &[],
+    // Precedence, flag > environment > file, for the key given and only for it. Each run must
+    // fail with the one expected error, never just "some error without SCRAPE_INTERVAL".
+    std::fs::write(
+        &file,
+        "SCRAPE_INTERVAL: 500ms\nOPENMETER_URL: \"ftp//nowhere\"\n",
+    )
+    .expect("write");
+    let cluster = "failed to read kubeconfig \"/nonexistent/kubeconfig\" (--kubeconfig)";
+    let no_cluster = ["--kubeconfig", "/nonexistent/kubeconfig"];
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut a = vec!["--config".to_owned(), path.clone()];
+        a.extend(extra.iter().chain(&no_cluster).map(|s| (*s).to_owned()));
+        a
+    };
+    let run_with = |extra: &[&'static str], env: &[(&str, &str)]| {
+        let a = args(extra);
+        run(&a.iter().map(String::as_str).collect::<Vec<_>>(), env)
+    };
+    // The flag overrides the file's interval; the file's other keys still apply: its bad URL
+    // is the error.
+    let out = run_with(&["--scrape-interval", "15s"], &[]);
+    fails_with(&out, "ftp//nowhere");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("500ms"),
+        "{out:?}"
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(!stderr.contains("SCRAPE_INTERVAL"), "{stderr}");
+    // With the URL overridden as well, the start goes past the configuration to the cluster.
+    let good_url = ["--openmeter-url", "http://127.0.0.1:9"];
+    let out = run_with(&["--scrape-interval", "15s", good_url[0], good_url[1]], &[]);
+    fails_with(&out, cluster);
+    // The environment overrides the file ...
+    let out = run_with(&good_url, &[("SCRAPE_INTERVAL", "15s")]);
+    fails_with(&out, cluster);
+    // ... and the flag overrides the environment.
+    let out = run_with(
+        &["--scrape-interval", "15s", good_url[0], good_url[1]],
+        &[("SCRAPE_INTERVAL", "soon")],
+    );
+    fails_with(&out, cluster);
+    // Without an override, the file's interval is the error.
+    fails_with(&run_with(&good_url, &[]), "SCRAPE_INTERVAL");
 
     std::fs::write(&file, "SCRAPE_INTERVALL: 15s\n").expect("write");
     fails_with(

@@ -358,18 +358,45 @@ async fn a_redirect_pauses_delivery_and_keeps_the_batch_queued() -> anyhow::Resu
     Ok(())
 }
 
+/// Events that arrive one by one while the sink runs go out together: the sink holds a
+/// partial batch for the batch period, collecting what comes meanwhile. The sink starts on an
+/// empty queue and the three windows are committed 20 ms apart, so one request carrying all
+/// three — sent after the last commit — is only possible if the sink waited (sending a
+/// partial batch at once gives three requests). The period is long (1.5 s) against the 40 ms
+/// of commits so that a loaded machine does not split the batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partial_batch_waits_for_the_batch_period_and_goes_out_as_one_request()
 -> anyhow::Result<()> {
     let receiver = Receiver::start().await?;
     let mut c = config(&receiver.url())?;
-    c.batch_period = Duration::from_millis(300);
-    let mut h = Harness::start(3, 1, c)?;
+    c.batch_period = Duration::from_millis(1500);
+    let mut h = Harness::start(0, 0, c)?;
+    let mut last_commit = std::time::Instant::now();
+    for k in 0..3 {
+        if k > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let q = h.queue.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            q.commit_window(SYNTHETIC_SOURCE, (k + 1) * 60, &[synthetic_event(k, 0, 0)])
+        })
+        .await??;
+        anyhow::ensure!(outcome == CommitOutcome::Committed);
+        last_commit = std::time::Instant::now();
+        assert!(
+            receiver.state().requests.is_empty(),
+            "a partial batch went out before the batch period"
+        );
+    }
     assert!(h.drained().await, "queue did not drain");
     h.stop().await?;
     let s = receiver.state();
-    assert_eq!(s.requests.len(), 1);
+    assert_eq!(s.requests.len(), 1, "one request for the three events");
     assert_eq!(s.requests[0].ids, ["w0-e0", "w1-e0", "w2-e0"]);
+    assert!(
+        s.requests[0].at >= last_commit,
+        "sent after the last commit"
+    );
     Ok(())
 }
 

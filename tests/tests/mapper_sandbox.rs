@@ -3,8 +3,9 @@
 //! poll imports (in any export, from sync code and from inside a tokio runtime), a 1 GiB
 //! allocation is refused and so are two memories that only together exceed the limit, too many
 //! events or diagnostics and too many bytes handed to the host fail the call, a trap is
-//! reported, floods are capped, the sandbox exposes nothing; after each failure the same
-//! loaded mapper maps the next snapshot normally.
+//! reported, floods are capped (200 log lines, 64 KiB of stdout), the sandbox exposes nothing
+//! (no environment, files or network), a component importing anything else is refused at
+//! load; after each failure the same loaded mapper maps the next snapshot normally.
 
 use std::time::Duration;
 
@@ -278,15 +279,77 @@ fn a_trap_is_reported_and_contained() {
     maps_normally(&m);
 }
 
+/// What the host logs while `f` runs on this thread (text, no colours, INFO and above).
+fn host_logs<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // The call runs on this thread (a plain test thread is outside any tokio runtime).
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(
+        &buffer
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .into_owned();
+    (out, text.lines().map(str::to_owned).collect())
+}
+
 #[test]
 fn output_floods_are_capped_and_do_not_fail_the_call() {
-    // 1 MiB of stdout and 1,000 log lines against a 64 KiB / 200-line cap; a long deadline so
-    // that only the cap is under test (debug builds write slowly).
+    // 1 MiB of stdout (1,024 lines of 1,023 x) and 1,000 log lines against the 64 KiB /
+    // 200-line caps; a long deadline so that only the caps are under test (debug builds write
+    // slowly).
     let m = hostile_with(Duration::from_secs(30));
-    let events = m
-        .map_events(&snapshot("flood"), 64 * 1024)
-        .expect("flood is capped, not fatal");
+    let defaults = MapperLimits::default();
+    assert_eq!((defaults.log_lines, defaults.stdio_bytes), (200, 64 * 1024));
+    let (events, logs) = host_logs(|| m.map_events(&snapshot("flood"), 64 * 1024));
+    let events = events.expect("flood is capped, not fatal");
     assert_eq!(events.len(), 3);
+
+    // The guest's `log` lines: the first 200 are kept, the other 800 counted in one WARN.
+    let kept: Vec<&String> = logs.iter().filter(|l| l.contains("log line ")).collect();
+    assert_eq!(kept.len(), 200, "log lines kept");
+    assert!(kept[0].contains("log line 0") && kept[199].contains("log line 199"));
+    let dropped: Vec<&String> = logs
+        .iter()
+        .filter(|l| l.contains("mapper log lines over the cap were dropped"))
+        .collect();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert!(dropped[0].contains("WARN") && dropped[0].contains("dropped_lines=800"));
+
+    // Stdout: the first 64 KiB (64 whole lines) kept, 983,040 bytes counted as dropped.
+    let line = "x".repeat(1023);
+    let stdout = logs
+        .iter()
+        .filter(|l| l.contains(&line) && l.contains("stream=\"stdout\""))
+        .count();
+    assert_eq!(stdout, 64, "stdout lines kept");
+    let over: Vec<&String> = logs
+        .iter()
+        .filter(|l| l.contains("mapper output over the cap was dropped"))
+        .collect();
+    assert_eq!(over.len(), 1, "{over:?}");
+    assert!(over[0].contains("dropped_bytes=983040"), "{over:?}");
 }
 
 #[test]
@@ -304,6 +367,62 @@ fn invalid_events_fail_the_snapshot_with_the_reason() {
         "{err}"
     );
     maps_normally(&m);
+}
+
+/// The guest tries the network: a TCP connection to a listener on loopback, a UDP socket and
+/// a name lookup. All are denied (WASI sockets are linked, the context grants nothing), and the
+/// listener never sees a connection.
+#[test]
+fn the_sandbox_denies_the_network() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    // The host can reach it: only the sandbox stands between the guest and the listener.
+    drop(std::net::TcpStream::connect(addr).expect("the host connects"));
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        listener.accept().is_ok(),
+        "the host's own connection arrives"
+    );
+
+    let m = hostile();
+    let events = m
+        .map_events(&snapshot(&format!("connect:{addr}")), 64 * 1024)
+        .expect("connect mode maps");
+    let data = &events[0].data;
+    assert_eq!(data["tcp_connected"], false, "{data:?}");
+    assert_eq!(data["udp_bound"], false, "{data:?}");
+    assert_eq!(data["lookup_ok"], false, "{data:?}");
+    std::thread::sleep(Duration::from_millis(50));
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the guest reached the listener: {other:?}"),
+    }
+}
+
+/// A component that imports anything beyond the WASI interfaces and the mapper's host
+/// interface is refused at load time, naming the import — before it is linked or run.
+#[test]
+fn a_component_importing_anything_else_is_refused_at_load() {
+    let runtime = MapperRuntime::new(MapperLimits::default(), None).expect("runtime");
+    for import in [
+        "wasi:http/outgoing-handler@0.2.0",
+        "evil:net/socket",
+        "edgemeter:mapperx/host",
+    ] {
+        let wasm = wat::parse_str(format!(r#"(component (import "{import}" (instance)))"#))
+            .expect("a component with one import");
+        match runtime.load("importer", &wasm) {
+            Err(e @ MapperError::ForbiddenImport { .. }) => {
+                let MapperError::ForbiddenImport { import: named, .. } = &e else {
+                    unreachable!()
+                };
+                assert_eq!(named, import);
+                assert!(e.to_string().contains(import), "{e}");
+            }
+            other => panic!("{import}: expected ForbiddenImport, got {other:?}"),
+        }
+    }
 }
 
 #[test]

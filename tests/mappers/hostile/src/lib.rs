@@ -7,6 +7,9 @@
 //! - `"flood"`: writes 1 MiB to stdout and 1,000 log lines (capped by the host), then maps;
 //! - `"invalid"`: returns an event whose data is not a JSON object;
 //! - `"env"`: reports what the sandbox exposes (env vars, preopened files) in an event;
+//! - `"connect:ADDR"`: tries the network — a TCP connection to `ADDR`, a UDP socket, a name
+//!   lookup of `localhost` — and reports in an event what worked (`tcp_connected`,
+//!   `udp_bound`, `lookup_ok`, each `false` when denied, with the error kinds);
 //! - `"fail-item:NAME"`: fails the call whose snapshot holds an item named NAME, maps others;
 //! - `"invalid-item:NAME"`: maps every item, but the event of the item named NAME has data that
 //!   is not a JSON object (one poison item among good ones);
@@ -168,6 +171,27 @@ impl Guest for Hostile {
                 let vars = std::env::vars().count();
                 let root = std::fs::read_dir("/").is_ok();
                 let data = format!(r#"{{"env_vars": {vars}, "can_read_root": {root}}}"#);
+                ok_events(&snapshot, "hostile-ok", &data)
+            }
+            m if m.starts_with("connect:") => {
+                let addr = &m["connect:".len()..];
+                let kind = |e: std::io::Error| format!("{:?}", e.kind());
+                let tcp = std::net::TcpStream::connect(addr).map(|_| ()).map_err(kind);
+                let udp = std::net::UdpSocket::bind("0.0.0.0:0")
+                    .map(|_| ())
+                    .map_err(kind);
+                let lookup = std::net::ToSocketAddrs::to_socket_addrs(&("localhost", 80))
+                    .map(|_| ())
+                    .map_err(kind);
+                let data = format!(
+                    r#"{{"tcp_connected": {}, "tcp_error": "{}", "udp_bound": {}, "udp_error": "{}", "lookup_ok": {}, "lookup_error": "{}"}}"#,
+                    tcp.is_ok(),
+                    tcp.err().unwrap_or_default(),
+                    udp.is_ok(),
+                    udp.err().unwrap_or_default(),
+                    lookup.is_ok(),
+                    lookup.err().unwrap_or_default(),
+                );
                 ok_events(&snapshot, "hostile-ok", &data)
             }
             _ => ok_events(&snapshot, "hostile-ok", r#"{"ok": true}"#),
