@@ -38,13 +38,20 @@ fn main() -> ExitCode {
         Err(e) => return report(&e),
     };
     let cli = Cli::parse_from(args);
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
+    let mut filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
         eprintln!(
             "edgemeter: invalid --log / EDGEMETER_LOG {:?} ({e}); using \"warn\"",
             cli.log
         );
         EnvFilter::new("warn")
     });
+    // DEBUG=true asks for every event in the log: shown whatever the filter (default `warn`).
+    if let cli::Command::Run(run) = &cli.command
+        && run.debug
+        && let Ok(events) = format!("{}=info", edgemeter::daemon::biller::EVENT_LOG_TARGET).parse()
+    {
+        filter = filter.add_directive(events);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

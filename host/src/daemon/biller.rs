@@ -102,6 +102,10 @@ pub enum TickOutcome {
     QueueFailed(QueueError),
 }
 
+/// The log target of the committed events that `DEBUG=true` logs at INFO
+/// ([`Biller::set_log_events`]); `main` enables it whatever the log filter says.
+pub const EVENT_LOG_TARGET: &str = "edgemeter::events";
+
 /// Bills one source.
 #[derive(Debug)]
 pub struct Biller {
@@ -280,7 +284,7 @@ impl Biller {
         self.items_rejected = family;
     }
 
-    /// Log every committed event at INFO (`DEBUG=true`).
+    /// Log every committed event at INFO, target [`EVENT_LOG_TARGET`] (`DEBUG=true`).
     pub fn set_log_events(&mut self, on: bool) {
         self.log_events = on;
     }
@@ -449,7 +453,7 @@ impl Biller {
             );
             for e in &logged {
                 match serde_json::to_string(e) {
-                    Ok(json) => tracing::info!(event = %json, "event"),
+                    Ok(json) => tracing::info!(target: EVENT_LOG_TARGET, event = %json, "event"),
                     Err(err) => tracing::warn!(id = %e.id, error = %err, "event not loggable"),
                 }
             }

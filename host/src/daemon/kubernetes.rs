@@ -2,8 +2,12 @@
 //! that decides whether a window may be billed.
 //!
 //! In sync means: every watch stream has completed its first (re-)list, none is in the middle of
-//! a re-list, and no watch error was reported within the last `2 × settle + 1` seconds. While
-//! out of sync nothing is billed; the next window simply covers the gap once the watch is back.
+//! a re-list, and no watch error was reported within the last `2 × settle + 1` seconds. A
+//! failing watch retries at most half that period apart, so while the API server cannot be
+//! reached an error is reported at least once per period and the source stays out of sync
+//! for the whole outage (`host/tests/daemon_process.rs`). While out of sync nothing is billed;
+//! the next window simply covers the gap once the watch is back. (A watch connection that hangs
+//! without an error cannot be told from a quiet cluster until the API server's watch timeout.)
 //!
 //! ## Across restarts
 //!
@@ -46,7 +50,7 @@ use crate::sources::kubernetes::ledger::{
 use crate::sources::kubernetes::watcher::{
     Clock, StreamId, WatchKind, WatcherHandle, system_clock,
 };
-use crate::sources::kubernetes::{persist, spawn_watchers};
+use crate::sources::kubernetes::{persist, spawn_watchers_retrying};
 use crate::window::Window;
 
 use super::biller::MeteredSource;
@@ -158,7 +162,14 @@ impl KubernetesSource {
         // (25–50 KiB for a real pod); 8192 of them during an initial list could hold ~300 MiB.
         // The watcher simply waits for the ledger, which applies a pod in well under a ms.
         let (tx, rx) = mpsc::channel(INPUT_CHANNEL);
-        let handle = spawn_watchers(client, scope, clock.clone(), raw_objects, tx);
+        let quiet_after_error =
+            i64::try_from(settle.saturating_mul(2).saturating_add(1)).unwrap_or(i64::MAX);
+        // A failing watch retries (and counts an error) well within the quiet period, so the
+        // source stays out of sync for as long as the API server cannot be reached.
+        let retry_max =
+            std::time::Duration::from_secs(settle.saturating_mul(2).saturating_add(1)) / 2;
+        let handle =
+            spawn_watchers_retrying(client, scope, clock.clone(), raw_objects, tx, retry_max);
         KubernetesSource {
             ledger,
             pod_selectors: scope.selectors(WatchKind::Pods),
@@ -173,8 +184,7 @@ impl KubernetesSource {
             listing: HashSet::new(),
             errors_seen: 0,
             last_error_at: None,
-            quiet_after_error: i64::try_from(settle.saturating_mul(2).saturating_add(1))
-                .unwrap_or(i64::MAX),
+            quiet_after_error,
             raw_objects,
         }
     }

@@ -46,7 +46,8 @@ pub fn write_events(out: &mut impl Write, events: &[CloudEvent]) -> Result<(), S
 }
 
 /// `--sink stdout`: writes the queued events to `out` as JSON lines, oldest first, and acks
-/// each batch only once it is written and flushed; runs until `stop` is cancelled. A failed
+/// each batch only once it is written and flushed; runs until `stop` is cancelled and the
+/// queue is empty. A failed
 /// write or flush (closed pipe, full disk) returns [`StdoutSinkError::Write`] with the batch
 /// still queued (the daemon's supervisor restarts the sink, which writes it again).
 pub async fn run<W: Write + Send>(
@@ -61,8 +62,15 @@ pub async fn run<W: Write + Send>(
             .peek(BATCH)
             .map_err(|source| StdoutSinkError::Queue { source })?;
         if batch.is_empty() {
+            // Stop only with the queue drained: the daemon commits its last window before it
+            // cancels `stop`, and those events must be printed too (a `select!` between a
+            // cancelled stop and new events picked either, so the last window was printed or
+            // not by chance).
+            if stop.is_cancelled() {
+                return Ok(());
+            }
             tokio::select! {
-                () = stop.cancelled() => return Ok(()),
+                () = stop.cancelled() => continue,
                 () = queue.wait_for_events() => continue,
                 () = tokio::time::sleep(Duration::from_secs(1)) => continue,
             }

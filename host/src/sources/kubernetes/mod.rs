@@ -100,4 +100,6 @@ pub use ledger::{
     PvcObject, Restored, StoredEntry, strip_for_billing,
 };
 pub use persist::PersistError;
-pub use watcher::{Clock, StreamId, WatchError, WatchKind, WatcherHandle, spawn_watchers};
+pub use watcher::{
+    Clock, StreamId, WatchError, WatchKind, WatcherHandle, spawn_watchers, spawn_watchers_retrying,
+};

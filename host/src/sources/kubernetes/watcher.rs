@@ -2,10 +2,15 @@
 //! into an mpsc channel.
 //!
 //! One task per [`StreamId`] (resource × namespace). Each runs `kube_runtime::watcher` with
-//! `watcher::Config::default()` (list, then watch with bookmarks) and `default_backoff()`, so
-//! 410 Gone is answered by a re-list and dropped connections by resuming from the last
-//! resourceVersion; every error is logged at WARN and counted ([`WatcherHandle::errors`]), never
-//! fatal. Events are stamped with `observed_at` from the injected [`Clock`] when received.
+//! `watcher::Config::default()` (list, then watch with bookmarks) and an exponential retry
+//! backoff (800 ms doubling, as client-go and kube's `default_backoff()`, up to a maximum the
+//! caller chooses), so 410 Gone is answered by a re-list and dropped connections by resuming
+//! from the last resourceVersion; every error is logged at WARN and counted
+//! ([`WatcherHandle::errors`]), never fatal. The daemon keeps the maximum below its quiet
+//! period after an error ([`spawn_watchers_retrying`]): while the API server stays
+//! unreachable, a failed retry is then counted at least once per quiet period, so the source
+//! stays out of sync for the whole outage (kube's 30 s maximum let it look healthy between two
+//! retries, and windows were billed while nothing was watched). Events are stamped with `observed_at` from the injected [`Clock`] when received.
 //! A task ends when the receiver is dropped; dropping the [`WatcherHandle`] aborts them all.
 
 use std::fmt::Debug;
@@ -14,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -104,6 +110,45 @@ struct Feed {
     clock: Clock,
     tx: mpsc::Sender<LedgerInput>,
     errors: Arc<AtomicU64>,
+    retry_max: std::time::Duration,
+}
+
+/// The longest wait between two retries of a failing watch by default (kube's, client-go's).
+pub const DEFAULT_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits between retries of a failing watch: 800 ms, doubling, at most `max`; back to 800 ms
+/// after a success (kube's `StreamBackoff` resets it on every item).
+#[derive(Debug, Clone)]
+struct RetryBackoff {
+    next: std::time::Duration,
+    max: std::time::Duration,
+}
+
+impl RetryBackoff {
+    const FIRST: std::time::Duration = std::time::Duration::from_millis(800);
+
+    fn new(max: std::time::Duration) -> Self {
+        RetryBackoff {
+            next: Self::FIRST.min(max),
+            max,
+        }
+    }
+}
+
+impl Iterator for RetryBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let now = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        Some(now)
+    }
+}
+
+impl Backoff for RetryBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST.min(self.max);
+    }
 }
 
 async fn run<K>(
@@ -119,8 +164,11 @@ async fn run<K>(
         clock,
         tx,
         errors,
+        retry_max,
     } = feed;
-    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut events = watcher(api, config)
+        .backoff(RetryBackoff::new(retry_max))
+        .boxed();
     while let Some(event) = events.next().await {
         let object = |k: K| {
             convert(k).map_err(|source| WatchError::Convert {
@@ -162,13 +210,26 @@ async fn run<K>(
 
 /// Starts one watcher per stream of `scope` and returns the handle; inputs arrive on `tx`.
 /// `raw_objects`: keep pods whole (a mapper reads raw objects); otherwise pods are kept
-/// without what billing never reads ([`Object::pod_for_billing`]).
+/// without what billing never reads ([`Object::pod_for_billing`]). Failing watches retry at
+/// most [`DEFAULT_RETRY_MAX`] apart.
 pub fn spawn_watchers(
     client: Client,
     scope: &Scope,
     clock: Clock,
     raw_objects: bool,
     tx: mpsc::Sender<LedgerInput>,
+) -> WatcherHandle {
+    spawn_watchers_retrying(client, scope, clock, raw_objects, tx, DEFAULT_RETRY_MAX)
+}
+
+/// [`spawn_watchers`], a failing watch retrying at most `retry_max` apart.
+pub fn spawn_watchers_retrying(
+    client: Client,
+    scope: &Scope,
+    clock: Clock,
+    raw_objects: bool,
+    tx: mpsc::Sender<LedgerInput>,
+    retry_max: std::time::Duration,
 ) -> WatcherHandle {
     let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -187,6 +248,7 @@ pub fn spawn_watchers(
             clock: clock.clone(),
             tx: tx.clone(),
             errors: errors.clone(),
+            retry_max,
         }
     };
     let mut pod_config = watcher::Config::default();
