@@ -19,7 +19,9 @@ pub const DEFAULT_MAX_DEAD_BYTES: u64 = 64 << 20;
 /// What to do when sled reports the database as corrupt on open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CorruptionPolicy {
-    /// Rename the directory to `<dir>.corrupt-<unix seconds>`, log ERROR, start fresh (daemon).
+    /// Move sled's files into `<dir>/corrupt-<unix seconds>` (never renaming the directory, which
+    /// may be a mount point), note it in the history file, log ERROR, start fresh (daemon; the
+    /// daemon then refuses a start without `--allow-empty-queue` or a backfill).
     #[default]
     MoveAside,
     /// Return [`super::QueueError::Corrupt`] and touch nothing (operator CLI).

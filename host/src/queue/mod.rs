@@ -7,7 +7,9 @@
 //! # On-disk layout
 //!
 //! One sled database (a directory, default `/var/lib/edgemeter/queue`) with five trees. All
-//! integers are big-endian so that sled's byte order is numeric order.
+//! integers are big-endian so that sled's byte order is numeric order. Beside sled's files the
+//! directory holds the history file `edgemeter-queue.json` ([`history`], invariant 8) and any
+//! corrupt databases moved aside (`corrupt-<unix seconds>/`, invariant 6).
 //!
 //! | tree          | key                              | value                                        |
 //! |---------------|----------------------------------|----------------------------------------------|
@@ -79,14 +81,15 @@
 //!    file, so after a drained outage the directory keeps its peak size (measured: 1,000,000
 //!    events of ~300 bytes took 466 MiB, and still did after the drain and a reopen). Size the
 //!    volume for about 1.6 × `max_bytes`.
-//! 6. **Corruption.** If sled reports corruption on open, the directory is renamed to
-//!    `<dir>.corrupt-<unix seconds>`, an ERROR is logged, and a fresh queue starts (the
-//!    watermarks restart too, so the next tick bills from the sources' own history). sled
-//!    reports corruption of its own metadata (`conf`, snapshots); a bad checksum in the data
-//!    log is instead treated as a torn write and recovered up to. Either way events,
-//!    watermarks and ledger records are lost or kept *together* (one log, one transaction), so
-//!    a window is never half-billed: it is billed again with the same ids and the receiver
-//!    dedupes.
+//! 6. **Corruption.** If sled reports corruption on open, sled's files are moved into a
+//!    subdirectory `<dir>/corrupt-<unix seconds>` (the directory itself is never renamed, so
+//!    this works when it is a volume's mount point), an ERROR is logged, the move is noted in
+//!    the history file, and a fresh queue starts. The daemon then treats it as a lost queue
+//!    (invariant 8). sled reports corruption of its own metadata (`conf`, snapshots); a bad
+//!    checksum in the data log is instead treated as a torn write and recovered up to. Either
+//!    way events, watermarks and ledger records are lost or kept *together* (one log, one
+//!    transaction), so a window is never half-billed: it is billed again with the same ids and
+//!    the receiver dedupes.
 //! 7. **Dead letters added at billing go with their window.** Events the host rejects for
 //!    their item while billing (see `daemon::biller`, "Containment") are staged into `dead`
 //!    under fresh `seq`s above the publication mark with the window's events
@@ -102,16 +105,25 @@
 //!    by the receiver) count against the same bound ([`Queue::dead_letter_within_bound`]):
 //!    one that would go over it is not moved — the event stays in `events`, undelivered, and
 //!    the sink pauses on it (nothing is deleted).
+//! 8. **A lost queue is not a first start.** Beside sled's files the directory holds a
+//!    history file ([`history`], `edgemeter-queue.json`, outside the database), written once a
+//!    start's watermark is durable and at each clean stop. A directory with a history file but
+//!    no watermark lost its database (moved aside, or recovered to before its first
+//!    watermark); the daemon refuses to start there unless told how to proceed
+//!    (`daemon::windows::decide_start`). An emptied or replaced directory leaves no history:
+//!    only the Lease can tell then.
 //!
 //! The key layout and batch-body encoding are pure functions in `keys`; `store` does the I/O.
 
 mod config;
+pub mod history;
 mod keys;
 mod store;
 
 pub mod cli;
 
 pub use config::{CorruptionPolicy, DEFAULT_LOCK_WAIT, DEFAULT_MAX_DEAD_BYTES, QueueConfig};
+pub use history::{MovedAside, QueueHistory};
 pub use keys::batch_body;
 pub use store::{
     CommitOutcome, DeadLetter, DeadStaged, LedgerWrites, Queue, QueueError, QueueStats,

@@ -11,6 +11,7 @@ use sled::{IVec, Transactional};
 use tokio::sync::Notify;
 
 use super::config::{CorruptionPolicy, QueueConfig};
+use super::history::{self, MovedAside, QueueHistory};
 use super::keys;
 use crate::event::CloudEvent;
 
@@ -39,6 +40,14 @@ pub enum QueueError {
     MoveAside {
         path: PathBuf,
         to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "failed to write the queue's history file {path} (evidence that this directory held a queue): {source}"
+    )]
+    History {
+        path: PathBuf,
         #[source]
         source: std::io::Error,
     },
@@ -170,6 +179,8 @@ pub struct QueueStats {
 }
 
 struct Inner {
+    /// The queue directory (its history file lives there).
+    dir: PathBuf,
     db: sled::Db,
     events: sled::Tree,
     watermarks: sled::Tree,
@@ -368,6 +379,17 @@ impl Queue {
                         error = %source,
                         "queue database is corrupt: moved it aside and started an empty queue; undelivered events in it are not sent"
                     );
+                    // The evidence that a queue was lost outlives the empty one that replaces it.
+                    let mut h = history::read(&config.path).unwrap_or_default();
+                    h.moved_aside = Some(MovedAside {
+                        to: to.clone(),
+                        at: unix_now(),
+                        error: source.to_string(),
+                    });
+                    history::write(&config.path, &h).map_err(|source| QueueError::History {
+                        path: config.path.join(history::HISTORY_FILE),
+                        source,
+                    })?;
                     open_db(config)?
                 }
             },
@@ -394,6 +416,7 @@ impl Queue {
         let (dead_letters, dead_bytes) = open_dead(&dead, published)?;
         Ok(Queue {
             inner: Arc::new(Inner {
+                dir: config.path.clone(),
                 db,
                 events,
                 watermarks,
@@ -409,6 +432,26 @@ impl Queue {
                 max_dead_bytes: config.max_dead_bytes,
                 new_events: Notify::new(),
             }),
+        })
+    }
+
+    /// The history file of the queue's directory (`None`: none, as in a new directory): the
+    /// evidence of an earlier queue (see `queue::history`).
+    pub fn history(&self) -> Option<QueueHistory> {
+        history::read(&self.inner.dir)
+    }
+
+    /// Records in the history file that `source` has billed up to `watermark` in this
+    /// directory (and when it began, if not yet known), and clears a "moved aside" note: a
+    /// start proceeded. Call it only once `watermark` is durable in the database. Blocking.
+    pub fn record_history(&self, source: &str, watermark: i64) -> Result<(), QueueError> {
+        let mut h = self.history().unwrap_or_default();
+        h.initialised.get_or_insert_with(unix_now);
+        h.watermarks.insert(source.to_owned(), watermark);
+        h.moved_aside = None;
+        history::write(&self.inner.dir, &h).map_err(|source| QueueError::History {
+            path: self.inner.dir.join(history::HISTORY_FILE),
+            source,
         })
     }
 
@@ -1103,20 +1146,34 @@ fn storage_error(e: TransactionError<()>) -> QueueError {
     }
 }
 
-/// Renames a corrupt queue directory to `<dir>.corrupt-<unix seconds>` (adding `-N` if taken).
+/// Moves a corrupt database aside *inside* its directory: every entry that is sled's goes into
+/// a new subdirectory `corrupt-<unix seconds>` (`-N` added if taken); the history file and
+/// earlier `corrupt-*` subdirectories stay. The directory itself is never renamed, so this
+/// works when it is a mount point (a volume), where a rename fails (`EBUSY`, `EXDEV`).
 fn move_aside(path: &Path) -> Result<PathBuf, QueueError> {
     let stamp = unix_now();
-    let base = path.as_os_str().to_owned();
-    let mut to = PathBuf::from(format!("{}.corrupt-{stamp}", base.to_string_lossy()));
+    let mut to = path.join(format!("{}{stamp}", history::CORRUPT_PREFIX));
     let mut n = 1;
     while to.exists() && n < 1000 {
-        to = PathBuf::from(format!("{}.corrupt-{stamp}-{n}", base.to_string_lossy()));
+        to = path.join(format!("{}{stamp}-{n}", history::CORRUPT_PREFIX));
         n += 1;
     }
-    std::fs::rename(path, &to).map_err(|source| QueueError::MoveAside {
+    let failed = |source| QueueError::MoveAside {
         path: path.to_owned(),
         to: to.clone(),
         source,
-    })?;
+    };
+    std::fs::create_dir(&to).map_err(failed)?;
+    for entry in std::fs::read_dir(path).map_err(failed)? {
+        let entry = entry.map_err(failed)?;
+        let name = entry.file_name();
+        if history::is_ours(&name.to_string_lossy()) {
+            continue;
+        }
+        std::fs::rename(entry.path(), to.join(&name)).map_err(failed)?;
+    }
+    std::fs::File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(failed)?;
     Ok(to)
 }

@@ -179,11 +179,13 @@ fn dead_letters_are_kept_listed_and_retried_at_the_tail() -> anyhow::Result<()> 
 
 #[test]
 fn a_corrupt_database_is_moved_aside_and_a_fresh_one_starts() -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("q");
     {
         let q = Queue::open(&QueueConfig::new(&path))?;
         q.commit_window("k8s", 60, &events(0, 3))?;
+        q.record_history("k8s", 60)?;
     }
     corrupt(&path)?;
     let mut strict = QueueConfig::new(&path);
@@ -192,15 +194,74 @@ fn a_corrupt_database_is_moved_aside_and_a_fresh_one_starts() -> anyhow::Result<
     assert!(matches!(err, Err(QueueError::Corrupt { .. })), "{err:?}");
     assert!(path.exists(), "the strict policy must not move anything");
 
+    // The directory itself stays where it is (it may be a volume's mount point, which cannot
+    // be renamed): sled's files move into a subdirectory of it.
+    let inode = std::fs::metadata(&path)?.ino();
     let q = Queue::open(&QueueConfig::new(&path))?;
     assert_eq!(q.pending_events(), 0);
     assert_eq!(q.watermark("k8s")?, None);
-    let aside: Vec<_> = std::fs::read_dir(dir.path())?
+    assert_eq!(
+        std::fs::metadata(&path)?.ino(),
+        inode,
+        "the directory was renamed"
+    );
+    let aside: Vec<_> = std::fs::read_dir(&path)?
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("q.corrupt-"))
+        .filter(|n| n.starts_with("corrupt-"))
         .collect();
     assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(
+        path.join(&aside[0]).join("conf").exists(),
+        "sled's files are in {}",
+        aside[0]
+    );
+    // The evidence of the lost queue outlives it: the history keeps the old watermark and
+    // notes the move.
+    let history = q.history().expect("the history file stays");
+    assert_eq!(history.watermarks.get("k8s"), Some(&60));
+    let moved = history.moved_aside.expect("the move is noted");
+    assert_eq!(moved.to, path.join(&aside[0]));
+    // Reopened: the note stays until a start proceeds.
+    drop(q);
+    let q = Queue::open(&QueueConfig::new(&path))?;
+    assert!(q.history().and_then(|h| h.moved_aside).is_some());
+    // A start that proceeds clears the note.
+    q.commit_window("k8s", 120, &[])?;
+    q.record_history("k8s", 120)?;
+    let history = q.history().expect("history");
+    assert_eq!(
+        (history.moved_aside, history.watermarks.get("k8s")),
+        (None, Some(&120))
+    );
+    Ok(())
+}
+
+#[test]
+fn the_history_outlives_a_data_log_recovered_to_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("q");
+    assert!(Queue::open(&QueueConfig::new(&path))?.history().is_none());
+    {
+        let q = Queue::open(&QueueConfig::new(&path))?;
+        q.commit_window("k8s", 60, &events(0, 3))?;
+        q.record_history("k8s", 60)?;
+    }
+    let file = path.join("db");
+    let mut bytes = std::fs::read(&file)?;
+    for b in bytes.iter_mut().skip(16) {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&file, bytes)?;
+    let q = Queue::open(&QueueConfig::new(&path))?;
+    assert_eq!(
+        q.watermark("k8s")?,
+        None,
+        "sled recovered to before the watermark"
+    );
+    let history = q.history().expect("the history file is not sled's");
+    assert_eq!(history.watermarks.get("k8s"), Some(&60));
+    assert!(history.initialised.is_some());
     Ok(())
 }
 
