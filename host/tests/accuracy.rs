@@ -8,8 +8,13 @@
 //! sum must equal its true allocation (scheduled → finished) exactly, the same for CPU
 //! millicore-seconds, and no (source, id) may have been received twice with different content.
 //!
-//! Pods are never deleted: the truth is scheduled → finished, and a pod deleted while nothing
-//! watches could only be estimated (see `kube_source.rs` and `restart.rs` for that case).
+//! In the first test pods are never deleted: the truth is scheduled → finished. The second
+//! plays the same kind of scenario with deletions (issue 8, scenario 1): a third of the pods is
+//! deleted 0–2 s after finishing, a third while still running (the truth then ends at the
+//! deletion), and pods that are created, finish and are deleted while the daemon is down. The
+//! restarted daemon resumes its watches from the stored resourceVersions (the downtime is well
+//! within kube-sim's watch history), so every pod is still billed exactly and no event is
+//! marked estimated. (Beyond the history a restart re-lists and estimates: `restart.rs`.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -58,8 +63,10 @@ impl Truth {
 }
 
 /// The real-time scenario: lifetimes ~50% 1–4 s (shorter than a window), ~35% 5–15 s, ~15%
-/// 16–30 s (up to six windows); ~80% succeed, the rest fail; nothing is deleted.
-fn scenario(seed: u64) -> (Scenario, Vec<Truth>) {
+/// 16–30 s (up to six windows); ~80% succeed, the rest fail. Without `deletes` nothing is
+/// deleted (and the scenario is the one the first test always played); with it, a third of
+/// the pods is deleted 0–2 s after finishing and a third instead of finishing.
+fn scenario(seed: u64, deletes: bool) -> (Scenario, Vec<Truth>) {
     let mut rng = kube_sim::SplitMix64(seed);
     let mut scenario = Scenario::default();
     let nodes = ["node-0", "node-1", "node-2"];
@@ -99,14 +106,32 @@ fn scenario(seed: u64) -> (Scenario, Vec<Truth>) {
         let node = nodes[usize::try_from(rng.next_u64() % 3).expect("small")];
         scenario.push_pod_start(pod, node, created, scheduled_at, started);
         let (ns, n) = (namespace.clone(), name.clone());
-        scenario.push(
-            ended_at,
-            Action::FinishPod {
-                namespace: ns,
-                name: n,
-                exit_code,
-            },
-        );
+        let fate = if deletes { rng.next_u64() % 3 } else { 2 };
+        if fate != 1 {
+            scenario.push(
+                ended_at,
+                Action::FinishPod {
+                    namespace: ns.clone(),
+                    name: n.clone(),
+                    exit_code,
+                },
+            );
+        }
+        if fate != 2 {
+            // 0: deleted 0–2 s after it finished; 1: deleted while running, which ends it.
+            let at = if fate == 0 {
+                ended_at + rng.range(0, 2)
+            } else {
+                ended_at
+            };
+            scenario.push(
+                at,
+                Action::DeletePod {
+                    namespace: ns,
+                    name: n,
+                },
+            );
+        }
         truth.push(Truth {
             namespace,
             name,
@@ -299,6 +324,15 @@ fn log_tail(log: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_pod_billed_exactly_through_a_kill_and_downtime() {
+    accuracy(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pod_billed_exactly_through_a_restart_while_pods_are_deleted() {
+    accuracy(true).await;
+}
+
+async fn accuracy(deletes: bool) {
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");
     let kubeconfig = dir.path().join("kubeconfig");
@@ -316,7 +350,7 @@ async fn every_pod_billed_exactly_through_a_kill_and_downtime() {
     wait_watching(&sim, 0, "first start").await;
 
     // Anchor the scenario at the next whole second: the daemon bills by the wall clock.
-    let (scenario, truth) = scenario(3);
+    let (scenario, truth) = scenario(if deletes { 11 } else { 3 }, deletes);
     let start = Timestamp::from_second(Timestamp::now().as_second() + 1).expect("time");
     let mut player = ScenarioPlayer::new(&scenario, start);
     let play_cluster = cluster.clone();
@@ -426,4 +460,26 @@ async fn every_pod_billed_exactly_through_a_kill_and_downtime() {
         in_downtime > 0,
         "some pods lived only while the daemon was down"
     );
+    let estimated = seen
+        .events
+        .values()
+        .filter(|e| e["data"]["allocation_estimated"] == Value::Bool(true))
+        .count();
+    assert_eq!(estimated, 0, "no event is marked estimated");
+    if deletes {
+        let deleted_in_downtime = scenario
+            .steps
+            .iter()
+            .filter(|s| {
+                matches!(s.action, Action::DeletePod { .. })
+                    && s.at > KILL_AT
+                    && s.at < KILL_AT + DOWNTIME
+            })
+            .count();
+        println!("{deleted_in_downtime} pods deleted while the daemon was down");
+        assert!(
+            deleted_in_downtime > 0,
+            "pods were deleted while it was down"
+        );
+    }
 }

@@ -246,7 +246,21 @@ fn queue(dir: &Path) -> Queue {
 }
 
 #[tokio::test]
-async fn pod_and_pvc_deleted_while_down_are_billed_to_the_first_list_estimated() {
+async fn pod_and_pvc_deleted_while_down_are_billed_exactly_by_the_resumed_watch() {
+    deleted_while_down(false).await;
+}
+
+#[tokio::test]
+async fn beyond_the_watch_history_pod_and_pvc_deleted_while_down_are_billed_to_the_first_list_estimated()
+ {
+    deleted_while_down(true).await;
+}
+
+/// A pod and a PVC deleted while the collector is down. Within the API server's watch history
+/// the restarted collector resumes its watches and bills both exactly to their deletion; with
+/// the history compacted (`compact`) the resume gets 410 Gone, the streams re-list, and both are
+/// billed to the first list, marked estimated.
+async fn deleted_while_down(compact: bool) {
     let cluster = Cluster::new();
     let sim = sim(&cluster).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -285,6 +299,9 @@ async fn pod_and_pvc_deleted_while_down_are_billed_to_the_first_list_estimated()
     cluster.delete_pvc("a", "vol").expect("delete while down");
     cluster.advance(20).expect("clock");
     let relisted_at = cluster.now().as_second();
+    if compact {
+        sim._sim.compact();
+    }
 
     let q = queue(dir.path());
     assert_eq!(q.watermark(SOURCE).expect("watermark"), Some(watermark));
@@ -294,9 +311,10 @@ async fn pod_and_pvc_deleted_while_down_are_billed_to_the_first_list_estimated()
         RestoreReport {
             restored: 3,
             out_of_scope: 0,
-            unreadable: 0
+            unreadable: 0,
+            resumed_streams: 2,
         },
-        "two pods and a PVC came back from the queue"
+        "two pods and a PVC came back from the queue, with the pod and PVC streams' versions"
     );
     // The first list completes before the clock moves: it is stamped `relisted_at`.
     c.converged(&cluster, "first list after the restart").await;
@@ -309,6 +327,11 @@ async fn pod_and_pvc_deleted_while_down_are_billed_to_the_first_list_estimated()
         "the victim, billed to its end, is forgotten"
     );
     assert_eq!(c.source.ledger().counts().1, 0, "and so is the PVC");
+    let w = c.source.watch_counters();
+    let c_counters = (
+        w.resumed.load(std::sync::atomic::Ordering::Relaxed),
+        w.resume_expired.load(std::sync::atomic::Ordering::Relaxed),
+    );
     drop(c);
 
     let events = drain(&q);
@@ -318,15 +341,33 @@ async fn pod_and_pvc_deleted_while_down_are_billed_to_the_first_list_estimated()
     let before: Vec<Span> = (1..=3).map(|k| (rfc(t0 + 15 * k), 15, false)).collect();
     assert_eq!(relisted_at, watermark + 30);
     let mut victim = before.clone();
-    victim.extend([
-        (rfc(watermark + 15), 15, true),
-        (rfc(watermark + 30), 15, true),
-    ]);
-    assert_eq!(
-        got["victim"], victim,
-        "billed up to the watermark before, then [watermark, first list) estimated"
-    );
+    if compact {
+        victim.extend([
+            (rfc(watermark + 15), 15, true),
+            (rfc(watermark + 30), 15, true),
+        ]);
+        assert_eq!(
+            got["victim"], victim,
+            "billed up to the watermark before, then [watermark, first list) estimated"
+        );
+    } else {
+        victim.push((rfc(watermark + 15), 10, false));
+        assert_eq!(
+            got["victim"], victim,
+            "billed up to the watermark before, then to its deletion (watermark + 10), exact"
+        );
+    }
     assert_eq!(got["vol"], victim, "the PVC likewise");
+    let counters = c_counters;
+    if compact {
+        assert_eq!(counters, (0, 2), "both resumes expired and re-listed");
+    } else {
+        assert_eq!(
+            counters,
+            (2, 0),
+            "both streams resumed and caught up, no re-list"
+        );
+    }
     let mut keep = before;
     keep.extend((1..=4).map(|k| (rfc(watermark + 15 * k), 15, false)));
     assert_eq!(got["keep"], keep, "the pod still running is exact");
@@ -440,4 +481,114 @@ async fn a_restart_without_deletions_bills_like_an_uninterrupted_run() {
     assert_eq!(total("long"), 102);
     assert_eq!(total("late"), 42, "created while down → end of billing");
     assert_eq!(total("vol"), 102, "bound → end of billing");
+}
+
+/// Issue 8, scenario 4: a watch that silently stops delivering (its connection open, nothing
+/// sent, as behind a stuck proxy) is out of sync after the idle timeout, not for the API
+/// server's ~5-minute watch timeout; it resumes from its resourceVersion (no re-list) and what
+/// it missed arrives exactly.
+#[tokio::test]
+async fn a_silent_watch_is_out_of_sync_after_the_idle_timeout_then_resumes() {
+    let cluster = Cluster::new();
+    let sim = sim(&cluster).await;
+    cluster.create_node(&NodeTemplate::new("n1")).expect("node");
+    cluster
+        .create_running_pod(&pod("a", "keep"), "n1")
+        .expect("pod");
+    cluster
+        .create_running_pod(&pod("a", "victim"), "n1")
+        .expect("pod");
+    let args = KubernetesArgs {
+        kubeconfig: Some(sim.kubeconfig.path().to_owned()),
+        ..KubernetesArgs::default()
+    };
+    let scope = args.scope().expect("valid flags");
+    let client = args.client().await.expect("client from kubeconfig");
+    let clock_cluster = cluster.clone();
+    let clock: Clock = Arc::new(move || clock_cluster.now().as_second());
+    let idle = Duration::from_secs(2);
+    let mut source = KubernetesSource::start_with(
+        client,
+        &scope,
+        0,
+        false,
+        clock,
+        idle,
+        Vec::<(Vec<u8>, Vec<u8>)>::new(),
+    );
+    let until =
+        |source: &mut KubernetesSource, what: &str, f: &dyn Fn(&KubernetesSource) -> bool| {
+            let deadline = std::time::Instant::now() + WAIT;
+            loop {
+                source.catch_up();
+                if f(source) {
+                    return;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "timed out waiting for: {what}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+    // (Blocking waits on a current-thread runtime would starve the watchers: poll in a task.)
+    let mut source = tokio::task::spawn_blocking(move || {
+        until(&mut source, "the first list", &|s| s.in_sync());
+        source
+    })
+    .await
+    .expect("wait");
+    let lists_before = sim._sim.requests().lists(ResourceKind::Pod);
+
+    sim._sim.stall_watches();
+    cluster.advance(5).expect("clock");
+    cluster.delete_pod("a", "victim").expect("delete");
+    let deleted_at = cluster.now().as_second();
+    let stalled_since = std::time::Instant::now();
+    let mut source = tokio::task::spawn_blocking(move || {
+        until(&mut source, "out of sync once silent", &|s| !s.in_sync());
+        source
+    })
+    .await
+    .expect("wait");
+    let noticed = stalled_since.elapsed();
+    assert!(
+        noticed < idle + Duration::from_secs(5),
+        "out of sync {noticed:?} after the watch went silent (idle timeout {idle:?})"
+    );
+    let source = tokio::task::spawn_blocking(move || {
+        until(&mut source, "resumed, the deletion received", &|s| {
+            s.in_sync()
+                && s.ledger()
+                    .pod_objects()
+                    .expect("readable")
+                    .iter()
+                    .any(|p| p.observations.deleted.is_some())
+        });
+        source
+    })
+    .await
+    .expect("wait");
+    let pods = source.ledger().pod_objects().expect("readable");
+    let victim = pods
+        .iter()
+        .find(|p| p.pod.metadata.name.as_deref() == Some("victim"))
+        .expect("victim held");
+    let d = victim.observations.deleted.expect("deleted");
+    assert_eq!((d.at, d.estimated), (deleted_at, false), "exact deletion");
+    let w = source.watch_counters();
+    assert!(
+        w.stalls.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "stall counted"
+    );
+    assert!(
+        w.resumed.load(std::sync::atomic::Ordering::Relaxed) >= 1,
+        "resumed"
+    );
+    assert_eq!(
+        sim._sim.requests().lists(ResourceKind::Pod),
+        lists_before + 1,
+        "one 1-object list for the catch-up target, no re-list"
+    );
+    source.stop();
 }

@@ -37,7 +37,7 @@
 //!   during a downtime is billed as before this store existed (not after the watermark) or
 //!   from its older record (ended at the first list, estimated).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use tokio::sync::mpsc;
 
@@ -47,10 +47,12 @@ use crate::sources::kubernetes::config::Scope;
 use crate::sources::kubernetes::ledger::{
     Change, EntryKind, EntryRef, Ledger, LedgerInput, Restored,
 };
+use crate::sources::kubernetes::persist;
+use crate::sources::kubernetes::persist::ResumePoint;
 use crate::sources::kubernetes::watcher::{
-    Clock, StreamId, WatchKind, WatcherHandle, system_clock,
+    Clock, DEFAULT_IDLE_TIMEOUT, StreamId, WatchCounters, WatchKind, WatchOptions, WatcherHandle,
+    spawn_watchers_with, system_clock,
 };
-use crate::sources::kubernetes::{persist, spawn_watchers_retrying};
 use crate::window::Window;
 
 use super::biller::MeteredSource;
@@ -89,6 +91,8 @@ pub struct RestoreReport {
     pub out_of_scope: usize,
     /// Records that could not be decoded or read back: skipped.
     pub unreadable: usize,
+    /// Pod and PVC streams resumed from their stored resourceVersion (not re-listed).
+    pub resumed_streams: usize,
 }
 
 /// Watchers + ledger + sync tracking.
@@ -101,6 +105,14 @@ pub struct KubernetesSource {
     stale: Vec<Vec<u8>>,
     /// What the last `ledger_writes` covered.
     handed: Option<Handed>,
+    /// Each stream's last resourceVersion applied to the ledger.
+    versions: HashMap<StreamId, String>,
+    /// The resume points stored (or handed to the pending commit), by key.
+    stored_versions: HashMap<Vec<u8>, String>,
+    /// Resume points handed with the last `ledger_writes`.
+    handed_versions: Vec<(Vec<u8>, String)>,
+    /// Pod and PVC streams with their namespace (empty: cluster-wide), for resume keys.
+    resumable: Vec<(StreamId, String)>,
     restore_report: RestoreReport,
     rx: mpsc::Receiver<LedgerInput>,
     handle: WatcherHandle,
@@ -141,7 +153,7 @@ impl KubernetesSource {
         Self::start_with_clock(client, scope, settle, raw_objects, system_clock(), records)
     }
 
-    /// Same, with an injected clock (tests).
+    /// Same, with an injected clock (tests) and the default idle timeout.
     pub fn start_with_clock<K, V>(
         client: kube::Client,
         scope: &Scope,
@@ -154,9 +166,47 @@ impl KubernetesSource {
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
+        Self::start_with(
+            client,
+            scope,
+            settle,
+            raw_objects,
+            clock,
+            DEFAULT_IDLE_TIMEOUT,
+            records,
+        )
+    }
+
+    /// Same, with an injected clock and a watch idle timeout ([`WatchOptions::idle_timeout`]).
+    pub fn start_with<K, V>(
+        client: kube::Client,
+        scope: &Scope,
+        settle: u64,
+        raw_objects: bool,
+        clock: Clock,
+        idle_timeout: std::time::Duration,
+        records: impl IntoIterator<Item = (K, V)>,
+    ) -> Self
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
         let mut ledger = Ledger::new();
         let mut stale = Vec::new();
-        let restore_report = restore(&mut ledger, &mut stale, scope, records);
+        let mut points = Vec::new();
+        let entries = records.into_iter().filter_map(|(k, v)| {
+            if persist::is_resume_key(k.as_ref()) {
+                points.push((k.as_ref().to_vec(), v.as_ref().to_vec()));
+                None
+            } else {
+                Some((k, v))
+            }
+        });
+        let mut restore_report = restore(&mut ledger, &mut stale, scope, entries);
+        let resumable = resumable_streams(scope);
+        let (resume, stored_versions) =
+            resume_points(scope, &resumable, &points, &restore_report, &mut stale);
+        restore_report.resumed_streams = resume.len();
         // Restored first: the watchers' first lists then end what they no longer contain.
         // Small channel: each queued input holds a whole typed object plus its JSON tree
         // (25–50 KiB for a real pod); 8192 of them during an initial list could hold ~300 MiB.
@@ -168,14 +218,22 @@ impl KubernetesSource {
         // source stays out of sync for as long as the API server cannot be reached.
         let retry_max =
             std::time::Duration::from_secs(settle.saturating_mul(2).saturating_add(1)) / 2;
-        let handle =
-            spawn_watchers_retrying(client, scope, clock.clone(), raw_objects, tx, retry_max);
+        let options = WatchOptions {
+            retry_max,
+            idle_timeout,
+            resume,
+        };
+        let handle = spawn_watchers_with(client, scope, clock.clone(), raw_objects, tx, options);
         KubernetesSource {
             ledger,
             pod_selectors: scope.selectors(WatchKind::Pods),
             pvc_selectors: scope.selectors(WatchKind::Pvcs),
             stale,
             handed: None,
+            versions: HashMap::new(),
+            stored_versions,
+            handed_versions: Vec::new(),
+            resumable,
             restore_report,
             rx,
             handle,
@@ -189,18 +247,66 @@ impl KubernetesSource {
         }
     }
 
+    /// What the watch loops counted (resumes, expiries, stalls, errors).
+    pub fn watch_counters(&self) -> &WatchCounters {
+        self.handle.counters()
+    }
+
     fn apply(&mut self, input: LedgerInput) {
-        match input.change {
+        match &input.change {
             Change::Init => {
                 self.listing.insert(input.stream);
             }
-            Change::InitDone => {
+            Change::InitDone | Change::Resumed => {
                 self.listing.remove(&input.stream);
                 self.listed.insert(input.stream);
             }
-            _ => {}
+            Change::Stalled => {
+                self.listed.remove(&input.stream);
+            }
+            Change::Progress(rv) => {
+                self.versions.insert(input.stream, rv.clone());
+            }
+            Change::Apply(o) | Change::Delete(o) => {
+                if let Some(rv) = o.resource_version() {
+                    self.versions.insert(input.stream, rv.to_owned());
+                }
+            }
+            Change::InitApply(_) => {}
         }
         self.ledger.apply(input);
+    }
+
+    /// The resume points to write with a commit that holds every pending entry change: each
+    /// pod and PVC stream in sync whose version moved since it was stored.
+    fn resume_writes(&self) -> Vec<(Vec<u8>, Vec<u8>, String)> {
+        let mut out = Vec::new();
+        for (stream, namespace) in &self.resumable {
+            if !self.listed.contains(stream) || self.listing.contains(stream) {
+                continue;
+            }
+            let Some(rv) = self.versions.get(stream) else {
+                continue;
+            };
+            let kind = match stream.kind {
+                WatchKind::Pods => EntryKind::Pod,
+                _ => EntryKind::Pvc,
+            };
+            let point = ResumePoint {
+                kind,
+                namespace: namespace.clone(),
+                selectors: match kind {
+                    EntryKind::Pod => self.pod_selectors.clone(),
+                    EntryKind::Pvc => self.pvc_selectors.clone(),
+                },
+                resource_version: rv.clone(),
+            };
+            let (key, value) = persist::encode_resume(&point);
+            if self.stored_versions.get(&key) != Some(rv) {
+                out.push((key, value, rv.clone()));
+            }
+        }
+        out
     }
 
     /// Waits for the next watcher input and applies it (plus everything already queued);
@@ -363,6 +469,125 @@ where
     report
 }
 
+/// Watch counters already copied to metrics (published after each tick).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WatchCounts {
+    caught_up: u64,
+    expired_resume: u64,
+    failed_resume: u64,
+    expired: u64,
+    stalls: u64,
+}
+
+impl WatchCounts {
+    /// Adds what `counters` counted since `self` to `metrics`; returns the new baseline.
+    pub fn publish(self, counters: &WatchCounters, metrics: &crate::metrics::Metrics) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = WatchCounts {
+            caught_up: counters.resumed.load(Relaxed),
+            expired_resume: counters.resume_expired.load(Relaxed),
+            failed_resume: counters.resume_failed.load(Relaxed),
+            expired: counters.expired.load(Relaxed),
+            stalls: counters.stalls.load(Relaxed),
+        };
+        let b = &metrics.billing;
+        for (outcome, new, old) in [
+            ("caught_up", now.caught_up, self.caught_up),
+            ("expired", now.expired_resume, self.expired_resume),
+            ("failed", now.failed_resume, self.failed_resume),
+        ] {
+            // Created at 0 too, so the series exist before the first resume.
+            b.watch_resumes
+                .get_or_create(&crate::metrics::OutcomeLabels {
+                    outcome: outcome.to_owned(),
+                })
+                .inc_by(new.saturating_sub(old));
+        }
+        b.watch_expired
+            .inc_by(now.expired.saturating_sub(self.expired));
+        b.watch_stalls
+            .inc_by(now.stalls.saturating_sub(self.stalls));
+        now
+    }
+}
+
+/// The pod and PVC streams of `scope` with their namespace (empty: cluster-wide), the streams
+/// whose resourceVersion is stored.
+fn resumable_streams(scope: &Scope) -> Vec<(StreamId, String)> {
+    let namespaces: Vec<String> = match &scope.namespaces {
+        None => vec![String::new()],
+        Some(list) => list.clone(),
+    };
+    let mut out = Vec::new();
+    for (kind, on) in [
+        (WatchKind::Pods, scope.watches_pods()),
+        (WatchKind::Pvcs, scope.watches_storage()),
+    ] {
+        if !on {
+            continue;
+        }
+        for (i, ns) in namespaces.iter().enumerate() {
+            let stream = StreamId {
+                kind,
+                scope: u16::try_from(i).unwrap_or(u16::MAX),
+            };
+            out.push((stream, ns.clone()));
+        }
+    }
+    out
+}
+
+/// The stored resume points that still apply (same stream, namespace and selectors), as the
+/// watchers' resume map and the versions already stored; the others are appended to `stale`.
+/// None applies when a stored entry could not be read back: resuming would never bring that
+/// object back, a re-list does.
+fn resume_points(
+    scope: &Scope,
+    resumable: &[(StreamId, String)],
+    points: &[(Vec<u8>, Vec<u8>)],
+    report: &RestoreReport,
+    stale: &mut Vec<Vec<u8>>,
+) -> (HashMap<StreamId, String>, HashMap<Vec<u8>, String>) {
+    let mut resume = HashMap::new();
+    let mut stored = HashMap::new();
+    for (key, value) in points {
+        let point = match persist::decode_resume(key, value) {
+            Ok(p) => p,
+            Err(error) => {
+                tracing::warn!(key = %persist::show_key(key), error = %error, "stored resume point skipped: it cannot be decoded; that stream is listed again");
+                stale.push(key.clone());
+                continue;
+            }
+        };
+        let watch = match point.kind {
+            EntryKind::Pod => WatchKind::Pods,
+            EntryKind::Pvc => WatchKind::Pvcs,
+        };
+        let stream = resumable
+            .iter()
+            .find(|(s, ns)| s.kind == watch && *ns == point.namespace)
+            .map(|(s, _)| *s)
+            .filter(|_| point.selectors == scope.selectors(watch));
+        match stream {
+            Some(s) if report.unreadable == 0 => {
+                resume.insert(s, point.resource_version.clone());
+                stored.insert(key.clone(), point.resource_version);
+            }
+            Some(_) => {
+                stored.insert(key.clone(), point.resource_version);
+            }
+            None => stale.push(key.clone()),
+        }
+    }
+    if report.unreadable > 0 && !stored.is_empty() {
+        tracing::warn!(
+            unreadable = report.unreadable,
+            "some stored pods/PVCs could not be read back: every stream is listed again instead of resumed"
+        );
+    }
+    (resume, stored)
+}
+
 impl MeteredSource for KubernetesSource {
     fn name(&self) -> &str {
         SOURCE_NAME
@@ -410,12 +635,20 @@ impl MeteredSource for KubernetesSource {
             &self.pvc_selectors,
             LEDGER_BYTES_PER_COMMIT,
         );
+        let mut writes = writes;
+        self.handed_versions.clear();
         if handed.partial() {
             tracing::debug!(
                 pending = self.ledger.changed_count(),
                 written = writes.puts.len(),
                 "ledger changes over the per-commit budget are left for the next windows"
             );
+        } else {
+            // Only with every pending change: the stored entries are then at the versions.
+            for (key, value, rv) in self.resume_writes() {
+                writes.puts.push((key.clone(), value));
+                self.handed_versions.push((key, rv));
+            }
         }
         self.handed = Some(handed);
         writes
@@ -424,6 +657,9 @@ impl MeteredSource for KubernetesSource {
     fn ledger_committed(&mut self) {
         if let Some(handed) = self.handed.take() {
             ledger_committed(&mut self.ledger, &mut self.stale, handed);
+        }
+        for (key, rv) in self.handed_versions.drain(..) {
+            self.stored_versions.insert(key, rv);
         }
     }
 }
@@ -493,6 +729,86 @@ mod tests {
         }
     }
 
+    fn point(kind: EntryKind, namespace: &str, selectors: &str, rv: &str) -> (Vec<u8>, Vec<u8>) {
+        persist::encode_resume(&ResumePoint {
+            kind,
+            namespace: namespace.to_owned(),
+            selectors: selectors.to_owned(),
+            resource_version: rv.to_owned(),
+        })
+    }
+
+    #[test]
+    fn resume_points_round_trip_and_only_matching_ones_resume() {
+        let scope = scope(&["a", "b"], Some("app=web"));
+        let pods = scope.selectors(WatchKind::Pods);
+        let pvcs = scope.selectors(WatchKind::Pvcs);
+        let (k, v) = point(EntryKind::Pod, "a", &pods, "42");
+        assert!(persist::is_resume_key(&k));
+        assert_eq!(
+            persist::decode_resume(&k, &v).expect("decodes"),
+            ResumePoint {
+                kind: EntryKind::Pod,
+                namespace: "a".to_owned(),
+                selectors: pods.clone(),
+                resource_version: "42".to_owned(),
+            }
+        );
+        assert!(
+            persist::decode_resume(&k, &v[..v.len() - 1]).is_err(),
+            "truncated"
+        );
+        let points = vec![
+            (k, v),
+            point(EntryKind::Pvc, "b", &pvcs, "43"),
+            // Another selector, a namespace no longer watched, garbage: not resumed, stale.
+            point(
+                EntryKind::Pod,
+                "b",
+                "labelSelector=app=db;fieldSelector=",
+                "44",
+            ),
+            point(EntryKind::Pod, "gone", &pods, "45"),
+            (b"vpa".to_vec(), vec![9, 9]),
+        ];
+        let resumable = resumable_streams(&scope);
+        let mut stale = Vec::new();
+        let (resume, stored) = resume_points(
+            &scope,
+            &resumable,
+            &points,
+            &RestoreReport::default(),
+            &mut stale,
+        );
+        let pod_a = scope.stream_for(WatchKind::Pods, Some("a")).expect("a");
+        let pvc_b = scope.stream_for(WatchKind::Pvcs, Some("b")).expect("b");
+        assert_eq!(
+            resume,
+            HashMap::from([(pod_a, "42".to_owned()), (pvc_b, "43".to_owned())])
+        );
+        assert_eq!(stored.len(), 2);
+        assert_eq!(
+            stale.len(),
+            3,
+            "the three others are removed with the next commit"
+        );
+
+        // A stored entry that could not be read back would never come back by resuming.
+        let mut stale = Vec::new();
+        let unreadable = RestoreReport {
+            unreadable: 1,
+            ..RestoreReport::default()
+        };
+        let (resume, stored) =
+            resume_points(&scope, &resumable, &points[..2], &unreadable, &mut stale);
+        assert!(resume.is_empty(), "every stream lists again");
+        assert_eq!(
+            stored.len(),
+            2,
+            "still known as stored: rewritten when they move"
+        );
+    }
+
     #[test]
     fn undecodable_and_out_of_scope_records_are_skipped_counted_and_marked_stale() {
         let old = scope(&["a", "b"], None);
@@ -519,6 +835,7 @@ mod tests {
                 restored: 1,
                 out_of_scope: 2,
                 unreadable: 3,
+                resumed_streams: 0,
             }
         );
         assert_eq!(ledger.pod_uids().collect::<Vec<_>>(), ["p1"]);

@@ -104,6 +104,11 @@ pub struct BillingMetrics {
     pub watermark: Gauge,
     /// Seconds between now and the watermark at the last tick.
     pub lag: Gauge,
+    /// Jumps of the wall clock against the monotonic clock between ticks, by direction
+    /// (`forward`: refused, billing follows the monotonic clock; `backward`: followed).
+    pub clock_jumps: Family<DirectionLabels, Counter>,
+    /// Seconds the wall clock is ahead of the time billing goes by (0 while it is trusted).
+    pub clock_ahead: Gauge,
     /// 1 while this replica may bill: it holds the lease, or leader election is off.
     pub leader: Gauge,
     /// Times this replica became the lease holder.
@@ -123,6 +128,26 @@ pub struct BillingMetrics {
     /// Items of committed windows not billed as mapped, by reason, once per item and window
     /// (see `daemon::biller`, "Containment").
     pub items_rejected: Family<FailureLabels, Counter>,
+    /// Watches resumed from a stored or last-seen resourceVersion, by outcome: `caught_up`
+    /// (no re-list), `expired` (410 Gone: re-listed, the downtime's changes estimated),
+    /// `failed` (could not tell when it caught up: re-listed).
+    pub watch_resumes: Family<OutcomeLabels, Counter>,
+    /// Live watches that expired (410 Gone) and re-listed.
+    pub watch_expired: Counter,
+    /// Watches that delivered nothing (no event, no bookmark) for the idle timeout.
+    pub watch_stalls: Counter,
+}
+
+/// The outcome of a watch resume.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+/// Which way the wall clock jumped (label `direction`: `forward`, `backward`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: String,
 }
 
 /// Why a window or a mapper call failed.
@@ -282,6 +307,16 @@ impl Metrics {
             billing.source_synced.clone(),
         );
         registry.register(
+            "clock_jumps",
+            "Jumps of the wall clock against the monotonic clock between ticks (more than 30 s), by direction: forward (refused: billing follows the monotonic clock until the wall clock is back or a restart), backward (followed)",
+            billing.clock_jumps.clone(),
+        );
+        registry.register(
+            "clock_ahead_seconds",
+            "Seconds the wall clock is ahead of the time billing goes by after a forward jump; 0 while the wall clock is trusted",
+            billing.clock_ahead.clone(),
+        );
+        registry.register(
             "last_tick_timestamp_seconds",
             "Unix time of the billing loop's last progress (a tick completed or a window started); /healthz fails once it is older than edgemeter_liveness_stale_after_seconds",
             billing.last_tick.clone(),
@@ -300,6 +335,21 @@ impl Metrics {
             "items_rejected",
             "Items of committed windows not billed as mapped, per item and window: invalid_event (its events dead-lettered), invalid_event_dropped (not kept: dead letters at their bound), allocation_incomplete (billed without what could not be read)",
             billing.items_rejected.clone(),
+        );
+        registry.register(
+            "watch_resumes",
+            "Watches resumed from a stored or last-seen resourceVersion, by outcome: caught_up (no re-list), expired (410 Gone: re-listed, the downtime's changes estimated), failed (re-listed)",
+            billing.watch_resumes.clone(),
+        );
+        registry.register(
+            "watch_expired",
+            "Live watches that expired (410 Gone) and re-listed",
+            billing.watch_expired.clone(),
+        );
+        registry.register(
+            "watch_stalls",
+            "Watches that delivered nothing (no event, no bookmark) for the idle timeout: out of sync until resumed",
+            billing.watch_stalls.clone(),
         );
         Metrics {
             registry: Arc::new(registry),

@@ -66,7 +66,8 @@
 //!   one that makes it stop matching is DELETED.
 //! - **Faults**: [`KubeSim::stop`] closes the port and cuts every connection; [`KubeSim::restart`]
 //!   binds the same port again with the state intact; [`KubeSim::drop_watches`] cuts open watch
-//!   bodies mid-stream (no final chunk); [`KubeSim::compact`] drops history (410 for older
+//!   bodies mid-stream (no final chunk); [`KubeSim::stall_watches`] makes open watches go
+//!   silent (no events, bookmarks or end) with the connection kept open; [`KubeSim::compact`] drops history (410 for older
 //!   versions); [`KubeSim::fail_leases`] / [`KubeSim::set_lease_fault`] make requests on lease
 //!   routes only get a 500, a connection reset or no answer ([`LeaseFault`]).
 //!   [`KubeSim::requests`] counts requests by verb (`Create`, `Update`, `Patch`, `Delete` for

@@ -172,6 +172,7 @@ struct Shared {
     config: SimConfig,
     counts: Mutex<RequestCounts>,
     drop_tx: watch::Sender<u64>,
+    stall_tx: watch::Sender<u64>,
     lease_fault: watch::Sender<LeaseFault>,
 }
 
@@ -224,6 +225,7 @@ impl KubeSim {
             config,
             counts: Mutex::new(RequestCounts::default()),
             drop_tx,
+            stall_tx: watch::channel(0).0,
             lease_fault: watch::channel(LeaseFault::None).0,
         });
         let sim = Self {
@@ -282,6 +284,15 @@ impl KubeSim {
     pub fn drop_watches(&self) {
         self.shared
             .drop_tx
+            .send_modify(|generation| *generation += 1);
+    }
+
+    /// Makes every watch open now go silent: no more events, bookmarks or end, while its
+    /// connection stays open (a stuck proxy, a half-open TCP connection). Watches opened
+    /// afterwards are served normally.
+    pub fn stall_watches(&self) {
+        self.shared
+            .stall_tx
             .send_modify(|generation| *generation += 1);
     }
 
@@ -1132,7 +1143,12 @@ fn start_watch(
         timeout,
         bookmark_interval: shared.config.bookmark_interval,
     };
-    let session = WatchSession::new(spec, shared.cluster.clone(), shared.drop_tx.subscribe());
+    let session = WatchSession::new(
+        spec,
+        shared.cluster.clone(),
+        shared.drop_tx.subscribe(),
+        shared.stall_tx.subscribe(),
+    );
     let stream = futures::stream::unfold(session, |mut session| async move {
         let chunk = session.next_chunk().await?;
         Some((chunk.map(Frame::data), session))

@@ -111,14 +111,23 @@ pub(crate) struct WatchSession {
     cluster: Cluster,
     rv_rx: watch::Receiver<u64>,
     drop_rx: watch::Receiver<u64>,
+    /// [`crate::KubeSim::stall_watches`]: once it changes, this session goes silent.
+    stall_rx: watch::Receiver<u64>,
+    silent: bool,
     phase: Phase,
     deadline: Instant,
     next_bookmark: Instant,
 }
 
 impl WatchSession {
-    pub(crate) fn new(spec: WatchSpec, cluster: Cluster, drop_rx: watch::Receiver<u64>) -> Self {
+    pub(crate) fn new(
+        spec: WatchSpec,
+        cluster: Cluster,
+        drop_rx: watch::Receiver<u64>,
+        mut stall_rx: watch::Receiver<u64>,
+    ) -> Self {
         let now = Instant::now();
+        stall_rx.borrow_and_update();
         Self {
             deadline: now + spec.timeout,
             next_bookmark: now + spec.bookmark_interval,
@@ -126,6 +135,8 @@ impl WatchSession {
             spec,
             cluster,
             drop_rx,
+            stall_rx,
+            silent: false,
             phase: Phase::Start,
         }
     }
@@ -237,6 +248,10 @@ impl WatchSession {
     /// connection.
     pub(crate) async fn next_chunk(&mut self) -> Option<Result<Bytes, io::Error>> {
         loop {
+            if self.silent || self.stall_rx.has_changed().unwrap_or(false) {
+                self.silent = true;
+                return self.stalled().await;
+            }
             match self.phase {
                 Phase::Done => return None,
                 Phase::Start => {
@@ -277,11 +292,26 @@ impl WatchSession {
         }
     }
 
+    /// A stalled session: silent until the connection is cut ([`crate::KubeSim::drop_watches`],
+    /// stop) or the client goes away.
+    async fn stalled(&mut self) -> Option<Result<Bytes, io::Error>> {
+        let _ = self.drop_rx.changed().await;
+        self.phase = Phase::Done;
+        Some(Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "kube-sim dropped the watch connection",
+        )))
+    }
+
     /// Waits while nothing is pending. `None`: look at the store again.
     async fn idle(&mut self, cursor: u64) -> Option<Option<Result<Bytes, io::Error>>> {
         let bookmarks = self.spec.bookmarks;
         tokio::select! {
             biased;
+            _ = self.stall_rx.changed() => {
+                self.silent = true;
+                None
+            }
             _ = self.drop_rx.changed() => {
                 self.phase = Phase::Done;
                 Some(Some(Err(io::Error::new(

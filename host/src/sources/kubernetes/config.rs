@@ -31,6 +31,10 @@ pub enum ConfigError {
     )]
     NodeName { value: String },
     #[error(
+        "failed to read --watch-idle-timeout (EDGEMETER_WATCH_IDLE_TIMEOUT) {value:?}: {reason}; use whole seconds of at least 2s, e.g. 150s (the API server sends a bookmark about once a minute, so less than ~90s marks quiet streams stalled)"
+    )]
+    WatchIdleTimeout { value: String, reason: String },
+    #[error(
         "failed to read EDGEMETER_KINDS / --kinds {value:?}: {reason}; pass a comma-separated list of pods and pvcs, e.g. pods,pvcs"
     )]
     Kinds { value: String, reason: String },
@@ -79,6 +83,14 @@ pub struct KubernetesArgs {
     /// bills storage once).
     #[arg(long = "kinds", env = "EDGEMETER_KINDS")]
     pub kinds: Option<String>,
+    /// A watch that delivers nothing (no event, no bookmark) for this long is treated as
+    /// stalled: out of sync (nothing billed) until it is resumed and caught up.
+    #[arg(
+        long = "watch-idle-timeout",
+        env = "EDGEMETER_WATCH_IDLE_TIMEOUT",
+        default_value = "150s"
+    )]
+    pub watch_idle_timeout: String,
     /// Kubeconfig file; default: in-cluster configuration, then `$KUBECONFIG` / `~/.kube/config`.
     /// (`$KUBECONFIG`, which may list several files, is honoured by the default path.)
     #[arg(long = "kubeconfig")]
@@ -254,6 +266,23 @@ fn parse_kinds(list: &str) -> Result<(bool, bool), ConfigError> {
 
 impl KubernetesArgs {
     /// Validates the flags into a [`Scope`]; errors name the flag and the fix.
+    /// `--watch-idle-timeout`, validated (whole seconds, at least 2 s; empty: 150 s).
+    pub fn watch_idle_timeout(&self) -> Result<std::time::Duration, ConfigError> {
+        let value = self.watch_idle_timeout.trim();
+        if value.is_empty() {
+            return Ok(super::watcher::DEFAULT_IDLE_TIMEOUT);
+        }
+        let bad = |reason: String| ConfigError::WatchIdleTimeout {
+            value: value.to_owned(),
+            reason,
+        };
+        let d = crate::window::parse_duration(value).map_err(|e| bad(e.to_string()))?;
+        if d < std::time::Duration::from_secs(2) || d.subsec_nanos() != 0 {
+            return Err(bad("too short or not whole seconds".to_owned()));
+        }
+        Ok(d)
+    }
+
     pub fn scope(&self) -> Result<Scope, ConfigError> {
         let mut names: Vec<String> = self
             .namespace

@@ -156,6 +156,16 @@ pub enum Change {
     Apply(Object),
     /// An object was deleted on the live watch (its last state).
     Delete(Object),
+    /// The stream's watch is at this resourceVersion with nothing left to deliver before it
+    /// (a bookmark, or the list's version right after [`Change::InitDone`]). No ledger change.
+    Progress(String),
+    /// A watch resumed from a stored resourceVersion has delivered everything up to the
+    /// version current when it resumed: the stream is in sync without a re-list. No ledger
+    /// change (what happened meanwhile arrived as `Apply`/`Delete`).
+    Resumed,
+    /// The watch delivered nothing (no event, no bookmark) for its idle timeout: out of sync
+    /// until a [`Change::Resumed`] or [`Change::InitDone`]. No ledger change.
+    Stalled,
 }
 
 /// Removes from a pod what billing never reads: container environment, commands, probes,
@@ -259,6 +269,16 @@ impl Object {
     pub fn node(mut node: Node) -> Self {
         node.metadata.managed_fields = None;
         Object::Node(Box::new(node))
+    }
+
+    /// The object's `metadata.resourceVersion` (where a watch resumes after it).
+    pub fn resource_version(&self) -> Option<&str> {
+        match self {
+            Object::Pod(p) => p.pod.metadata.resource_version.as_deref(),
+            Object::Pvc(p) => p.pvc.metadata.resource_version.as_deref(),
+            Object::Pv(pv) => pv.metadata.resource_version.as_deref(),
+            Object::Node(n) => n.metadata.resource_version.as_deref(),
+        }
     }
 
     /// Parses a raw object by its `kind` (for recorded watch streams); `None` for other kinds.
@@ -462,6 +482,7 @@ impl Ledger {
             Change::Delete(object) => {
                 self.upsert(stream, at, object, true, true);
             }
+            Change::Progress(_) | Change::Resumed | Change::Stalled => {}
         }
     }
 
@@ -576,8 +597,17 @@ impl Ledger {
         };
         if deleted {
             if facts.deleted.is_none() {
+                // As for pods: a DELETE replayed by a resumed watch (or delivered late) ends at
+                // the API's `deletionTimestamp` when that is earlier, so the result does not
+                // depend on whether the collector was running.
+                let requested = object
+                    .pvc
+                    .metadata
+                    .deletion_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second());
                 facts.deleted = Some(Deletion {
-                    at,
+                    at: requested.map_or(at, |r| r.min(at)),
                     estimated: false,
                 });
             }

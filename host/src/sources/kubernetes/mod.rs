@@ -22,8 +22,9 @@
 //! - `terminal_observed_at` is set the first time a pod is seen `Succeeded`/`Failed` and never
 //!   moves afterwards.
 //! - A watch `DELETE` of a pod or PVC records `Deletion { at: observed_at, estimated: false }`
-//!   (for a pod, `metadata.deletionTimestamp` when earlier: a DELETE delivered late after a
-//!   resumed watch still ends at the API's deletion time); a
+//!   (`metadata.deletionTimestamp` when earlier: a DELETE replayed by a resumed watch still
+//!   ends at the API's deletion time; a claim kept by `pvc-protection` while a pod used it is
+//!   billed to its deletion request, running collector or not); a
 //!   completed re-list of a stream that no longer contains an entry that stream delivered records
 //!   `Deletion { at: observed_at of the re-list's start, estimated: true }` (it was deleted while
 //!   the collector was not watching). A deletion, once recorded, is never moved.
@@ -37,13 +38,21 @@
 //! - **Across restarts.** The daemon stores the pod and PVC entries that changed (and removes
 //!   the forgotten ones) with every committed window, in the same queue transaction as the
 //!   watermark ([`Ledger::changes`], [`persist`], [`crate::queue`]), and restores them
-//!   ([`Ledger::restore`]) before the watchers' first list is applied. That list is a re-list
+//!   ([`Ledger::restore`]) before any watcher input is applied. With them goes each pod and
+//!   PVC stream's resourceVersion ([`persist`], "Resume points"); a stream whose point
+//!   applies (same namespace and selectors) **resumes its watch** from it: the API server
+//!   replays what happened while the collector was down (finish times, deletions, pods created
+//!   and deleted meanwhile), billed exactly, and the stream is in sync once the replay reached
+//!   the version current at the restart ([`watcher`]). Only a stream without a point (first
+//!   start, changed scope, a stored entry unreadable) or beyond the API server's watch history
+//!   (410 Gone, counted in `edgemeter_watch_resumes_total{outcome="expired"}`) lists instead.
+//!   That list is a re-list
 //!   like any other: an entry it no longer contains was deleted while the collector was down
 //!   and is billed from the stored watermark to the list, marked estimated; an entry whose
 //!   deletion was observed before the restart keeps its real end; a terminal pod keeps its
 //!   first `terminal_observed_at`. Entries of streams no longer watched (namespace left the
 //!   scope, selectors changed) are dropped, not ended. Pods (and PVCs) created after the last
-//!   committed window and deleted before the restart are unknown and not billed; so is the
+//!   committed window and deleted before a restart that re-lists are unknown and not billed; so is the
 //!   part after the stored watermark of an entry whose stored record could not be read back,
 //!   or was not written yet (at most 2 MiB of records go per commit, so after a start without
 //!   stored records the store catches up over a few windows).
@@ -101,5 +110,6 @@ pub use ledger::{
 };
 pub use persist::PersistError;
 pub use watcher::{
-    Clock, StreamId, WatchError, WatchKind, WatcherHandle, spawn_watchers, spawn_watchers_retrying,
+    Clock, StreamId, WatchCounters, WatchError, WatchKind, WatchOptions, WatcherHandle,
+    spawn_watchers, spawn_watchers_with,
 };

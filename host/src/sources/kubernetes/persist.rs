@@ -21,6 +21,15 @@
 //! | | `deleted: opt_deletion` | `deleted: opt_deletion` |
 //! | object | deflated pod JSON: `bytes` | PVC JSON: `bytes` |
 //!
+//! ## Resume points
+//!
+//! One record per pod or PVC stream: key `b'v'`, the kind byte (`b'p'` pods, `b'c'` PVCs),
+//! then the stream's namespace (UTF-8; empty for a cluster-wide stream); value `format: u8` = 1,
+//! `selectors: str`, `resource_version: str`: the version the stream's watch resumes after on
+//! the next start. It is written only with a commit that holds every pending entry change, so
+//! the entries stored are never older than the version (a replay from an older version only
+//! re-applies changes already held, which the ledger absorbs).
+//!
 //! The namespace is not stored: it is read from the object when the entry is restored, and the
 //! stream is the one of the current scope that watches that namespace with the same selectors.
 //! A value whose format byte is not known, or that is truncated or malformed, is a
@@ -35,6 +44,72 @@ pub const FORMAT_V1: u8 = 1;
 
 const POD: u8 = b'p';
 const PVC: u8 = b'c';
+const RESUME: u8 = b'v';
+
+/// A stream's stored resume point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumePoint {
+    pub kind: EntryKind,
+    /// The stream's namespace; empty for a cluster-wide stream.
+    pub namespace: String,
+    pub selectors: String,
+    pub resource_version: String,
+}
+
+/// Whether `key` is a resume point's (not an entry's).
+pub fn is_resume_key(key: &[u8]) -> bool {
+    key.first() == Some(&RESUME)
+}
+
+/// The key and value of a resume point.
+pub fn encode_resume(point: &ResumePoint) -> (Vec<u8>, Vec<u8>) {
+    let mut k = Vec::with_capacity(2 + point.namespace.len());
+    k.push(RESUME);
+    k.push(match point.kind {
+        EntryKind::Pod => POD,
+        EntryKind::Pvc => PVC,
+    });
+    k.extend_from_slice(point.namespace.as_bytes());
+    let mut v = vec![FORMAT_V1];
+    put_bytes(&mut v, point.selectors.as_bytes());
+    put_bytes(&mut v, point.resource_version.as_bytes());
+    (k, v)
+}
+
+/// Reads a resume point back.
+pub fn decode_resume(key: &[u8], value: &[u8]) -> Result<ResumePoint, PersistError> {
+    let err = |reason| PersistError::Key {
+        key: show_key(key),
+        reason,
+    };
+    let kind = match key {
+        [RESUME, POD, ..] => EntryKind::Pod,
+        [RESUME, PVC, ..] => EntryKind::Pvc,
+        _ => return Err(err("not a resume point")),
+    };
+    let namespace = std::str::from_utf8(&key[2..])
+        .map_err(|_| err("the namespace is not UTF-8"))?
+        .to_owned();
+    let mut r = Reader { rest: value, key };
+    let format = r.u8()?;
+    if format != FORMAT_V1 {
+        return Err(PersistError::Format {
+            key: show_key(key),
+            format,
+        });
+    }
+    let selectors = r.string()?;
+    let resource_version = r.string()?;
+    if resource_version.is_empty() {
+        return Err(r.error("empty resourceVersion"));
+    }
+    Ok(ResumePoint {
+        kind,
+        namespace,
+        selectors,
+        resource_version,
+    })
+}
 
 /// Why a stored ledger record could not be decoded.
 #[derive(Debug, thiserror::Error)]
