@@ -26,7 +26,10 @@ use crate::window::{self, WindowError};
 
 use super::biller::{Biller, MeteredSource, TickOutcome};
 use super::kubernetes::{KubernetesSource, SOURCE_NAME};
-use super::windows::{Idle, Plan};
+use super::windows::{
+    ClockGuard, ClockJump, Idle, LeaseEvidence, LostQueue, Plan, Start, StartEvidence, StartRules,
+    decide_start,
+};
 
 /// Where events go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,6 +62,12 @@ pub struct RunArgs {
     /// only bill a century of catch-up windows).
     #[arg(long, env = "EDGEMETER_BACKFILL", default_value = "0s")]
     pub backfill: String,
+    /// Start even though the queue lost its watermark (a corrupt queue moved aside, a queue
+    /// directory whose history outlived its database, a Lease naming this replica while its
+    /// queue is empty): bill from now (minus the backfill). Without it, or a backfill, such a
+    /// start is refused with what was lost. Remove it once started.
+    #[arg(long, env = "EDGEMETER_ALLOW_EMPTY_QUEUE", default_value_t = false, action = clap::ArgAction::Set, default_missing_value = "true", num_args = 0..=1)]
+    pub allow_empty_queue: bool,
     /// Where events go.
     #[arg(long, env = "EDGEMETER_SINK", value_enum, default_value = "openmeter")]
     pub sink: SinkKind,
@@ -109,6 +118,13 @@ pub enum DaemonError {
     Lease(#[from] LeaseConfigError),
     #[error("failed to open the queue")]
     QueueOpen(#[source] QueueError),
+    #[error("refusing to start: the queue at {dir} lost its watermark: {detail}")]
+    LostQueue {
+        dir: std::path::PathBuf,
+        detail: String,
+    },
+    #[error("failed to read the queue's history or store it")]
+    History(#[source] QueueError),
     #[error("failed to commit to the queue; stopping so nothing is acknowledged wrongly")]
     Queue(#[source] QueueError),
     #[error("failed to bind the HTTP server on {addr}")]
@@ -313,29 +329,32 @@ pub async fn run_with(
         sink_stop.clone(),
     ));
 
-    // Leader election: the elector task publishes the lease status and reads our watermark.
-    let (marks_tx, marks_rx) = tokio::sync::watch::channel(BTreeMap::new());
-    let (status_tx, status_rx) = tokio::sync::watch::channel(LeaseStatus::default());
-    let lease_stop = CancellationToken::new();
-    let lease_task = lease_config.map(|config| {
-        tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "leader election on: billing only while holding the lease");
-        let api = kube::Api::namespaced(client.clone(), &config.namespace);
-        tokio::spawn(lease::client::run(
-            api,
-            config,
-            marks_rx,
-            status_tx,
-            lease_stop.clone(),
-        ))
-    });
-    let elected = lease_task.is_some();
-    metrics.billing.leader.set(i64::from(!elected));
-    // Whether this replica may commit now (always, without leader election).
-    let may_bill = || !elected || status_rx.borrow().may_bill(Instant::now());
+    // Where billing starts: the stored watermark, or — without one — what the queue's history
+    // and the Lease say of earlier billing (`windows::decide_start`). The Lease is read before
+    // this replica's elector runs, so a Lease naming it was written by an earlier process.
+    let lease_evidence = match &lease_config {
+        Some(config) => match read_lease(&client, config, &shutdown).await {
+            Some(l) => Some(l),
+            None => {
+                sink_stop.cancel();
+                http_stop.cancel();
+                let _ = tokio::time::timeout(shutdown_timeout / 2, sink_task).await;
+                return Ok(());
+            }
+        },
+        None => None,
+    };
+    let evidence = StartEvidence {
+        stored: queue
+            .watermark(SOURCE_NAME)
+            .map_err(DaemonError::QueueOpen)?,
+        history: queue.history(),
+        lease: lease_evidence,
+    };
+    let start = start_point(&plan, &evidence, &args, backfill)?;
+    // The source takes the client; the elector, started after the first watermark, needs one.
+    let lease_client = client.clone();
 
-    let now = jiff::Timestamp::now().as_second();
-    // A first start begins on the window grid, like every other collector of this cluster.
-    let start = plan.align(now.saturating_sub(i64::try_from(backfill.as_secs()).unwrap_or(0)));
     let identity = Identity {
         collector_id: args.mapper.collector_id.clone(),
         cluster_id: args.mapper.cluster_id.clone(),
@@ -355,6 +374,7 @@ pub async fn run_with(
         restored = restored.restored,
         out_of_scope = restored.out_of_scope,
         unreadable = restored.unreadable,
+        resumed_streams = restored.resumed_streams,
         "ledger restored from the queue"
     );
     let mut biller = Biller::new(
@@ -370,6 +390,27 @@ pub async fn run_with(
     biller.set_log_events(args.debug);
     biller.set_slice_items(args.mapper_slice_items);
     biller.set_items_rejected(metrics.billing.items_rejected.clone());
+    record_history(&queue, biller.watermark())?;
+
+    // Leader election: the elector task publishes the lease status and reads our watermark.
+    let (marks_tx, marks_rx) = tokio::sync::watch::channel(BTreeMap::new());
+    let (status_tx, status_rx) = tokio::sync::watch::channel(LeaseStatus::default());
+    let lease_stop = CancellationToken::new();
+    let lease_task = lease_config.map(|config| {
+        tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "leader election on: billing only while holding the lease");
+        let api = kube::Api::namespaced(lease_client.clone(), &config.namespace);
+        tokio::spawn(lease::client::run(
+            api,
+            config,
+            marks_rx,
+            status_tx,
+            lease_stop.clone(),
+        ))
+    });
+    let elected = lease_task.is_some();
+    metrics.billing.leader.set(i64::from(!elected));
+    // Whether this replica may commit now (always, without leader election).
+    let may_bill = || !elected || status_rx.borrow().may_bill(Instant::now());
     tracing::info!(
         watermark = %window::rfc3339(biller.watermark()),
         interval_s = plan.interval,
@@ -387,6 +428,8 @@ pub async fn run_with(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_mapper = MapperCounts::default();
     let mut was_leader = false;
+    // The wall clock is checked against the monotonic clock at every tick (`ClockGuard`).
+    let (mut clock, clock_base) = (ClockGuard::default(), Instant::now());
     // Liveness (`daemon::liveness`): progress at each completed tick and each window started.
     metrics
         .billing
@@ -409,8 +452,9 @@ pub async fn run_with(
                 source.catch_up();
                 follow_lease(&status_rx, &mut biller, &mut source);
                 if may_bill() {
+                    let now = clock_now(&mut clock, clock_base, &metrics);
                     let outcome = tokio::task::block_in_place(|| {
-                        biller.tick_while(&mut source, jiff::Timestamp::now().as_second(), &|| {
+                        biller.tick_while(&mut source, now, &|| {
                             may_bill() && stopping.elapsed() < shutdown_timeout / 2
                         })
                     });
@@ -420,7 +464,7 @@ pub async fn run_with(
             }
             _ = ticker.tick() => {
                 source.catch_up();
-                let now = jiff::Timestamp::now().as_second();
+                let now = clock_now(&mut clock, clock_base, &metrics);
                 follow_lease(&status_rx, &mut biller, &mut source);
                 let leader = may_bill();
                 if leader && !was_leader {
@@ -474,7 +518,190 @@ pub async fn run_with(
     }
     let _ = tokio::time::timeout(left().max(Duration::from_millis(100)), http_task).await;
     tracing::info!(watermark = %window::rfc3339(biller.watermark()), "edgemeter stopped");
+    if result.is_ok()
+        && let Err(e) = record_history(&queue, biller.watermark())
+    {
+        tracing::warn!(error = %e, "the queue's history file was not updated at the stop");
+    }
     result
+}
+
+/// Where billing starts ([`decide_start`]), saying so: a lost queue is refused with what was
+/// lost and the fix, or — when told how to proceed — started with an ERROR naming the loss.
+fn start_point(
+    plan: &Plan,
+    evidence: &StartEvidence,
+    args: &RunArgs,
+    backfill: Duration,
+) -> Result<i64, DaemonError> {
+    let now = jiff::Timestamp::now().as_second();
+    let rules = StartRules {
+        now,
+        backfill: backfill.as_secs(),
+        max_backfill: MAX_BACKFILL.as_secs(),
+        allow_empty_queue: args.allow_empty_queue,
+    };
+    match decide_start(plan, evidence, rules) {
+        Start::Resume(w) => {
+            if args.allow_empty_queue {
+                tracing::warn!(
+                    "EDGEMETER_ALLOW_EMPTY_QUEUE is set but the queue has its watermark: remove it, or a queue lost later starts from now without being refused"
+                );
+            }
+            Ok(w)
+        }
+        Start::First(w) => Ok(w),
+        Start::FollowLease(w) => {
+            tracing::info!(
+                from = %window::rfc3339(w),
+                "first start of this replica: billing would resume from the Lease holder's watermark, which is behind now"
+            );
+            Ok(w)
+        }
+        Start::Proceed { from, lost } => {
+            tracing::error!(
+                queue = %args.queue.path.display(),
+                from = %window::rfc3339(from),
+                lost = %lost,
+                unbilled = %unbilled_span(&lost, from),
+                "the queue lost its watermark; starting as told (EDGEMETER_ALLOW_EMPTY_QUEUE or EDGEMETER_BACKFILL): the old queue's undelivered events are lost, and the unbilled span is never billed"
+            );
+            Ok(from)
+        }
+        Start::Refuse(lost) => {
+            let detail = refusal(&lost, now);
+            tracing::error!(queue = %args.queue.path.display(), "{detail}");
+            Err(DaemonError::LostQueue {
+                dir: args.queue.path.clone(),
+                detail,
+            })
+        }
+    }
+}
+
+/// The span a lost queue's start leaves unbilled, as text.
+fn unbilled_span(lost: &LostQueue, from: i64) -> String {
+    match lost.known_watermark {
+        Some(w) if w < from => format!("{} to {}", window::rfc3339(w), window::rfc3339(from)),
+        Some(_) => "none".to_owned(),
+        None => "unknown: nothing says when billing stopped".to_owned(),
+    }
+}
+
+/// What a refused start says: what was lost and how to proceed.
+fn refusal(lost: &LostQueue, now: i64) -> String {
+    let max = i64::try_from(MAX_BACKFILL.as_secs()).unwrap_or(i64::MAX);
+    let since = match lost.known_watermark {
+        Some(w) => {
+            let need = now.saturating_sub(w).max(1);
+            let backfill = if need > max {
+                format!(
+                    "EDGEMETER_BACKFILL=744h (the most, 31 days; the {}s since then are more)",
+                    need
+                )
+            } else {
+                format!("EDGEMETER_BACKFILL={need}s")
+            };
+            format!(
+                "billing had reached {} ({need}s ago), and that span is not in this queue; its undelivered events are lost. To proceed: restore the old queue; or start once with {backfill} to bill again from there (windows billed before keep their ids and OpenMeter deduplicates them); or with EDGEMETER_ALLOW_EMPTY_QUEUE=true to bill from now on, leaving that span unbilled",
+                window::rfc3339(w)
+            )
+        }
+        None => "when billing stopped is unknown, and its undelivered events are lost. To proceed: restore the old queue; or start once with EDGEMETER_BACKFILL=<how far back to bill again> (windows billed before keep their ids and OpenMeter deduplicates them); or with EDGEMETER_ALLOW_EMPTY_QUEUE=true to bill from now on".to_owned(),
+    };
+    format!("{lost}; {since}")
+}
+
+/// Notes this start's (or stop's) watermark in the queue's history file once it is durable
+/// in the database (a watermark not yet stored, as with a queue full before the first
+/// window, is not noted: a history file must never name a queue without a watermark).
+fn record_history(queue: &Queue, watermark: i64) -> Result<(), DaemonError> {
+    let stored = queue.watermark(SOURCE_NAME).map_err(DaemonError::History)?;
+    match stored {
+        Some(w) => queue
+            .record_history(SOURCE_NAME, w.max(watermark))
+            .map_err(DaemonError::History),
+        None => Ok(()),
+    }
+}
+
+/// Reads the Lease once before billing starts, for [`decide_start`]: retried (with a WARN)
+/// until it answers or the daemon is stopped (`None`); the watch cannot list without the API
+/// server either.
+async fn read_lease(
+    client: &kube::Client,
+    config: &lease::LeaseConfig,
+    shutdown: &CancellationToken,
+) -> Option<LeaseEvidence> {
+    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(client.clone(), &config.namespace);
+    let mut delay = config.retry_period;
+    loop {
+        let error =
+            match tokio::time::timeout(config.renew_deadline, api.get_opt(&config.name)).await {
+                Ok(Ok(found)) => {
+                    let record = found
+                        .as_ref()
+                        .map(lease::elector::Record::from_lease)
+                        .unwrap_or_default();
+                    return Some(LeaseEvidence {
+                        holder: record.holder,
+                        watermark: record.watermarks.get(SOURCE_NAME).copied(),
+                        identity: config.identity.clone(),
+                    });
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {:?}", config.renew_deadline),
+            };
+        tracing::warn!(lease = %config.name, error, retry_in = ?delay, "failed to read the lease before the first window (it tells where billing starts); retrying");
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// The time to bill by at a tick: the wall clock, checked against the monotonic clock
+/// ([`ClockGuard`]). A jump is logged and counted when first seen; while the wall clock is
+/// ahead, billing goes by the monotonic clock.
+fn clock_now(guard: &mut ClockGuard, base: Instant, metrics: &Metrics) -> i64 {
+    let wall = jiff::Timestamp::now().as_second();
+    let reading = guard.observe(wall, base.elapsed());
+    let b = &metrics.billing;
+    b.clock_ahead
+        .set(i64::try_from(reading.ahead).unwrap_or(i64::MAX));
+    let count = |direction: &str| {
+        b.clock_jumps
+            .get_or_create(&crate::metrics::DirectionLabels {
+                direction: direction.to_owned(),
+            })
+            .inc();
+    };
+    match reading.jump {
+        Some(ClockJump::Forward { seconds }) => {
+            count("forward");
+            tracing::error!(
+                ahead_s = seconds,
+                wall = %window::rfc3339(wall),
+                billing_by = %window::rfc3339(reading.now),
+                "the wall clock jumped ahead of the monotonic clock: refused, windows are billed by the monotonic clock (nothing in the future is billed) until the wall clock is back in line; fix NTP on this node — if the new time is right (a resumed VM), restart the collector to bill up to it"
+            );
+        }
+        Some(ClockJump::Backward { seconds }) => {
+            count("backward");
+            tracing::warn!(
+                behind_s = seconds,
+                wall = %window::rfc3339(wall),
+                "the wall clock jumped back against the monotonic clock; billing follows it (nothing already billed is billed again)"
+            );
+        }
+        None => {}
+    }
+    if reading.recovered {
+        tracing::info!(wall = %window::rfc3339(wall), "the wall clock is back in line with the monotonic clock; billing by it again");
+    }
+    reading.now
 }
 
 /// Moves the biller to the lease's watermark (what the holder billed), leader or not.
