@@ -25,7 +25,7 @@ use crate::sources::kubernetes::KubernetesArgs;
 use crate::window::{self, WindowError};
 
 use super::biller::{Biller, MeteredSource, TickOutcome};
-use super::kubernetes::{KubernetesSource, SOURCE_NAME};
+use super::kubernetes::{KubernetesSource, SOURCE_NAME, WatchCounts};
 use super::windows::{
     ClockGuard, ClockJump, Idle, LeaseEvidence, LostQueue, Plan, Start, StartEvidence, StartRules,
     decide_start,
@@ -261,6 +261,7 @@ pub fn run(args: RunArgs) -> Result<(), DaemonError> {
         args.plan()?;
         args.delivery()?;
         args.kubernetes.scope()?;
+        args.kubernetes.watch_idle_timeout()?;
         args.lease_config()?;
         args.shutdown_timeout()?;
         args.backfill()?;
@@ -362,11 +363,13 @@ pub async fn run_with(
     let records = queue
         .ledger_records(SOURCE_NAME)
         .map_err(DaemonError::QueueOpen)?;
-    let mut source = KubernetesSource::start(
+    let mut source = KubernetesSource::start_with(
         client,
         &scope,
         plan.settle,
         mapper.wants_raw_objects(),
+        crate::sources::kubernetes::watcher::system_clock(),
+        args.kubernetes.watch_idle_timeout()?,
         records,
     );
     let restored = source.restore_report();
@@ -427,6 +430,7 @@ pub async fn run_with(
     let mut ticker = tokio::time::interval(Duration::from_secs(plan.interval));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_mapper = MapperCounts::default();
+    let mut last_watch = WatchCounts::default().publish(source.watch_counters(), &metrics);
     let mut was_leader = false;
     // The wall clock is checked against the monotonic clock at every tick (`ClockGuard`).
     let (mut clock, clock_base) = (ClockGuard::default(), Instant::now());
@@ -473,6 +477,7 @@ pub async fn run_with(
                 was_leader = leader;
                 metrics.billing.leader.set(i64::from(leader));
                 metrics.billing.source_synced.set(i64::from(source.in_sync()));
+                last_watch = last_watch.publish(source.watch_counters(), &metrics);
                 if leader {
                     let outcome = tokio::task::block_in_place(|| {
                         biller.tick_while(&mut source, now, &|| { progress(); !shutdown.is_cancelled() && may_bill() })
