@@ -600,3 +600,58 @@ async fn a_silent_watch_is_out_of_sync_after_the_idle_timeout_then_resumes() {
     );
     source.stop();
 }
+
+/// Issue 8, scenario 4: a watch event that arrives after its window was committed (here: the
+/// window is billed before the source has applied the pod's ADDED, as when the watch delivers
+/// it later than the settle delay) is not lost: the next commit bills the pod's part of the
+/// committed window, in that window and under the id it would have had on time.
+#[tokio::test]
+async fn a_pod_seen_after_its_window_was_committed_is_billed_for_it_with_the_next_commit() {
+    let cluster = Cluster::new();
+    let sim = sim(&cluster).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mapper = mapper();
+    cluster.create_node(&NodeTemplate::new("n1")).expect("node");
+    cluster
+        .create_running_pod(&pod("a", "early"), "n1")
+        .expect("pod");
+    let t0 = cluster.now().as_second();
+    let q = queue(dir.path());
+    let mut c = collector(&sim, &q, &mapper).await;
+    c.converged(&cluster, "first list").await;
+    c.tick(&cluster).await;
+
+    cluster.advance(3).expect("clock");
+    cluster
+        .create_running_pod(&pod("a", "late"), "n1")
+        .expect("pod");
+    cluster.advance(12).expect("clock");
+    let now = cluster.now().as_second();
+    // Billed without applying what the watch delivered meanwhile: "late" is not known yet.
+    match c.biller.tick(&mut c.source, now) {
+        TickOutcome::Billed { windows: 1, .. } => {}
+        other => panic!("tick at {now}: {other:?}"),
+    }
+    assert!(
+        c.source.ledger().pod_uids().count() == 1,
+        "the window was committed before the pod was known"
+    );
+    c.tick(&cluster).await;
+    drop(c);
+
+    let events = drain(&q);
+    no_duplicate_ids(&events);
+    let got = by_name(&events);
+    assert_eq!(
+        got["late"],
+        vec![(rfc(t0 + 30), 12, false), (rfc(t0 + 45), 15, false)],
+        "its 12 s in the window committed without it, then its next window"
+    );
+    assert_eq!(
+        got["early"],
+        (1..=3)
+            .map(|k| (rfc(t0 + 15 * k), 15, false))
+            .collect::<Vec<_>>(),
+        "a pod known on time is billed once per window"
+    );
+}

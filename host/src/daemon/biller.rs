@@ -23,6 +23,15 @@
 //! is not one item's problem (the mapper traps, or most of its events are invalid) still
 //! fails the window.
 //!
+//! **Late items.** An item the source learnt of only after windows it held resources in were
+//! committed (a watch event delivered later than the settle delay, a pod whose scheduling
+//! arrived late) is billed with the next commit for those windows: each such past grid window
+//! is mapped with only the late items, in that window's envelope, so its events carry the ids
+//! they would have had on time (a copy billed on time after all is deduplicated). Counted in
+//! `edgemeter_late_items_total`; see [`MeteredSource::late_windows`]. With a mapper that does
+//! not declare its items independent (it may aggregate) late parts are not billed, logged at
+//! ERROR and counted as `items_rejected{reason="late_not_billed"}`.
+//!
 //! Each commit also carries the source's state changes ([`MeteredSource::ledger_writes`]), so
 //! the state stored beside the watermark is the one the watermark was committed with. The
 //! source forgets them only when told the commit happened ([`MeteredSource::ledger_committed`]);
@@ -75,8 +84,24 @@ pub trait MeteredSource {
         LedgerWrites::default()
     }
     /// The writes last returned by [`MeteredSource::ledger_writes`] are on disk with a
-    /// committed window: forget them (changes made since stay pending).
+    /// committed window: forget them (changes made since stay pending), and the late windows
+    /// last returned by [`MeteredSource::late_windows`].
     fn ledger_committed(&mut self) {}
+    /// Windows before `watermark` (on the grid of `interval`) holding items the source learnt
+    /// of only after those windows were committed (a watch event that arrived late), to bill
+    /// with the next commit under the ids they would have had on time. Returned again until
+    /// [`MeteredSource::ledger_committed`]. Default: none.
+    fn late_windows(&mut self, watermark: i64, interval: u64) -> Vec<(Window, Vec<Item>)> {
+        let _ = (watermark, interval);
+        Vec::new()
+    }
+}
+
+/// Why a slice could not be staged.
+enum SliceFailure {
+    Mapper(MapperError),
+    Full,
+    Queue(QueueError),
 }
 
 /// What one tick did.
@@ -118,6 +143,7 @@ pub struct Biller {
     log_events: bool,
     slice_items: usize,
     items_rejected: Family<FailureLabels, Counter>,
+    late_items: Counter,
 }
 
 /// Items of a window billed other than as the mapper made them, by reason (the label values
@@ -276,10 +302,16 @@ impl Biller {
             log_events: false,
             slice_items: DEFAULT_SLICE_ITEMS,
             items_rejected: Family::default(),
+            late_items: Counter::default(),
         })
     }
 
     /// Counts rejected items here (`edgemeter_items_rejected_total`, by reason).
+    /// Where to count the items billed late ([`MeteredSource::late_windows`]).
+    pub fn set_late_items(&mut self, counter: Counter) {
+        self.late_items = counter;
+    }
+
     pub fn set_items_rejected(&mut self, family: Family<FailureLabels, Counter>) {
         self.items_rejected = family;
     }
@@ -311,6 +343,104 @@ impl Biller {
     }
 
     /// Bills every window the planner proposes at `now`. Blocking (WASM and sled fsync).
+    /// The source's late windows, when the mapper's items are independent (an aggregating
+    /// mapper would emit, for a late part alone, an aggregate under the on-time aggregate's
+    /// id: those late items are logged and not billed).
+    fn late_windows(&self, source: &mut dyn MeteredSource) -> Vec<(Window, Vec<Item>)> {
+        let late = source.late_windows(self.watermark, self.plan.interval);
+        if late.is_empty() {
+            return late;
+        }
+        let items: usize = late.iter().map(|(_, i)| i.len()).sum();
+        if !self.mapper.items_independent() {
+            tracing::error!(
+                items,
+                mapper = %self.mapper.name(),
+                "items first seen after their windows were committed are not billed for those windows: the mapper does not declare its items independent"
+            );
+            self.items_rejected
+                .get_or_create(&FailureLabels {
+                    reason: "late_not_billed".to_owned(),
+                })
+                .inc_by(items as u64);
+            return Vec::new();
+        }
+        if let (Some((first, _)), Some((last, _))) = (late.first(), late.last()) {
+            tracing::warn!(
+                items,
+                from = %crate::window::rfc3339(first.start()),
+                until = %crate::window::rfc3339(last.end()),
+                "items first seen after their windows were committed (a late watch event): their part before the watermark is billed now, under the ids it would have had on time"
+            );
+        }
+        late
+    }
+
+    /// Maps one slice of `window`'s items and stages its events (and dead letters) in
+    /// `staged`; `one_slice`: the whole window is this slice (no cross-slice id check).
+    #[allow(clippy::too_many_arguments)]
+    fn stage_slice(
+        &self,
+        staged: &mut crate::queue::StagedWindow<'_>,
+        kind: SourceKind,
+        window: &Window,
+        items: Vec<Item>,
+        one_slice: bool,
+        ids: &mut SliceIds,
+        rejections: &mut Rejections,
+        logged: &mut Vec<crate::event::CloudEvent>,
+    ) -> Result<(), SliceFailure> {
+        let envelope = snapshot::envelope(kind, window, &self.identity, &self.mapper_config);
+        rejections.allocation_incomplete += log_incomplete_allocations(&items, window);
+        let snap = crate::mapper::bindings::Snapshot { envelope, items };
+        let mapped = self
+            .mapper
+            .map_events_contained(&snap, DEFAULT_MAX_EVENT_BYTES)
+            .and_then(|finalized| {
+                if !one_slice {
+                    ids.check(self.mapper.name(), &finalized.events)?;
+                }
+                let dead =
+                    dead_letters_of(finalized.rejected, &snap.items, window, self.mapper.name());
+                Ok((finalized.events, dead))
+            });
+        drop(snap);
+        // On an error `staged` drops unpublished: the slices staged so far are removed.
+        let (events, dead) = mapped.map_err(SliceFailure::Mapper)?;
+        // Within the queue's bound, slice after slice: `begin_window` only checked the start
+        // of the window.
+        match staged.stage_within_bound(&events) {
+            Ok(true) => {}
+            Ok(false) => {
+                if self.queue.pending_bytes() == 0 {
+                    tracing::error!(
+                        %window,
+                        staged_bytes = staged.bytes(),
+                        "the window's events alone exceed the queue's bound (EDGEMETER_QUEUE_MAX_BYTES): it cannot be committed until the bound is raised (nothing is lost)"
+                    );
+                }
+                return Err(SliceFailure::Full);
+            }
+            Err(e) => return Err(SliceFailure::Queue(e)),
+        }
+        let kept = staged
+            .stage_dead_letters(&dead)
+            .map_err(SliceFailure::Queue)?;
+        rejections.invalid_event += kept.kept as u64;
+        rejections.invalid_event_dropped += kept.dropped as u64;
+        if kept.dropped > 0 {
+            tracing::error!(
+                %window,
+                dropped = kept.dropped,
+                "rejected events not kept: the dead letters are at EDGEMETER_QUEUE_MAX_DEAD_BYTES (their usage is lost; fix the items, then empty the dead letters: `edgemeter queue dead-letters`)"
+            );
+        }
+        if self.log_events {
+            logged.extend(events);
+        }
+        Ok(())
+    }
+
     pub fn tick(&mut self, source: &mut dyn MeteredSource, now: i64) -> TickOutcome {
         self.tick_while(source, now, &|| true)
     }
@@ -347,6 +477,36 @@ impl Biller {
             };
             let mut logged = Vec::new();
             let mut rejections = Rejections::default();
+            let fail = |f: SliceFailure, watermark: i64| match f {
+                SliceFailure::Mapper(error) => TickOutcome::MapperFailed {
+                    windows: done,
+                    watermark,
+                    error,
+                },
+                SliceFailure::Full => TickOutcome::QueueFull {
+                    windows: done,
+                    watermark,
+                },
+                SliceFailure::Queue(e) => TickOutcome::QueueFailed(e),
+            };
+            // Late items first: parts of windows already committed, in their own windows.
+            let late = self.late_windows(source);
+            let late_items: usize = late.iter().map(|(_, i)| i.len()).sum();
+            for (late, items) in late {
+                let mut ids = SliceIds::default();
+                if let Err(f) = self.stage_slice(
+                    &mut staged,
+                    source.kind(),
+                    &late,
+                    items,
+                    true,
+                    &mut ids,
+                    &mut rejections,
+                    &mut logged,
+                ) {
+                    return fail(f, self.watermark);
+                }
+            }
             let mut ids = SliceIds::default();
             let mut cursor = Some(0);
             let mut slices = 0usize;
@@ -359,73 +519,17 @@ impl Biller {
                 slices += 1;
                 // A window in one slice needs no cross-slice id check.
                 let one_slice = slices == 1 && cursor.is_none();
-                let envelope =
-                    snapshot::envelope(source.kind(), &window, &self.identity, &self.mapper_config);
-                rejections.allocation_incomplete += log_incomplete_allocations(&items, &window);
-                let snap = crate::mapper::bindings::Snapshot { envelope, items };
-                let mapped = self
-                    .mapper
-                    .map_events_contained(&snap, DEFAULT_MAX_EVENT_BYTES)
-                    .and_then(|finalized| {
-                        if !one_slice {
-                            ids.check(self.mapper.name(), &finalized.events)?;
-                        }
-                        let dead = dead_letters_of(
-                            finalized.rejected,
-                            &snap.items,
-                            &window,
-                            self.mapper.name(),
-                        );
-                        Ok((finalized.events, dead))
-                    });
-                drop(snap);
-                let (events, dead) = match mapped {
-                    Ok(e) => e,
-                    // `staged` drops unpublished: the slices staged so far are removed.
-                    Err(error) => {
-                        return TickOutcome::MapperFailed {
-                            windows: done,
-                            watermark: self.watermark,
-                            error,
-                        };
-                    }
-                };
-                // Within the queue's bound, slice after slice: `begin_window` only checked
-                // the start of the window.
-                match staged.stage_within_bound(&events) {
-                    Ok(true) => {}
-                    // `staged` drops unpublished: the slices staged so far are removed.
-                    Ok(false) => {
-                        if self.queue.pending_bytes() == 0 {
-                            tracing::error!(
-                                %window,
-                                staged_bytes = staged.bytes(),
-                                "the window's events alone exceed the queue's bound (EDGEMETER_QUEUE_MAX_BYTES): it cannot be committed until the bound is raised (nothing is lost)"
-                            );
-                        }
-                        return TickOutcome::QueueFull {
-                            windows: done,
-                            watermark: self.watermark,
-                        };
-                    }
-                    Err(e) => return TickOutcome::QueueFailed(e),
-                }
-                match staged.stage_dead_letters(&dead) {
-                    Ok(kept) => {
-                        rejections.invalid_event += kept.kept as u64;
-                        rejections.invalid_event_dropped += kept.dropped as u64;
-                        if kept.dropped > 0 {
-                            tracing::error!(
-                                %window,
-                                dropped = kept.dropped,
-                                "rejected events not kept: the dead letters are at EDGEMETER_QUEUE_MAX_DEAD_BYTES (their usage is lost; fix the items, then empty the dead letters: `edgemeter queue dead-letters`)"
-                            );
-                        }
-                    }
-                    Err(e) => return TickOutcome::QueueFailed(e),
-                }
-                if self.log_events {
-                    logged.extend(events);
+                if let Err(f) = self.stage_slice(
+                    &mut staged,
+                    source.kind(),
+                    &window,
+                    items,
+                    one_slice,
+                    &mut ids,
+                    &mut rejections,
+                    &mut logged,
+                ) {
+                    return fail(f, self.watermark);
                 }
             }
             if !may_commit() {
@@ -438,6 +542,7 @@ impl Biller {
             }
             source.ledger_committed();
             rejections.count(&self.items_rejected);
+            self.late_items.inc_by(late_items as u64);
             self.watermark = window.end();
             source.forget_billed(self.watermark);
             done += 1;

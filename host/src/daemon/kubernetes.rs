@@ -9,6 +9,20 @@
 //! the next window simply covers the gap once the watch is back. (A watch connection that hangs
 //! without an error cannot be told from a quiet cluster until the API server's watch timeout.)
 //!
+//! ## Late items
+//!
+//! The ledger remembers the pods and PVCs first inserted (and pods first scheduled) since the
+//! last commit ([`Ledger::track_fresh`]); at each commit the source hands the biller their
+//! parts in grid windows before the watermark ([`MeteredSource::late_windows`]), from the time
+//! they were scheduled (PVCs: created), at most [`MAX_LATE`] back. On a first start this is
+//! armed once the source is first in sync (what the first lists hold is the starting state,
+//! billed from the starting watermark); after a restart at once (what arrives after it may be
+//! what the last run had not committed). A pod scheduled more than [`MAX_LATE`] before it was
+//! seen (one that only now entered the scope, e.g. a label added) is billed from when it was
+//! seen. What cannot be repaired this way: a finish or deletion that arrives late was already
+//! billed as running (windows are never rewritten); a stalled watch stops billing instead
+//! ([`crate::sources::kubernetes::watcher`]).
+//!
 //! ## Across restarts
 //!
 //! The source starts from the ledger records stored with the last committed window
@@ -63,6 +77,11 @@ const INPUT_CHANNEL: usize = 64;
 /// The source's name: its watermark key and ledger-record prefix in the queue.
 pub const SOURCE_NAME: &str = "kubernetes";
 
+/// How far before the watermark a late item's missing part is billed: a watch event delayed
+/// by more than this (or an object created earlier that only now entered the scope) is billed
+/// from when it was seen.
+pub const MAX_LATE: i64 = 3600;
+
 /// Most bytes of ledger records put with one window commit (see the module docs).
 pub const LEDGER_BYTES_PER_COMMIT: usize = 2 << 20;
 
@@ -113,6 +132,11 @@ pub struct KubernetesSource {
     handed_versions: Vec<(Vec<u8>, String)>,
     /// Pod and PVC streams with their namespace (empty: cluster-wide), for resume keys.
     resumable: Vec<(StreamId, String)>,
+    /// Late items ([`MeteredSource::late_windows`]): `None` until armed; then the earliest
+    /// time a late part may start.
+    late_floor: Option<i64>,
+    /// Fresh entries handed with the last `late_windows`.
+    late_handed: usize,
     restore_report: RestoreReport,
     rx: mpsc::Receiver<LedgerInput>,
     handle: WatcherHandle,
@@ -207,6 +231,11 @@ impl KubernetesSource {
         let (resume, stored_versions) =
             resume_points(scope, &resumable, &points, &restore_report, &mut stale);
         restore_report.resumed_streams = resume.len();
+        // After a restart anything first seen may be late (its event arrived after the last
+        // commit); on a first start, only what is first seen once the source is in sync.
+        let restart = restore_report.restored > 0 || !stored_versions.is_empty();
+        let late_floor = restart.then_some(i64::MIN);
+        ledger.track_fresh(restart);
         // Restored first: the watchers' first lists then end what they no longer contain.
         // Small channel: each queued input holds a whole typed object plus its JSON tree
         // (25–50 KiB for a real pod); 8192 of them during an initial list could hold ~300 MiB.
@@ -234,6 +263,8 @@ impl KubernetesSource {
             stored_versions,
             handed_versions: Vec::new(),
             resumable,
+            late_floor,
+            late_handed: 0,
             restore_report,
             rx,
             handle,
@@ -654,10 +685,36 @@ impl MeteredSource for KubernetesSource {
         writes
     }
 
+    fn late_windows(&mut self, watermark: i64, interval: u64) -> Vec<(Window, Vec<Item>)> {
+        let Some(floor) = self.late_floor else {
+            if self.in_sync() {
+                // Everything known now was in the first lists: not late.
+                self.late_floor = Some(watermark);
+                self.ledger.track_fresh(true);
+            }
+            return Vec::new();
+        };
+        let n = self.ledger.fresh_count();
+        self.late_handed = n;
+        if n == 0 {
+            return Vec::new();
+        }
+        let floor = floor.max(watermark.saturating_sub(MAX_LATE));
+        let (late, skipped) =
+            self.ledger
+                .late_items(n, watermark, floor, interval, self.raw_objects);
+        for s in &skipped {
+            tracing::error!(namespace = %s.namespace, name = %s.name, error = %s.error, "object skipped: its allocation cannot be computed");
+        }
+        late
+    }
+
     fn ledger_committed(&mut self) {
         if let Some(handed) = self.handed.take() {
             ledger_committed(&mut self.ledger, &mut self.stale, handed);
         }
+        self.ledger
+            .fresh_billed(std::mem::take(&mut self.late_handed));
         for (key, rv) in self.handed_versions.drain(..) {
             self.stored_versions.insert(key, rv);
         }

@@ -393,6 +393,7 @@ pub async fn run_with(
     biller.set_log_events(args.debug);
     biller.set_slice_items(args.mapper_slice_items);
     biller.set_items_rejected(metrics.billing.items_rejected.clone());
+    biller.set_late_items(metrics.billing.late_items.clone());
     record_history(&queue, biller.watermark())?;
 
     // Leader election: the elector task publishes the lease status and reads our watermark.

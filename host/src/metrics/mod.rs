@@ -136,6 +136,9 @@ pub struct BillingMetrics {
     pub watch_expired: Counter,
     /// Watches that delivered nothing (no event, no bookmark) for the idle timeout.
     pub watch_stalls: Counter,
+    /// Items billed for windows committed before the source knew them (a late watch event),
+    /// under their on-time ids, with a later commit.
+    pub late_items: Counter,
 }
 
 /// The outcome of a watch resume.
@@ -350,6 +353,11 @@ impl Metrics {
             "watch_stalls",
             "Watches that delivered nothing (no event, no bookmark) for the idle timeout: out of sync until resumed",
             billing.watch_stalls.clone(),
+        );
+        registry.register(
+            "late_items",
+            "Items billed for windows committed before the source knew them (a late watch event), with a later commit under their on-time ids",
+            billing.late_items.clone(),
         );
         Metrics {
             registry: Arc::new(registry),

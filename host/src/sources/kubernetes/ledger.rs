@@ -438,6 +438,9 @@ pub struct Ledger {
     /// generation of their latest change.
     changed: HashMap<(EntryKind, String), u64>,
     generation: u64,
+    /// With [`Ledger::track_fresh`]: pods and PVCs first inserted since, oldest first (entries
+    /// whose start the biller may already have passed: [`Ledger::late_items`]).
+    fresh: Option<Vec<(EntryKind, String)>>,
 }
 
 fn is_terminal(pod: &Pod) -> bool {
@@ -558,7 +561,13 @@ impl Ledger {
                 let same = old.packed == entry.packed
                     && old.observations == entry.observations
                     && old.stream == entry.stream;
+                // Known but only now scheduled: its start may lie before windows already
+                // billed without it (the scheduling arrived late), like a new pod's.
+                let scheduled_now = old.interval.is_none() && entry.interval.is_some();
                 self.pods[i] = entry;
+                if scheduled_now && let Some(f) = self.fresh.as_mut() {
+                    f.push((EntryKind::Pod, uid.clone()));
+                }
                 if !same {
                     self.touch(EntryKind::Pod, &uid);
                 }
@@ -567,6 +576,9 @@ impl Ledger {
                 self.pod_index.insert(uid.clone(), self.pods.len());
                 self.pods.push(entry);
                 self.touch(EntryKind::Pod, &uid);
+                if let Some(f) = self.fresh.as_mut() {
+                    f.push((EntryKind::Pod, uid.clone()));
+                }
             }
         }
         uid
@@ -629,6 +641,11 @@ impl Ledger {
         let same = self.pvcs.get(&uid).is_some_and(|old| {
             old.object.raw == object.raw && old.facts == facts && old.stream == stream
         });
+        if !self.pvcs.contains_key(&uid)
+            && let Some(f) = self.fresh.as_mut()
+        {
+            f.push((EntryKind::Pvc, uid.clone()));
+        }
         self.pvcs.insert(
             uid.clone(),
             PvcEntry {
@@ -1032,6 +1049,117 @@ impl Ledger {
             }
         }
         (items, skipped, None)
+    }
+
+    /// Starts (or stops) remembering the pods and PVCs first inserted from now on
+    /// ([`Ledger::late_items`]); restored entries are not fresh.
+    pub fn track_fresh(&mut self, on: bool) {
+        self.fresh = on.then(Vec::new);
+    }
+
+    /// How many fresh entries are remembered.
+    pub fn fresh_count(&self) -> usize {
+        self.fresh.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Forgets the first `n` fresh entries (those a commit billed late parts for).
+    pub fn fresh_billed(&mut self, n: usize) {
+        if let Some(f) = self.fresh.as_mut() {
+            f.drain(..n.min(f.len()));
+        }
+    }
+
+    /// The late parts of the first `n` fresh entries: for each entry created (pods: scheduled)
+    /// at or after `floor` whose allocation began before `watermark`, one item per grid window of
+    /// `interval` seconds (windows `[k·interval, (k+1)·interval)`) from the one holding
+    /// `max(created, floor)` up to `watermark`, grouped by window, oldest first. These are the
+    /// windows committed before the entry was known (its watch event arrived late): billed
+    /// now, with the ids they would have had on time. `watermark` must be on the grid.
+    pub fn late_items(
+        &self,
+        n: usize,
+        watermark: i64,
+        floor: i64,
+        interval: u64,
+        raw_objects: bool,
+    ) -> (Vec<(Window, Vec<Item>)>, Vec<Skipped>) {
+        let mut by_window: BTreeMap<i64, Vec<Item>> = BTreeMap::new();
+        let mut skipped = Vec::new();
+        let step = i64::try_from(interval.max(1)).unwrap_or(i64::MAX);
+        let fresh = self.fresh.as_deref().unwrap_or_default();
+        let mut seen = HashSet::new();
+        for (kind, uid) in fresh.iter().take(n) {
+            if !seen.insert((*kind, uid.as_str())) {
+                continue;
+            }
+            let (created, from) = match kind {
+                EntryKind::Pod => {
+                    let Some(&i) = self.pod_index.get(uid) else {
+                        continue;
+                    };
+                    let Some(iv) = self.pods[i].interval else {
+                        continue;
+                    };
+                    // A pod's allocation starts when it is scheduled, right after it is
+                    // created: a pod scheduled long ago that only now entered the scope (a
+                    // label added) is not new, and is not billed before it was seen.
+                    (Some(iv.from), iv.from)
+                }
+                EntryKind::Pvc => {
+                    let Some(e) = self.pvcs.get(uid) else {
+                        continue;
+                    };
+                    let created = e
+                        .object
+                        .pvc
+                        .metadata
+                        .creation_timestamp
+                        .as_ref()
+                        .map(|t| t.0.as_second());
+                    (created, i64::MIN)
+                }
+            };
+            // Unknown creation: not known to be new (e.g. an object that only now entered the
+            // scope), so not billed before it was seen.
+            let Some(created) = created else { continue };
+            if created < floor || from >= watermark {
+                continue;
+            }
+            let first = created.max(floor).max(from);
+            let mut start = first - first.rem_euclid(step);
+            while start < watermark {
+                let Some(window) = Window::new(start, start.saturating_add(step).min(watermark))
+                else {
+                    break;
+                };
+                let item = match kind {
+                    EntryKind::Pod => self
+                        .pod_index
+                        .get(uid)
+                        .map(|&i| self.pod_entry_item(&self.pods[i], &window, raw_objects)),
+                    EntryKind::Pvc => self
+                        .pvcs
+                        .get(uid)
+                        .map(|e| pvc_entry_item(uid, e, &window, raw_objects)),
+                };
+                match item {
+                    Some(Ok(Some(item))) => by_window.entry(start).or_default().push(item),
+                    Some(Ok(None)) | None => {}
+                    Some(Err(s)) => {
+                        skipped.push(*s);
+                        break;
+                    }
+                }
+                start = window.end();
+            }
+        }
+        let out = by_window
+            .into_iter()
+            .filter_map(|(start, items)| {
+                Window::new(start, start.saturating_add(step).min(watermark)).map(|w| (w, items))
+            })
+            .collect();
+        (out, skipped)
     }
 
     /// Every pod held, materialised (for tools and tests; the daemon uses

@@ -1128,3 +1128,77 @@ fn items_pages_of_any_size_hold_every_item_once_in_order() {
         "raw objects not asked for"
     );
 }
+
+/// Late parts ([`Ledger::late_items`]): only entries first seen (or first scheduled) while
+/// fresh entries are tracked, only from the floor, cut on the grid up to the watermark.
+#[test]
+fn late_items_cover_the_committed_grid_windows_from_the_floor() {
+    const T: i64 = 1_767_225_600; // on the 15 s grid
+    let mut l = Ledger::new();
+    apply(
+        &mut l,
+        PODS,
+        T,
+        pod("known", Some(T - 100), "Running", None),
+    );
+    l.track_fresh(true);
+    // Scheduled at T+20, first seen at T+50 with the watermark at T+45.
+    apply(
+        &mut l,
+        PODS,
+        T + 50,
+        pod("late", Some(T + 20), "Running", None),
+    );
+    // Scheduled long before the floor: entered the scope, not late.
+    apply(
+        &mut l,
+        PODS,
+        T + 50,
+        pod("old", Some(T - 4000), "Running", None),
+    );
+    // Known unscheduled, then scheduled at T+40 seen late: like a new pod.
+    apply(&mut l, PODS, T + 30, pod("pending", None, "Pending", None));
+    apply(
+        &mut l,
+        PODS,
+        T + 50,
+        pod("pending", Some(T + 40), "Running", None),
+    );
+    // Scheduled after the watermark: on time.
+    apply(
+        &mut l,
+        PODS,
+        T + 50,
+        pod("new", Some(T + 46), "Running", None),
+    );
+    let n = l.fresh_count();
+    let (late, skipped) = l.late_items(n, T + 45, T - 10, 15, false);
+    assert!(skipped.is_empty());
+    type Late = (i64, i64, Vec<(String, u64)>);
+    let got: Vec<Late> = late
+        .iter()
+        .map(|(w, items)| {
+            let mut v: Vec<_> = items
+                .iter()
+                .map(|i| (i.name.clone(), i.allocation.seconds))
+                .collect();
+            v.sort();
+            (w.start() - T, w.end() - T, v)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (15, 30, vec![("pod-late".to_owned(), 10)]),
+            (
+                30,
+                45,
+                vec![("pod-late".to_owned(), 15), ("pod-pending".to_owned(), 5)]
+            ),
+        ]
+    );
+    l.fresh_billed(n);
+    assert_eq!(l.fresh_count(), 0);
+    let (late, _) = l.late_items(10, T + 45, T - 10, 15, false);
+    assert!(late.is_empty(), "billed once");
+}
