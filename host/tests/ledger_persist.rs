@@ -21,11 +21,11 @@ mod common;
 use common::{recorded_pods, rss_kib};
 use std::time::Instant;
 
-use edgemeter::daemon::kubernetes::{
-    LEDGER_BYTES_PER_COMMIT, SOURCE_NAME, ledger_committed, ledger_writes, restore,
-};
 use edgemeter::queue::{Queue, QueueConfig};
 use edgemeter::sources::kubernetes::config::Scope;
+use edgemeter::sources::kubernetes::source::{
+    LEDGER_BYTES_PER_COMMIT, SOURCE_NAME, ledger_committed, ledger_writes, restore,
+};
 use edgemeter::sources::kubernetes::{Change, Ledger, LedgerInput, Object, StreamId, WatchKind};
 use serde_json::Value;
 

@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgemeter::daemon::kubernetes::{KubernetesSource, RestoreReport};
 use edgemeter::daemon::{Biller, MeteredSource, Plan, TickOutcome};
 use edgemeter::mapper::{LoadedMapper, MapperLimits, MapperRuntime, builtin};
 use edgemeter::queue::{Queue, QueueConfig};
 use edgemeter::snapshot::Identity;
+use edgemeter::sources::kubernetes::source::{KubernetesSource, RestoreReport};
 use edgemeter::sources::kubernetes::{Clock, KubernetesArgs};
 use kube_sim::{
     Cluster, ContainerTemplate, KubeSim, NodeTemplate, PodOutcome, PodTemplate, PvcTemplate,

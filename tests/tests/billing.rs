@@ -500,7 +500,7 @@ fn a_window_the_full_queue_refuses_takes_no_state_and_a_later_one_writes_it() {
     );
     // The queue refuses before the window is mapped, so the source is not even asked for its
     // changes. (Changes handed to a commit that then fails stay pending in the source:
-    // `daemon::kubernetes` tests `stale_records_and_changes_are_written_until_a_commit_is_confirmed`.)
+    // `sources::kubernetes::source` tests `stale_records_and_changes_are_written_until_a_commit_is_confirmed`.)
     assert_eq!(
         src.changes, 1,
         "a refused window asked for the source's state"

@@ -44,58 +44,12 @@ use crate::mapper::bindings::{Item, SourceKind};
 use crate::mapper::validate::{DEFAULT_MAX_EVENT_BYTES, Rejected};
 use crate::mapper::{LoadedMapper, MapperError};
 use crate::metrics::FailureLabels;
-use crate::queue::{LedgerWrites, Queue, QueueError};
+use crate::queue::{Queue, QueueError};
 use crate::snapshot::{self, Identity};
+pub use crate::sources::MeteredSource;
 use crate::window::Window;
 
 use super::windows::{Idle, Plan};
-
-/// What a metered source offers the biller.
-pub trait MeteredSource {
-    /// The watermark key in the queue (e.g. `kubernetes`).
-    fn name(&self) -> &str;
-    /// The source kind passed to mappers.
-    fn kind(&self) -> SourceKind;
-    /// True when the source holds a complete, current view (listed, watch healthy).
-    fn in_sync(&self) -> bool;
-    /// Every item with allocation inside `window`.
-    fn items(&self, window: &Window) -> Vec<Item>;
-    /// A page of [`MeteredSource::items`]: from position `cursor` (0 first) at most `max`
-    /// items, and the position of the next page (`None` after the last; a next position is
-    /// always past `cursor`). The biller pages one window while holding the source, so the
-    /// pages hold each item once. The default builds every item and keeps one page; a large
-    /// source overrides it so that only one page is ever in memory.
-    fn items_page(&self, window: &Window, cursor: usize, max: usize) -> (Vec<Item>, Option<usize>) {
-        let mut all = self.items(window);
-        let end = cursor.saturating_add(max.max(1));
-        if end >= all.len() {
-            return (all.split_off(cursor.min(all.len())), None);
-        }
-        all.truncate(end);
-        (all.split_off(cursor), Some(end))
-    }
-    /// Everything that ended at or before `watermark` has been billed and may be forgotten.
-    fn forget_billed(&mut self, watermark: i64);
-    /// State records changed since the last [`MeteredSource::ledger_committed`], to write in
-    /// the same transaction as the next window (keys relative to the source). Calling it again
-    /// before `ledger_committed` returns them again, with any newer changes. Default: none (a
-    /// source whose state needs no persisting).
-    fn ledger_writes(&mut self) -> LedgerWrites {
-        LedgerWrites::default()
-    }
-    /// The writes last returned by [`MeteredSource::ledger_writes`] are on disk with a
-    /// committed window: forget them (changes made since stay pending), and the late windows
-    /// last returned by [`MeteredSource::late_windows`].
-    fn ledger_committed(&mut self) {}
-    /// Windows before `watermark` (on the grid of `interval`) holding items the source learnt
-    /// of only after those windows were committed (a watch event that arrived late), to bill
-    /// with the next commit under the ids they would have had on time. Returned again until
-    /// [`MeteredSource::ledger_committed`]. Default: none.
-    fn late_windows(&mut self, watermark: i64, interval: u64) -> Vec<(Window, Vec<Item>)> {
-        let _ = (watermark, interval);
-        Vec::new()
-    }
-}
 
 /// Why a slice could not be staged.
 enum SliceFailure {

@@ -2,14 +2,12 @@
 //!
 //! - [`windows`]: the pure window planner (watermark, settle delay, splitting after downtime).
 //! - [`biller`]: one tick = snapshot → mapper → one atomic commit of events + watermark.
-//! - [`kubernetes`]: watchers feeding the ledger, and whether the view is in sync.
 //! - [`liveness`]: when the billing loop counts as stuck (`/healthz`), pure.
 //! - [`run`]: `edgemeter run`, the wiring (queue, sink, HTTP server, signals).
 
 pub mod biller;
 pub mod config_file;
 pub mod demo;
-pub mod kubernetes;
 pub mod liveness;
 pub mod run;
 pub mod windows;

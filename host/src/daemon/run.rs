@@ -25,11 +25,11 @@ use crate::sources::kubernetes::KubernetesArgs;
 use crate::window::{self, WindowError};
 
 use super::biller::{Biller, MeteredSource, TickOutcome};
-use super::kubernetes::{KubernetesSource, SOURCE_NAME, WatchCounts};
 use super::windows::{
     ClockGuard, ClockJump, Idle, LeaseEvidence, LostQueue, Plan, Start, StartEvidence, StartRules,
     decide_start,
 };
+use crate::sources::kubernetes::source::{KubernetesSource, SOURCE_NAME, WatchCounts};
 
 /// Where events go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -54,7 +54,7 @@
 //!    refused (`Full`) or fails writes none of them; the source hands them again, with newer
 //!    changes, to the next commit. To bound a transaction's memory a source may spread a burst
 //!    over several commits (the Kubernetes source puts at most
-//!    [`LEDGER_BYTES_PER_COMMIT`](crate::daemon::kubernetes::LEDGER_BYTES_PER_COMMIT) per
+//!    [`LEDGER_BYTES_PER_COMMIT`](crate::sources::kubernetes::source::LEDGER_BYTES_PER_COMMIT) per
 //!    commit, oldest change first), so the stored ledger can lag the in-memory one by a few
 //!    windows after a start without stored records or a mass change.
 //! 3. **Ack = delete after 2xx.** An event leaves `events` only through [`Queue::ack`] (the
@@ -112,6 +112,12 @@
 //!    watermark); the daemon refuses to start there unless told how to proceed
 //!    (`daemon::windows::decide_start`). An emptied or replaced directory leaves no history:
 //!    only the Lease can tell then.
+//! 9. **One commit at a time, any number of sources.** Each source has its own watermark
+//!    (and ledger records), but the publication mark is one: a publish moves it past every
+//!    `seq` below its own, so a second window staged at the same time would become visible with
+//!    the first one's publish, before its own commit. [`Queue::begin_window`] therefore holds a
+//!    lock until the [`StagedWindow`] is published or dropped: sources billing at once commit
+//!    one window after the other, and none is lost, duplicated or published early.
 //!
 //! The key layout and batch-body encoding are pure functions in `keys`; `store` does the I/O.
 

@@ -203,6 +203,9 @@ struct Inner {
     max_dead_bytes: u64,
     /// Woken after every commit so a waiting sink can send at once.
     new_events: Notify,
+    /// Held by a [`StagedWindow`] from [`Queue::begin_window`] to its publish or drop: one
+    /// window commits at a time (invariant 9).
+    committing: std::sync::Mutex<()>,
 }
 
 /// The durable queue. Cheap to clone: all clones share one database.
@@ -431,6 +434,7 @@ impl Queue {
                 dead_letters: AtomicI64::new(dead_letters),
                 max_dead_bytes: config.max_dead_bytes,
                 new_events: Notify::new(),
+                committing: std::sync::Mutex::new(()),
             }),
         })
     }
@@ -512,8 +516,18 @@ impl Queue {
     /// [`StagedWindow::stage`] each part, then [`StagedWindow::publish`] the window with its
     /// watermark. `None` when the queue holds `max_bytes` or more (nothing written; the same
     /// as [`CommitOutcome::Full`]). Peak memory is one part, not the whole window.
+    ///
+    /// Commits are serialized (invariant 9): this waits while another window (another
+    /// source's) is staged and not yet published or dropped. Do not begin a second window on
+    /// the thread that holds one.
     pub fn begin_window(&self) -> Option<StagedWindow<'_>> {
+        let committing = self
+            .inner
+            .committing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         (self.pending_bytes() < self.inner.max_bytes).then_some(StagedWindow {
+            _committing: committing,
             queue: self,
             range: None,
             events: 0,
@@ -936,6 +950,7 @@ pub struct StagedWindow<'q> {
     /// Dead letters staged with the window.
     dead_letters: usize,
     published: bool,
+    _committing: std::sync::MutexGuard<'q, ()>,
 }
 
 /// What [`StagedWindow::stage_dead_letters`] did with the letters it was given.

@@ -803,3 +803,58 @@ fn dead_letter_counts_are_maintained_across_dead_letter_retry_and_reopen() -> an
     check(&q, 1, "after a second reopen")?;
     Ok(())
 }
+
+fn named(id: String) -> CloudEvent {
+    CloudEvent { id, ..event(0, 0) }
+}
+
+/// Invariant 9: two sources committing windows at once from two threads. A window's events
+/// become visible only with its own publish (never with the other source's), and every
+/// window of both arrives once with its watermark.
+#[test]
+fn two_sources_commit_concurrently_without_publishing_each_others_staged_events()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let q = open(&dir)?;
+    let windows = 200_i64;
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let mut handles = Vec::new();
+        for source in ["kubernetes", "runai"] {
+            let q = &q;
+            handles.push(scope.spawn(move || -> anyhow::Result<()> {
+                for w in 0..windows {
+                    let mut staged = q.begin_window().context("room")?;
+                    let first: Vec<CloudEvent> = (0..3)
+                        .map(|i| named(format!("{source}-w{w}-e{i}")))
+                        .collect();
+                    staged.stage(&first)?;
+                    // While staged, none of this window's events is visible, whatever the
+                    // other source publishes meanwhile.
+                    std::thread::yield_now();
+                    let visible = ids(&q.peek(100_000)?)?;
+                    anyhow::ensure!(
+                        !visible
+                            .iter()
+                            .any(|id| id.starts_with(&format!("{source}-w{w}-"))),
+                        "{source} window {w} visible before its publish"
+                    );
+                    staged.stage(&[named(format!("{source}-w{w}-e3"))])?;
+                    staged.publish(source, (w + 1) * 15, &LedgerWrites::default())?;
+                }
+                Ok(())
+            }));
+        }
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a committing thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let all = ids(&q.peek(100_000)?)?;
+    assert_eq!(all.len(), 2 * 4 * usize::try_from(windows)?);
+    let distinct: std::collections::BTreeSet<_> = all.iter().collect();
+    assert_eq!(distinct.len(), all.len(), "no event twice");
+    assert_eq!(q.watermark("kubernetes")?, Some(windows * 15));
+    assert_eq!(q.watermark("runai")?, Some(windows * 15));
+    Ok(())
+}

@@ -98,6 +98,7 @@
 pub mod config;
 pub mod ledger;
 pub mod persist;
+pub mod source;
 pub mod watcher;
 
 #[cfg(test)]
@@ -109,6 +110,7 @@ pub use ledger::{
     PvcObject, Restored, StoredEntry, strip_for_billing,
 };
 pub use persist::PersistError;
+pub use source::{KubernetesSource, RestoreReport};
 pub use watcher::{
     Clock, StreamId, WatchCounters, WatchError, WatchKind, WatchOptions, WatcherHandle,
     spawn_watchers, spawn_watchers_with,

@@ -69,7 +69,7 @@ use crate::sources::kubernetes::watcher::{
 };
 use crate::window::Window;
 
-use super::biller::MeteredSource;
+use crate::sources::MeteredSource;
 
 /// Watcher inputs that may wait for the ledger.
 const INPUT_CHANNEL: usize = 64;
