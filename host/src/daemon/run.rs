@@ -24,12 +24,13 @@ use crate::snapshot::Identity;
 use crate::sources::kubernetes::KubernetesArgs;
 use crate::window::{self, WindowError};
 
-use super::biller::{Biller, MeteredSource, TickOutcome};
+use super::biller::{Biller, TickOutcome};
 use super::windows::{
     ClockGuard, ClockJump, Idle, LeaseEvidence, LostQueue, Plan, Start, StartEvidence, StartRules,
     decide_start,
 };
-use crate::sources::kubernetes::source::{KubernetesSource, SOURCE_NAME, WatchCounts};
+use crate::sources::kubernetes::source::{KubernetesSource, SOURCE_NAME};
+use crate::sources::{MeteredSource, Source};
 
 /// Where events go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -363,7 +364,7 @@ pub async fn run_with(
     let records = queue
         .ledger_records(SOURCE_NAME)
         .map_err(DaemonError::QueueOpen)?;
-    let mut source = KubernetesSource::start_with(
+    let kubernetes = KubernetesSource::start_with(
         client,
         &scope,
         plan.settle,
@@ -372,7 +373,7 @@ pub async fn run_with(
         args.kubernetes.watch_idle_timeout()?,
         records,
     );
-    let restored = source.restore_report();
+    let restored = kubernetes.restore_report();
     tracing::info!(
         restored = restored.restored,
         out_of_scope = restored.out_of_scope,
@@ -380,6 +381,7 @@ pub async fn run_with(
         resumed_streams = restored.resumed_streams,
         "ledger restored from the queue"
     );
+    let mut source: Box<dyn Source> = Box::new(kubernetes);
     let mut biller = Biller::new(
         plan,
         mapper.clone(),
@@ -431,7 +433,7 @@ pub async fn run_with(
     let mut ticker = tokio::time::interval(Duration::from_secs(plan.interval));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_mapper = MapperCounts::default();
-    let mut last_watch = WatchCounts::default().publish(source.watch_counters(), &metrics);
+    source.publish_metrics(&metrics);
     let mut was_leader = false;
     // The wall clock is checked against the monotonic clock at every tick (`ClockGuard`).
     let (mut clock, clock_base) = (ClockGuard::default(), Instant::now());
@@ -455,11 +457,11 @@ pub async fn run_with(
                 // half the shutdown budget (a long catch-up stops between windows).
                 let stopping = Instant::now();
                 source.catch_up();
-                follow_lease(&status_rx, &mut biller, &mut source);
+                follow_lease(&status_rx, &mut biller, source.as_mut());
                 if may_bill() {
                     let now = clock_now(&mut clock, clock_base, &metrics);
                     let outcome = tokio::task::block_in_place(|| {
-                        biller.tick_while(&mut source, now, &|| {
+                        biller.tick_while(source.as_mut(), now, &|| {
                             may_bill() && stopping.elapsed() < shutdown_timeout / 2
                         })
                     });
@@ -470,7 +472,7 @@ pub async fn run_with(
             _ = ticker.tick() => {
                 source.catch_up();
                 let now = clock_now(&mut clock, clock_base, &metrics);
-                follow_lease(&status_rx, &mut biller, &mut source);
+                follow_lease(&status_rx, &mut biller, source.as_mut());
                 let leader = may_bill();
                 if leader && !was_leader {
                     metrics.billing.leader_transitions.inc();
@@ -478,10 +480,10 @@ pub async fn run_with(
                 was_leader = leader;
                 metrics.billing.leader.set(i64::from(leader));
                 metrics.billing.source_synced.set(i64::from(source.in_sync()));
-                last_watch = last_watch.publish(source.watch_counters(), &metrics);
+                source.publish_metrics(&metrics);
                 if leader {
                     let outcome = tokio::task::block_in_place(|| {
-                        biller.tick_while(&mut source, now, &|| { progress(); !shutdown.is_cancelled() && may_bill() })
+                        biller.tick_while(source.as_mut(), now, &|| { progress(); !shutdown.is_cancelled() && may_bill() })
                     });
                     last_mapper = last_mapper.publish(&mapper, &metrics);
                     if let Err(e) = report(outcome, &metrics, &biller) { break Err(e); }
@@ -492,7 +494,7 @@ pub async fn run_with(
                 progress();
                 marks_tx.send_replace(BTreeMap::from([(SOURCE_NAME.to_owned(), biller.watermark())]));
             }
-            alive = source.next() => {
+            alive = source.pump() => {
                 if !alive { break Err(DaemonError::SourceEnded); }
                 metrics.billing.source_synced.set(i64::from(source.in_sync()));
             }
@@ -714,7 +716,7 @@ fn clock_now(guard: &mut ClockGuard, base: Instant, metrics: &Metrics) -> i64 {
 fn follow_lease(
     status: &tokio::sync::watch::Receiver<LeaseStatus>,
     biller: &mut Biller,
-    source: &mut KubernetesSource,
+    source: &mut dyn MeteredSource,
 ) {
     // Copy out: a borrow held across the tick would block the elector's updates.
     let lease_watermark = status.borrow().watermark(SOURCE_NAME);

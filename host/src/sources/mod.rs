@@ -12,7 +12,10 @@
 
 pub mod kubernetes;
 
+use futures::future::BoxFuture;
+
 use crate::mapper::bindings::{Item, SourceKind};
+use crate::metrics::Metrics;
 use crate::queue::LedgerWrites;
 use crate::window::Window;
 
@@ -61,4 +64,20 @@ pub trait MeteredSource {
         let _ = (watermark, interval);
         Vec::new()
     }
+}
+
+/// A running source as the daemon drives it: billed through [`MeteredSource`], fed in the
+/// background, and asked to catch up right before each tick. The daemon knows no source
+/// beyond this trait.
+pub trait Source: MeteredSource + Send {
+    /// Waits for the source's next input and applies it (and whatever else already arrived);
+    /// `false` once it can receive nothing any more (its background tasks ended).
+    fn pump(&mut self) -> BoxFuture<'_, bool>;
+    /// Applies every input already received and notes new errors: called right before a
+    /// tick, so a window never ends after an event that was already received.
+    fn catch_up(&mut self);
+    /// Adds what the source counted since the last call to `metrics`.
+    fn publish_metrics(&mut self, metrics: &Metrics);
+    /// Stops its background tasks.
+    fn stop(&self);
 }

@@ -137,6 +137,8 @@ pub struct KubernetesSource {
     late_floor: Option<i64>,
     /// Fresh entries handed with the last `late_windows`.
     late_handed: usize,
+    /// Watch counters already copied to metrics.
+    published: WatchCounts,
     restore_report: RestoreReport,
     rx: mpsc::Receiver<LedgerInput>,
     handle: WatcherHandle,
@@ -265,6 +267,7 @@ impl KubernetesSource {
             resumable,
             late_floor,
             late_handed: 0,
+            published: WatchCounts::default(),
             restore_report,
             rx,
             handle,
@@ -718,6 +721,24 @@ impl MeteredSource for KubernetesSource {
         for (key, rv) in self.handed_versions.drain(..) {
             self.stored_versions.insert(key, rv);
         }
+    }
+}
+
+impl crate::sources::Source for KubernetesSource {
+    fn pump(&mut self) -> futures::future::BoxFuture<'_, bool> {
+        Box::pin(self.next())
+    }
+
+    fn catch_up(&mut self) {
+        KubernetesSource::catch_up(self);
+    }
+
+    fn publish_metrics(&mut self, metrics: &crate::metrics::Metrics) {
+        self.published = self.published.publish(self.handle.counters(), metrics);
+    }
+
+    fn stop(&self) {
+        KubernetesSource::stop(self);
     }
 }
 
