@@ -17,3 +17,15 @@ pub mod sinks;
 pub mod snapshot;
 pub mod sources;
 pub mod window;
+
+/// An error and its sources on one line, `: `-separated (for log fields).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -118,7 +118,7 @@ pub fn load_or_compile(
     if let Err(e) = trusted_dir(dir) {
         tracing::warn!(
             dir = %dir.display(),
-            error = %chain(&e),
+            error = %crate::error_chain(&e),
             "not using the compiled-mapper cache (EDGEMETER_CACHE_DIR / --cache-dir): it would run code from a directory others could write; compiling instead. Point it at a directory of its own (edgemeter creates a missing one 0700)"
         );
         return Ok((Component::new(engine, wasm)?, CacheOutcome::Disabled));
@@ -209,18 +209,6 @@ fn create_temp(path: &Path) -> std::io::Result<(PathBuf, File)> {
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::from(std::io::ErrorKind::AlreadyExists)))
-}
-
-/// An error and its causes on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -77,7 +77,7 @@ pub async fn supervise<F, Fut, E>(
         let cause = match ended {
             Ok(Ok(())) if stop.is_cancelled() => return,
             Ok(Ok(())) => "it returned although the daemon still runs".to_owned(),
-            Ok(Err(e)) => error_chain(&e),
+            Ok(Err(e)) => crate::error_chain(&e),
             Err(e) if e.is_panic() => format!("it panicked: {e}"),
             Err(e) => format!("its task ended: {e}"),
         };
@@ -101,17 +101,6 @@ pub async fn supervise<F, Fut, E>(
             () = tokio::time::sleep(delay) => {}
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
