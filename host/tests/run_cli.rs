@@ -189,7 +189,7 @@ fn a_token_file_that_is_unreadable_empty_or_doubled_by_a_token_is_refused() {
 }
 
 #[test]
-fn a_zero_queue_size_or_request_timeout_is_refused_with_the_flag_and_an_example() {
+fn a_zero_queue_size_request_timeout_or_retry_delay_is_refused_with_the_flag_and_an_example() {
     let url = ("OPENMETER_URL", "https://openmeter.example");
     // (flag, environment variable, bad value, what the message must show)
     let table = [
@@ -211,6 +211,10 @@ fn a_zero_queue_size_or_request_timeout_is_refused_with_the_flag_and_an_example(
             "0",
             "e.g. 30s",
         ),
+        // A zero delay would retry in a busy loop against the receiver.
+        ("--retry-initial", "OPENMETER_RETRY_INITIAL", "0s", "e.g. 30s"),
+        ("--retry-max", "OPENMETER_RETRY_MAX", "0s", "e.g. 30s"),
+        ("--pause-retry", "OPENMETER_PAUSE_RETRY", "0s", "e.g. 30s"),
         // Not zero, but the same class: a value no operator means.
         (
             "--backfill",

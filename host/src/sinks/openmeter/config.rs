@@ -70,17 +70,18 @@ pub struct OpenMeterConfig {
     #[arg(long = "request-timeout", env = "OPENMETER_REQUEST_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     pub request_timeout: Duration,
     /// First retry delay; later ones double (full jitter) up to `--retry-max`.
-    #[arg(long = "retry-initial", env = "OPENMETER_RETRY_INITIAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long = "retry-initial", env = "OPENMETER_RETRY_INITIAL", default_value = "1s", value_parser = positive_duration)]
     pub retry_initial: Duration,
     /// Longest delay between retries; also caps a server's Retry-After.
-    #[arg(long = "retry-max", env = "OPENMETER_RETRY_MAX", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long = "retry-max", env = "OPENMETER_RETRY_MAX", default_value = "5m", value_parser = positive_duration)]
     pub retry_max: Duration,
     /// Delay between probes while paused by 401/403 or a misconfiguration answer (404, 415, ...).
-    #[arg(long = "pause-retry", env = "OPENMETER_PAUSE_RETRY", default_value = "1m", value_parser = parse_duration)]
+    #[arg(long = "pause-retry", env = "OPENMETER_PAUSE_RETRY", default_value = "1m", value_parser = positive_duration)]
     pub pause_retry: Duration,
 }
 
-/// A Go duration longer than zero (a zero request timeout fails every request at once).
+/// A Go duration longer than zero (a zero request timeout fails every request at once; a
+/// zero retry or pause delay would retry in a busy loop against the receiver).
 fn positive_duration(value: &str) -> Result<Duration, String> {
     match parse_duration(value) {
         Ok(d) if !d.is_zero() => Ok(d),
