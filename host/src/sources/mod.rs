@@ -2,6 +2,8 @@
 //!
 //! - [`kubernetes`]: pods, PVCs, PVs and nodes watched through the Kubernetes API into a
 //!   per-UID ledger; [`kubernetes::source::KubernetesSource`] is its [`MeteredSource`].
+//! - [`runai`]: the Run:ai control-plane API client (token, paged workloads, metrics,
+//!   projects and departments); not yet a source.
 //!
 //! A source is one folder here. What the biller needs of it is [`MeteredSource`]: a name (its
 //! watermark key and ledger-record prefix in the queue), whether its view is complete, the
@@ -11,6 +13,7 @@
 //! duplicate a window.
 
 pub mod kubernetes;
+pub mod runai;
 
 use futures::future::BoxFuture;
 
