@@ -212,7 +212,12 @@ fn a_zero_queue_size_request_timeout_or_retry_delay_is_refused_with_the_flag_and
             "e.g. 30s",
         ),
         // A zero delay would retry in a busy loop against the receiver.
-        ("--retry-initial", "OPENMETER_RETRY_INITIAL", "0s", "e.g. 30s"),
+        (
+            "--retry-initial",
+            "OPENMETER_RETRY_INITIAL",
+            "0s",
+            "e.g. 30s",
+        ),
         ("--retry-max", "OPENMETER_RETRY_MAX", "0s", "e.g. 30s"),
         ("--pause-retry", "OPENMETER_PAUSE_RETRY", "0s", "e.g. 30s"),
         // Not zero, but the same class: a value no operator means.

@@ -49,6 +49,9 @@ pub struct PvcAllocation {
     pub storage_bytes: u64,
     pub storage_class: Option<String>,
     pub phase: Option<String>,
+    /// What could not be read and was left out (billed as 0): the claim is still billed for
+    /// its time, marked (`crate::snapshot::ALLOCATION_PROBLEM_ANNOTATION`).
+    pub problems: Vec<String>,
 }
 
 impl PvcAllocation {
@@ -102,17 +105,25 @@ pub fn allocation(
         return Ok(None);
     };
     let spec = pvc.spec.as_ref();
+    let mut problems = Vec::new();
+    // An unreadable request is one claim's problem: billed for its time with 0 bytes, marked,
+    // rather than not billed at all.
     let storage_bytes = match spec
         .and_then(|s| s.resources.as_ref())
         .and_then(|r| r.requests.as_ref())
         .and_then(|r| r.get("storage"))
     {
-        Some(q) => to_units_ceil(quantity::parse(&q.0).map_err(|source| {
-            AccountingError::StorageRequest {
-                value: q.0.clone(),
-                source,
+        Some(q) => match quantity::parse(&q.0) {
+            Ok(v) => to_units_ceil(v),
+            Err(source) => {
+                let e = AccountingError::StorageRequest {
+                    value: q.0.clone(),
+                    source,
+                };
+                problems.push(crate::error_chain(&e));
+                0
             }
-        })?),
+        },
         None => 0,
     };
     let storage_class = spec
@@ -132,5 +143,6 @@ pub fn allocation(
         storage_bytes,
         storage_class,
         phase: pvc.status.as_ref().and_then(|s| s.phase.clone()),
+        problems,
     }))
 }

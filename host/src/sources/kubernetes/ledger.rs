@@ -1260,8 +1260,8 @@ fn pvc_entry_item(
         name: meta.name.clone().unwrap_or_default(),
         uid: uid.to_owned(),
         labels: pairs(meta.labels.as_ref()),
-        // Only the host sets the allocation-problem annotation (none for PVCs today).
-        annotations: snapshot::with_problems(pairs(meta.annotations.as_ref()), &[]),
+        // Only the host sets the allocation-problem annotation (an unreadable storage request).
+        annotations: snapshot::with_problems(pairs(meta.annotations.as_ref()), &alloc.problems),
         object: if raw_objects {
             e.object.raw.to_string()
         } else {

@@ -506,7 +506,7 @@ fn pvc_bind_time_falls_back_to_observation_then_creation() {
 }
 
 #[test]
-fn pvc_missing_from_relist_is_deleted_estimated_and_bad_quantity_is_skipped() {
+fn pvc_missing_from_relist_is_deleted_estimated_and_a_bad_quantity_is_billed_marked() {
     let mut l = Ledger::new();
     apply(
         &mut l,
@@ -521,14 +521,28 @@ fn pvc_missing_from_relist_is_deleted_estimated_and_bad_quantity_is_skipped() {
     l.apply(input(PVCS, 700, Change::InitDone));
     let w = Window::new(0, 1000).expect("window");
     let (items, skipped) = l.pvc_items(&w);
-    assert_eq!(items.len(), 1);
-    let a = &items[0].allocation;
+    assert!(skipped.is_empty(), "{skipped:?}");
+    assert_eq!(items.len(), 2);
+    let c = items.iter().find(|i| i.name == "claim-c").expect("c");
+    let a = &c.allocation;
     assert_eq!(
         (a.allocated_from, a.allocated_until, a.estimated),
         (Some(50), Some(700), true)
     );
-    assert_eq!(skipped.len(), 1);
-    assert_eq!(skipped[0].name, "claim-bad");
+    // The unreadable request is the claim's problem: billed for its time, 0 bytes, marked.
+    let bad = items
+        .iter()
+        .find(|i| i.name == "claim-bad")
+        .expect("bad billed");
+    assert_eq!(bad.allocation.storage_bytes, Some(0));
+    assert_eq!(bad.allocation.allocated_from, Some(50));
+    let problem = bad
+        .annotations
+        .iter()
+        .find(|(k, _)| k == crate::snapshot::ALLOCATION_PROBLEM_ANNOTATION)
+        .map(|(_, v)| v.as_str())
+        .expect("marked");
+    assert!(problem.contains("ten gigs"), "{problem}");
 }
 
 #[test]
