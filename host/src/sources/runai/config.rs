@@ -682,6 +682,67 @@ mod tests {
         ));
     }
 
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        runai: RunaiArgs,
+    }
+
+    #[test]
+    fn flattens_into_a_command_line() {
+        use clap::{CommandFactory, Parser};
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "edgemeter",
+            "--runai-url",
+            "https://acme.run.ai",
+            "--runai-client-id",
+            "svc",
+            "--runai-client-secret",
+            SECRET,
+            "--runai-page-size",
+            "200",
+            "--runai-request-timeout",
+            "5s",
+        ])
+        .expect("parses");
+        assert!(cli.runai.enabled());
+        let c = cli.runai.validate().expect("valid");
+        assert_eq!(
+            (c.page_size, c.request_timeout),
+            (200, Duration::from_secs(5))
+        );
+        assert!(!format!("{cli:?} {c:?}").contains(SECRET));
+        let help = Cli::command().render_help().to_string();
+        assert!(!help.contains(SECRET));
+    }
+
+    #[test]
+    fn credentials_file_is_read_from_disk() {
+        use std::io::Write;
+        let mut f = tempfile::NamedTempFile::new().expect("temp file");
+        write!(f, "RUNAI_CLIENT_ID=svc\nRUNAI_CLIENT_SECRET={SECRET}\n").expect("write");
+        let a = RunaiArgs {
+            url: Some("https://acme.run.ai".into()),
+            credentials_file: Some(f.path().to_owned()),
+            ..RunaiArgs::default()
+        };
+        let c = a.validate().expect("valid");
+        assert_eq!(
+            c.credentials,
+            Credentials::Client {
+                id: "svc".into(),
+                secret: Secret::new(SECRET)
+            }
+        );
+        let missing = RunaiArgs {
+            credentials_file: Some(PathBuf::from("/nonexistent/runai-credentials")),
+            ..a
+        };
+        let e = missing.validate().expect_err("missing file");
+        assert!(e.to_string().contains("RUNAI_CREDENTIALS_FILE"), "{e}");
+    }
+
     #[test]
     fn secret_prints_stars() {
         let s = Secret::new(SECRET);
