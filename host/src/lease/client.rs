@@ -71,20 +71,12 @@ async fn round(
                 spec: None,
             };
             record.apply(&mut lease);
-            match tokio::time::timeout(
+            let answer = tokio::time::timeout(
                 config.renew_deadline,
                 api.create(&PostParams::default(), &lease),
             )
-            .await
-            {
-                Ok(Ok(_)) => {
-                    elector.written(record, started);
-                    Round::Wrote
-                }
-                Ok(Err(e)) if conflict(&e) => Round::Conflict,
-                Ok(Err(e)) => Round::Failed(format!("failed to create the lease: {e}")),
-                Err(_) => Round::Failed("failed to create the lease: no answer".to_owned()),
-            }
+            .await;
+            written(answer, "create", elector, record, started)
         }
         Action::Update {
             record,
@@ -106,19 +98,32 @@ async fn write(
     lease: Lease,
     started: Instant,
 ) -> Round {
-    match tokio::time::timeout(
+    let answer = tokio::time::timeout(
         config.renew_deadline,
         api.replace(&config.name, &PostParams::default(), &lease),
     )
-    .await
-    {
+    .await;
+    written(answer, "update", elector, record, started)
+}
+
+/// What a create or update of the lease (`verb`) answered, within the renew deadline: on
+/// success the elector notes the record written; a 409 is a lost race (another replica wrote
+/// first), anything else a failure.
+fn written(
+    answer: Result<Result<Lease, kube::Error>, tokio::time::error::Elapsed>,
+    verb: &str,
+    elector: &mut Elector,
+    record: Record,
+    started: Instant,
+) -> Round {
+    match answer {
         Ok(Ok(_)) => {
             elector.written(record, started);
             Round::Wrote
         }
         Ok(Err(e)) if conflict(&e) => Round::Conflict,
-        Ok(Err(e)) => Round::Failed(format!("failed to update the lease: {e}")),
-        Err(_) => Round::Failed("failed to update the lease: no answer".to_owned()),
+        Ok(Err(e)) => Round::Failed(format!("failed to {verb} the lease: {e}")),
+        Err(_) => Round::Failed(format!("failed to {verb} the lease: no answer")),
     }
 }
 
