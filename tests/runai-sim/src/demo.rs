@@ -209,3 +209,75 @@ pub fn demo_cluster_instant(start: Timestamp) -> Result<Cluster, ClusterError> {
     }
     Ok(cluster)
 }
+
+/// SplitMix64: a tiny deterministic generator, so a seed always gives the same scenario.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// Submits and runs `count` generated workloads (named `gen-{i}`) at the clock, spread over
+/// the demo projects ([`create_org`] first) and kinds: whole GPUs (1, 2, 4 or 8), fractions
+/// (0.25 or 0.5 of one device), distributed (2 × 4 GPUs), CPU-only; each with a constant
+/// `GPU_UTILIZATION` and per-GPU `GPU_UTILIZATION_PER_GPU` in 10–100 %, and `CPU_USAGE_CORES`
+/// half its CPU. For scale tests and benchmarks (100, 1,000 workloads). Returns the ids.
+pub fn generate(cluster: &Cluster, count: usize, seed: u64) -> Result<Vec<String>, ClusterError> {
+    let mut rng = SplitMix64(seed);
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        let (project, _) = DEMO_PROJECTS[rng.below(DEMO_PROJECTS.len() as u64) as usize];
+        let name = format!("gen-{i}");
+        let base = WorkloadTemplate::new(&name, project)
+            .cpu(1.0 + rng.below(16) as f64)
+            .memory((1 + rng.below(64)) * GI);
+        let t = match rng.below(6) {
+            0 => base.gpus(1 << rng.below(4)),
+            1 => base.gpu_fraction(if rng.below(2) == 0 { 0.25 } else { 0.5 }, 1),
+            2 => base.distributed(2, 4),
+            3 => base.kind(WorkloadType::Inference).gpus(1),
+            4 => base.kind(WorkloadType::Workspace).gpu_fraction(0.5, 1),
+            _ => base,
+        };
+        let devices = u64::from(t.resources.gpu_devices);
+        let t = t.gpu_memory(devices * 40 * GI);
+        let id = cluster.submit(&t)?;
+        cluster.run(&id)?;
+        let util = 10.0 + rng.below(91) as f64;
+        if t.resources.gpu > 0.0 {
+            cluster.set_series(&id, "GPU_UTILIZATION", Series::constant(util))?;
+        }
+        cluster.set_series(
+            &id,
+            "CPU_USAGE_CORES",
+            Series::constant(t.resources.cpu_cores / 2.0),
+        )?;
+        for (pod, p) in t.pods.iter().enumerate() {
+            for gpu in &p.gpus {
+                let v = 10.0 + rng.below(91) as f64;
+                cluster.set_gpu_series(
+                    &id,
+                    pod,
+                    gpu,
+                    "GPU_UTILIZATION_PER_GPU",
+                    Series::constant(v),
+                )?;
+            }
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}

@@ -80,7 +80,9 @@
 //! [`Cluster::set_series`] and, per GPU, [`Cluster::set_gpu_series`]; without one,
 //! `GPU_ALLOCATION`, `GPU_MEMORY_REQUEST_BYTES`, `CPU_REQUEST_CORES`, `CPU_LIMIT_CORES`,
 //! `CPU_MEMORY_REQUEST_BYTES`, `CPU_MEMORY_LIMIT_BYTES`, `POD_COUNT`, `RUNNING_POD_COUNT` follow
-//! the allocation and other types have empty `values`. [`demo`] is the built-in scenario.
+//! the allocation and other types have empty `values`. [`demo`] holds the built-in scenario
+//! ([`demo::demo_steps`], [`demo::play_due`], [`demo::demo_cluster_instant`]) and a seeded
+//! generator of N running workloads for scale tests ([`demo::generate`]).
 //!
 //! ## Fault switches and counters
 //!

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use jiff::Timestamp;
-use runai_sim::demo::{create_org, demo_cluster_instant, demo_steps, play_due};
+use runai_sim::demo::{create_org, demo_cluster_instant, demo_steps, generate, play_due};
 use runai_sim::{Cluster, Credentials, RunaiSim, SimConfig};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -44,6 +44,12 @@ struct Args {
     /// Accepted app secret.
     #[arg(long, default_value = "sim-app-secret")]
     app_secret: String,
+    /// Instead of the demo, N generated running workloads (see `--seed`).
+    #[arg(long, value_name = "N")]
+    generate: Option<usize>,
+    /// Seed for `--generate`.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
     /// Also serve `*_PER_GPU` types on the workload metrics route.
     #[arg(long)]
     per_gpu_on_workload_metrics: bool,
@@ -74,9 +80,15 @@ async fn shutdown_signal() {
 async fn run(args: Args) -> Result<(), String> {
     let start = Timestamp::now();
     let start = Timestamp::from_second(start.as_second()).map_err(|e| e.to_string())?;
-    let cluster = match args.speed {
-        Speed::Instant => demo_cluster_instant(start).map_err(|e| e.to_string())?,
-        Speed::Realtime => {
+    let cluster = match (args.generate, args.speed) {
+        (Some(n), _) => {
+            let c = Cluster::starting_at(start);
+            create_org(&c).map_err(|e| e.to_string())?;
+            generate(&c, n, args.seed).map_err(|e| e.to_string())?;
+            c
+        }
+        (None, Speed::Instant) => demo_cluster_instant(start).map_err(|e| e.to_string())?,
+        (None, Speed::Realtime) => {
             let c = Cluster::starting_at(start);
             create_org(&c).map_err(|e| e.to_string())?;
             c
@@ -108,9 +120,9 @@ async fn run(args: Args) -> Result<(), String> {
     println!("RUNAI_APP_ID={}", c.app_id);
     println!("RUNAI_APP_SECRET={}", c.app_secret);
     let steps = demo_steps();
-    let mut next = match args.speed {
-        Speed::Instant => steps.len(),
-        Speed::Realtime => 0,
+    let mut next = match (args.generate, args.speed) {
+        (None, Speed::Realtime) => 0,
+        _ => steps.len(),
     };
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
