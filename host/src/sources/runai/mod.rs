@@ -1,5 +1,6 @@
-//! The Run:ai control-plane API client (issue 9, step 2). Not yet a [`super::MeteredSource`]:
-//! the source built on it comes next.
+//! The Run:ai control-plane API client (issue 9, step 2) and the pure accounting the Run:ai
+//! source will bill with (step 3: [`hold`], [`usage`]). Not yet a [`super::MeteredSource`]:
+//! the source built on them comes next.
 //!
 //! # Formats (per `../shared/fixtures/runai/openapi-subset.json`)
 //!
@@ -30,12 +31,17 @@
 //! - [`paging`]: the paging guard (pure state machine).
 //! - [`models`]: typed workloads, pods, org units, metrics; their decoders (pure).
 //! - [`client`]: status classification (pure); requests, retries, listings, metrics (I/O).
+//! - [`hold`]: resource-holding intervals from observed phases and the API's timestamps (pure).
+//! - [`usage`]: the trapezoid time integral of a sampled series over a window, additive across
+//!   windows, never extrapolated; `numberOfSamples` for a window (pure).
 
 pub mod client;
 pub mod config;
+pub mod hold;
 pub mod models;
 pub mod paging;
 pub mod token;
+pub mod usage;
 
 pub use client::{ClientError, ErrorKind, ListQuery, Listing, MetricsQuery, RunaiClient};
 pub use config::{ConfigError, Credentials, RunaiArgs, RunaiConfig, Secret, TokenEndpoint};
