@@ -91,7 +91,8 @@
 //! with an `Error` body), [`Fault::Unauthorized`] (401 whatever the token;
 //! [`RunaiSim::fail_auth_once`]), [`Fault::Delay`] (answer late: a slow page, or a timeout
 //! for a client with a shorter deadline), [`Fault::Partial`] (207 without some metric
-//! types). Tokens: [`RunaiSim::set_token_lifetime`] (0 = expired on issue),
+//! types). An outage: [`RunaiSim::stop`] closes the port (connections refused) and
+//! [`RunaiSim::restart`] serves the same state on the same port. Tokens: [`RunaiSim::set_token_lifetime`] (0 = expired on issue),
 //! [`RunaiSim::expire_tokens`], [`RunaiSim::revoke_tokens`]. A page that a collector would
 //! filter out entirely: [`Cluster::fill`] (e.g. 50 `Pending` workloads in a row).
 //! [`RunaiSim::requests`] counts requests per [`Route`] and per `(route, status)`, faulted

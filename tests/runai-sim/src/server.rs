@@ -127,18 +127,47 @@ fn wall_seconds() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The serving task and the switch that ends it.
+#[derive(Debug)]
+struct Serving {
+    task: JoinHandle<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
 /// A running simulator; the server stops when this is dropped.
 #[derive(Debug)]
 pub struct RunaiSim {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
+    serving: Mutex<Option<Serving>>,
 }
 
 impl Drop for RunaiSim {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(s) = lock(&self.serving).take() {
+            s.task.abort();
+        }
     }
+}
+
+/// How long [`RunaiSim::stop`] lets in-flight requests finish before cutting them.
+pub const STOP_GRACE: Duration = Duration::from_millis(500);
+
+fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> Serving {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let app = Router::new().fallback(handle).with_state(shared);
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::warn!(%error, "runai-sim server ended");
+        }
+    });
+    Serving { task, stop }
 }
 
 impl RunaiSim {
@@ -165,13 +194,44 @@ impl RunaiSim {
             jti: AtomicU64::new(0),
             key,
         });
-        let app = Router::new().fallback(handle).with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            if let Err(error) = axum::serve(listener, app).await {
-                tracing::warn!(%error, "runai-sim server ended");
-            }
-        });
-        Ok(RunaiSim { addr, shared, task })
+        let serving = serve(listener, shared.clone());
+        Ok(RunaiSim {
+            addr,
+            shared,
+            serving: Mutex::new(Some(serving)),
+        })
+    }
+
+    /// An outage: closes the port (new connections are refused) and idle keep-alive
+    /// connections; requests in flight get [`STOP_GRACE`] to finish, then are cut. State,
+    /// tokens, faults and counters are kept for [`RunaiSim::restart`].
+    pub async fn stop(&self) {
+        let Some(serving) = lock(&self.serving).take() else {
+            return;
+        };
+        let _ = serving.stop.send(true);
+        let mut task = serving.task;
+        if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+
+    /// Serves again on the same port after [`RunaiSim::stop`] (no-op while running).
+    pub async fn restart(&self) -> Result<(), SimError> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let port = self.addr.port();
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .map_err(|source| SimError::Bind { port, source })?;
+        *lock(&self.serving) = Some(serve(listener, self.shared.clone()));
+        Ok(())
+    }
+
+    /// Whether the port is open.
+    pub fn is_running(&self) -> bool {
+        lock(&self.serving).is_some()
     }
 
     /// The bound address.

@@ -134,3 +134,30 @@ async fn any_route_faults_and_unknown_paths() {
     assert_eq!(r.status(), 405);
     assert_eq!(sim.requests().get(Route::Other), 2);
 }
+
+#[tokio::test]
+async fn stop_is_an_outage_and_restart_serves_the_same_state_on_the_same_port() {
+    let cluster = org();
+    cluster
+        .submit(&WorkloadTemplate::new("w", "vision"))
+        .expect("submit");
+    let sim = start(cluster).await;
+    let http = client();
+    let t = token(&sim, &http).await;
+    assert_eq!(get(&sim, &http, &t, "/api/v1/workloads").await.0, 200);
+    sim.stop().await;
+    assert!(!sim.is_running());
+    let fresh = client();
+    let r = fresh
+        .get(format!("{}/api/v1/workloads", sim.url()))
+        .bearer_auth(&t)
+        .send()
+        .await;
+    assert!(r.is_err_and(|e| e.is_connect()), "refused while stopped");
+    sim.restart().await.expect("restart");
+    assert!(sim.is_running());
+    let (s, body) = get(&sim, &fresh, &t, "/api/v1/workloads").await;
+    assert_eq!(s, 200, "same token, same state");
+    assert_eq!(body["workloads"][0]["name"], "w");
+    assert_eq!(sim.requests().get(Route::Workloads), 2);
+}
