@@ -281,15 +281,24 @@ impl Workload {
         {
             out.push((from, now));
         }
+        // Holding ends at `deletedAt` whatever the phase says.
+        if let Some(deleted) = self.deleted_at {
+            out.retain(|(from, _)| *from < deleted);
+            for (_, to) in &mut out {
+                *to = (*to).min(deleted);
+            }
+        }
         out
     }
 
     pub(crate) fn holds_at(&self, t: Timestamp) -> bool {
-        self.phases
-            .iter()
-            .take_while(|(at, _)| *at <= t)
-            .last()
-            .is_some_and(|(_, p)| p.holds_resources())
+        self.deleted_at.is_none_or(|d| t < d)
+            && self
+                .phases
+                .iter()
+                .take_while(|(at, _)| *at <= t)
+                .last()
+                .is_some_and(|(_, p)| p.holds_resources())
     }
 
     fn seconds_in(&self, now: Timestamp, phase_holds: bool) -> i64 {
@@ -312,7 +321,7 @@ impl Workload {
         let t = &self.template;
         let r = &t.resources;
         let phase = self.phase();
-        let holding = phase.holds_resources();
+        let holding = phase.holds_resources() && self.deleted_at.is_none();
         let show = holding || !t.zero_allocation_when_idle;
         let pods = t.pods.len() as u64;
         let ts = |v: Option<Timestamp>| v.map_or(Value::Null, |t| Value::String(t.to_string()));
@@ -405,7 +414,8 @@ impl Workload {
         let r = &t.resources;
         let n = t.pods.len().max(1) as f64;
         let phase = self.phase();
-        let show = phase.holds_resources() || !t.zero_allocation_when_idle;
+        let holding = phase.holds_resources() && self.deleted_at.is_none();
+        let show = holding || !t.zero_allocation_when_idle;
         let started = self
             .phases
             .iter()
@@ -674,8 +684,8 @@ impl Cluster {
         self.set_phase(id, Phase::Stopped)
     }
 
-    /// Deletes: `deletedAt` = now, and a workload not yet finished goes to `Deleting` (stops
-    /// holding). Deleted workloads are listed only with `deleted=true`.
+    /// Deletes: `deletedAt` = now (holding ends there), and a workload not yet finished
+    /// shows phase `Deleting`. Deleted workloads are listed only with `deleted=true`.
     pub fn delete(&self, id: &str) -> Result<(), ClusterError> {
         self.with_workload(id, |w, now| {
             if !matches!(w.phase(), Phase::Completed | Phase::Failed | Phase::Stopped) {

@@ -103,7 +103,8 @@
 //! - Every timestamp the server shows comes from the scenario clock (tokens excepted: wall
 //!   clock), so a test knows each workload's true holding intervals
 //!   ([`Cluster::held_intervals`], [`Cluster::held_seconds`]): the time spent in
-//!   [`Phase::holds_resources`] phases (`Running`, `Degraded`, `Updating`).
+//!   [`Phase::holds_resources`] phases (`Initializing`, `Running`, `Updating`, `Degraded`,
+//!   `Stopping`, `Terminating`, `Deleting`: the collector's table), cut at `deletedAt`.
 //! - `allocatedResources` shows the template's resources while holding and zeros otherwise
 //!   (the API reports current allocation), unless
 //!   [`WorkloadTemplate::keep_allocation_when_idle`].

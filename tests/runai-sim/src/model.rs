@@ -57,11 +57,23 @@ impl Phase {
         }
     }
 
-    /// Whether the simulator counts a workload in this phase as holding its allocation:
-    /// `Running`, `Degraded` and `Updating`. This is the simulator's ground truth (see
-    /// [`crate::Cluster::held_intervals`]); metric samples exist only while it holds.
+    /// Whether a workload in this phase holds its allocation: `Initializing` (scheduled,
+    /// pulling images), `Running`, `Updating`, `Degraded`, `Stopping`, `Terminating`,
+    /// `Deleting` (pods still being torn down) — the same table as the collector's
+    /// accounting (`host/src/sources/runai/`). Holding also ends at `deletedAt`. This is the
+    /// simulator's ground truth (see [`crate::Cluster::held_intervals`]); metric samples
+    /// exist only while it holds.
     pub fn holds_resources(self) -> bool {
-        matches!(self, Phase::Running | Phase::Degraded | Phase::Updating)
+        matches!(
+            self,
+            Phase::Initializing
+                | Phase::Running
+                | Phase::Updating
+                | Phase::Degraded
+                | Phase::Stopping
+                | Phase::Terminating
+                | Phase::Deleting
+        )
     }
 
     /// `Completed` and `Failed` set `completedAt`.

@@ -450,3 +450,40 @@ async fn served_objects_have_the_spec_examples_shapes() {
             && v2.get("token_type").is_some()
     );
 }
+
+#[test]
+fn holding_phases_match_the_collectors_table_and_end_at_deleted_at() {
+    let cluster = org();
+    let id = cluster
+        .submit(&WorkloadTemplate::new("w", "vision").gpus(1))
+        .expect("submit");
+    cluster.advance(10).expect("clock");
+    cluster.set_phase(&id, Phase::Initializing).expect("init"); // holds from 10
+    cluster.advance(5).expect("clock");
+    cluster.run(&id).expect("run");
+    cluster.advance(20).expect("clock");
+    cluster.set_phase(&id, Phase::Stopping).expect("stopping");
+    cluster.advance(5).expect("clock");
+    cluster.stop(&id).expect("stopped"); // ends at 40
+    assert_eq!(
+        cluster.held_intervals(&id).expect("truth"),
+        [(ts("2026-01-01T00:00:10Z"), ts("2026-01-01T00:00:40Z"))]
+    );
+
+    let d = cluster
+        .submit(&WorkloadTemplate::new("d", "vision").gpus(1))
+        .expect("submit");
+    cluster.run(&d).expect("run"); // 40
+    cluster.advance(7).expect("clock");
+    cluster.delete(&d).expect("delete"); // 47: phase Deleting (a holding phase), cut by deletedAt
+    cluster.advance(100).expect("clock");
+    assert_eq!(cluster.workload(&d).expect("json")["phase"], "Deleting");
+    assert_eq!(
+        cluster.workload(&d).expect("json")["allocatedResources"]["gpu"],
+        0.0
+    );
+    assert_eq!(
+        cluster.held_intervals(&d).expect("truth"),
+        [(ts("2026-01-01T00:00:40Z"), ts("2026-01-01T00:00:47Z"))]
+    );
+}
