@@ -32,12 +32,15 @@
 //! - [`models`]: typed workloads, pods, org units, metrics; their decoders (pure).
 //! - [`client`]: status classification (pure); requests, retries, listings, metrics (I/O).
 //! - [`hold`]: resource-holding intervals from observed phases and the API's timestamps (pure).
+//! - [`ledger`]: the workloads known and what each held (sticky allocation), as
+//!   `runai-workload` snapshot items per window (pure).
 //! - [`usage`]: the trapezoid time integral of a sampled series over a window, additive across
 //!   windows, never extrapolated; `numberOfSamples` for a window (pure).
 
 pub mod client;
 pub mod config;
 pub mod hold;
+pub mod ledger;
 pub mod models;
 pub mod paging;
 pub mod token;
