@@ -7,7 +7,8 @@ use clap::Parser;
 use edgemeter::cli::{self, Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-/// jemalloc: measured by `benches/daemon.rs` at 10k pods, glibc malloc kept ~300 MiB resident
+/// jemalloc (the figures in these comments were measured when each choice was made, by
+/// `benches/daemon.rs`; current ones: `docs/benchmarks.md`): at 10k pods, glibc malloc kept ~300 MiB resident
 /// after the first window (fragments of the initial list and of each window pinned by
 /// long-lived ledger entries); jemalloc returns it to the OS.
 #[global_allocator]

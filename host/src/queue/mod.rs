@@ -79,7 +79,7 @@
 //!    and pause every tenant's billing. They are bounded apart (invariant 7).
 //!    Disk use is a high-water mark: sled 0.34 reuses freed segments but never shrinks its
 //!    file, so after a drained outage the directory keeps its peak size (measured: 1,000,000
-//!    events of ~300 bytes took 466 MiB, and still did after the drain and a reopen). Size the
+//!    events of ~300 bytes took 466–476 MiB over runs, and still did after the drain and a reopen). Size the
 //!    volume for about 1.6 × `max_bytes`.
 //! 6. **Corruption.** If sled reports corruption on open, sled's files are moved into a
 //!    subdirectory `<dir>/corrupt-<unix seconds>` (the directory itself is never renamed, so
