@@ -36,7 +36,7 @@
 //! runs in it), not this bench process.
 //!
 //! Per-hour figures scale the measured ones. The watch design's steady-state requests are
-//! renewals: kube-runtime reopens each of its 4 watches when the server ends it after
+//! renewals: the watch loop reopens each of its 4 watches when the server ends it after
 //! `timeoutSeconds` (290 s by default, which kube-sim honours). A run of at least
 //! [`WATCH_RENEWAL_S`] + 10 s counts them among the measured requests; a shorter run cannot see
 //! them, so it adds the modelled rate (4 × 3600 / 290 per hour) and marks the ratio "modelled".
@@ -69,7 +69,7 @@ use serde_json::Value;
 )]
 mod common;
 
-/// kube-runtime's watch `timeoutSeconds`: each watch is reopened this often. Used only to choose
+/// The watch loop's `timeoutSeconds`: each watch is reopened this often. Used only to choose
 /// the default run length and, for a run shorter than this, to model the renewals it cannot see.
 const WATCH_RENEWAL_S: f64 = 290.0;
 /// Watch streams of a cluster-wide `edgemeter run`: pods, PVCs, PVs, nodes.
@@ -802,7 +802,7 @@ fn print_table(rows: &[Row], o: &Options) {
     }
     let _ = writeln!(
         out,
-        "\nWatch requests in steady state are renewals: kube-runtime reopens each of the 4 watches when the server ends it after timeoutSeconds ({WATCH_RENEWAL_S} s). A run of at least {WATCH_RENEWAL_S} s counts them (+0); a shorter one adds the modelled 4 × 3600 / {WATCH_RENEWAL_S} per hour and its requests ratio is marked modelled. Churn: N/1000 pods started and N/1000 finished+deleted per second."
+        "\nWatch requests in steady state are renewals: the watch loop reopens each of the 4 watches when the server ends it after timeoutSeconds ({WATCH_RENEWAL_S} s). A run of at least {WATCH_RENEWAL_S} s counts them (+0); a shorter one adds the modelled 4 × 3600 / {WATCH_RENEWAL_S} per hour and its requests ratio is marked modelled. Churn: N/1000 pods started and N/1000 finished+deleted per second."
     );
 }
 
