@@ -469,7 +469,7 @@ async fn send(
             };
             (action, Some(status.as_u16()), detail)
         }
-        Err(e) => (classify_transport_error(), None, error_chain(&e)),
+        Err(e) => (classify_transport_error(), None, crate::error_chain(&e)),
     };
     metrics
         .sink
@@ -524,17 +524,6 @@ pub fn problem_detail(body: &str) -> String {
         .unwrap_or(body)
         .trim();
     text.chars().take(MAX_DETAIL_CHARS).collect()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn event_id(json: &[u8]) -> String {

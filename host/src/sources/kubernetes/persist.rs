@@ -90,14 +90,7 @@ pub fn decode_resume(key: &[u8], value: &[u8]) -> Result<ResumePoint, PersistErr
     let namespace = std::str::from_utf8(&key[2..])
         .map_err(|_| err("the namespace is not UTF-8"))?
         .to_owned();
-    let mut r = Reader { rest: value, key };
-    let format = r.u8()?;
-    if format != FORMAT_V1 {
-        return Err(PersistError::Format {
-            key: show_key(key),
-            format,
-        });
-    }
+    let mut r = Reader::v1(key, value)?;
     let selectors = r.string()?;
     let resource_version = r.string()?;
     if resource_version.is_empty() {
@@ -204,14 +197,7 @@ pub fn encode(entry: &EntryRef<'_>, selectors: &str) -> (Vec<u8>, Vec<u8>) {
 /// Decodes a record (key relative to the source).
 pub fn decode(key: &[u8], value: &[u8]) -> Result<Decoded, PersistError> {
     let (kind, uid) = parse_key(key)?;
-    let mut r = Reader { rest: value, key };
-    let format = r.u8()?;
-    if format != FORMAT_V1 {
-        return Err(PersistError::Format {
-            key: show_key(key),
-            format,
-        });
-    }
+    let mut r = Reader::v1(key, value)?;
     let selectors = r.string()?;
     let entry = match kind {
         EntryKind::Pod => {
@@ -291,6 +277,18 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader after the format byte, which must be [`FORMAT_V1`].
+    fn v1(key: &'a [u8], value: &'a [u8]) -> Result<Self, PersistError> {
+        let mut r = Reader { rest: value, key };
+        match r.u8()? {
+            FORMAT_V1 => Ok(r),
+            format => Err(PersistError::Format {
+                key: show_key(key),
+                format,
+            }),
+        }
+    }
+
     fn error(&self, reason: &'static str) -> PersistError {
         PersistError::Value {
             key: show_key(self.key),
