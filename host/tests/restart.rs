@@ -539,6 +539,28 @@ async fn a_silent_watch_is_out_of_sync_after_the_idle_timeout_then_resumes() {
     .await
     .expect("wait");
     let lists_before = sim._sim.requests().lists(ResourceKind::Pod);
+    // In sync comes with the list; the watch after it may not have reached the server yet,
+    // and a watch opened after the stall is served normally. Stall only open watches.
+    let opened = tokio::time::timeout(WAIT, async {
+        loop {
+            let r = sim._sim.requests();
+            if [
+                ResourceKind::Pod,
+                ResourceKind::PersistentVolumeClaim,
+                ResourceKind::PersistentVolume,
+                ResourceKind::Node,
+            ]
+            .iter()
+            .all(|k| r.watches(*k) >= 1)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(opened.is_ok(), "the watches never opened");
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     sim._sim.stall_watches();
     cluster.advance(5).expect("clock");
