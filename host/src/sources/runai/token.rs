@@ -351,27 +351,11 @@ impl TokenProvider {
         }
         let (token, expires_in) = match self.endpoint {
             TokenEndpoint::V1 => {
-                let r: V1Response =
-                    serde_json::from_slice(&body).map_err(|e| TokenError::Decode {
-                        endpoint,
-                        detail: format!(
-                            "not the expected JSON object (line {}, column {})",
-                            e.line(),
-                            e.column()
-                        ),
-                    })?;
+                let r: V1Response = decode(&body, endpoint)?;
                 (r.access_token, r.expires_in)
             }
             TokenEndpoint::V2 => {
-                let r: V2Response =
-                    serde_json::from_slice(&body).map_err(|e| TokenError::Decode {
-                        endpoint,
-                        detail: format!(
-                            "not the expected JSON object (line {}, column {})",
-                            e.line(),
-                            e.column()
-                        ),
-                    })?;
+                let r: V2Response = decode(&body, endpoint)?;
                 (r.access_token, r.expires_in)
             }
         };
@@ -409,6 +393,22 @@ impl TokenProvider {
             lease,
         })
     }
+}
+
+/// A token answer's JSON; an error names where in the body it failed, never what is there
+/// (it may hold the token).
+fn decode<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    endpoint: &'static str,
+) -> Result<T, TokenError> {
+    serde_json::from_slice(body).map_err(|e| TokenError::Decode {
+        endpoint,
+        detail: format!(
+            "not the expected JSON object (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+    })
 }
 
 fn transport(endpoint: &'static str, e: reqwest::Error) -> TokenError {
