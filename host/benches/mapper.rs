@@ -100,6 +100,7 @@ fn to_guest(s: &bindings::Snapshot) -> edgemeter_guest::Snapshot {
                         node_name: a.node_name.clone(),
                         phase: a.phase.clone(),
                     },
+                    usage: vec![],
                 }
             })
             .collect(),

@@ -210,6 +210,7 @@ pub fn pod_item(
         annotations: with_problems(pairs(meta.annotations.as_ref()), &alloc.problems),
         object: object(),
         allocation,
+        usage: Vec::new(),
     }))
 }
 

@@ -55,6 +55,7 @@ fn snapshot(mode: &str) -> Snapshot {
                 annotations: vec![],
                 object: "{}".into(),
                 allocation: allocation.clone(),
+                usage: vec![],
             })
             .collect(),
     }
@@ -538,11 +539,16 @@ fn two_memories(main_pages: u32, second_pages: u32) -> Vec<u8> {
     (field "storage-class" (option string)) (field "node-name" (option string))
     (field "phase" (option string))))
   (export $allocation "allocation" (type $allocation'))
+  (type $usage-integral' (record
+    (field "metric" string) (field "unit" string) (field "gpu" (option string))
+    (field "pod" (option string)) (field "integral" f64) (field "covered-seconds" f64)
+    (field "mean" (option f64)) (field "samples" u32) (field "estimated" bool)))
+  (export $usage-integral "usage-integral" (type $usage-integral'))
   (type $item' (record
     (field "kind" $item-kind) (field "namespace" string) (field "name" string)
     (field "uid" string) (field "labels" (list (tuple string string)))
     (field "annotations" (list (tuple string string))) (field "object" string)
-    (field "allocation" $allocation)))
+    (field "allocation" $allocation) (field "usage" (list $usage-integral))))
   (export $item "item" (type $item'))
   (type $snapshot' (record (field "envelope" $envelope) (field "items" (list $item))))
   (export $snapshot "snapshot" (type $snapshot'))

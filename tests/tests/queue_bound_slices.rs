@@ -56,6 +56,7 @@ impl MeteredSource for Items {
                     node_name: None,
                     phase: None,
                 },
+                usage: vec![],
             })
             .collect()
     }

@@ -699,6 +699,7 @@ mod tests {
                 node_name: Some("node-1".to_owned()),
                 phase: Some("Running".to_owned()),
             },
+            usage: vec![],
         }
     }
 

@@ -75,6 +75,7 @@ impl MeteredSource for Synthetic {
                     node_name: Some("node-0".into()),
                     phase: Some("Running".into()),
                 },
+                usage: vec![],
             })
             .collect()
     }

@@ -1282,6 +1282,7 @@ fn pvc_entry_item(
             node_name: None,
             phase: alloc.phase,
         },
+        usage: Vec::new(),
     }))
 }
 

@@ -229,6 +229,7 @@ fn item(e: &Entry, window: &Window) -> Option<Item> {
             node_name: None,
             phase: w.phase.clone(),
         },
+        usage: Vec::new(),
     })
 }
 
