@@ -45,7 +45,7 @@ pub use bindings::{Guest, MapError, Mapped, MapperInfo, Snapshot, export_mapper}
 
 pub use bindings::edgemeter::mapper::types::{
     Allocation, CloudEvent, Diagnostic, Envelope, Extension, GpuAllocation, Item, ItemKind, Level,
-    SourceKind,
+    SourceKind, UsageIntegral,
 };
 
 /// Write a line to the collector's log. Off-WASM (native tests and benchmarks) it goes to
