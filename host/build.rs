@@ -9,19 +9,23 @@ fn main() {
         .parent()
         .expect("host/ lives in the workspace root")
         .to_path_buf();
-    println!(
-        "cargo:rerun-if-changed={}",
-        root.join("mappers/kubernetes/src").display()
-    );
-    println!(
-        "cargo:rerun-if-changed={}",
-        root.join("mappers/kubernetes/Cargo.toml").display()
-    );
+    for mapper in ["kubernetes", "runai"] {
+        for file in ["src", "Cargo.toml"] {
+            println!(
+                "cargo:rerun-if-changed={}",
+                root.join("mappers").join(mapper).join(file).display()
+            );
+        }
+    }
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=build_guests.rs");
-    for (package, path) in build_guest_components(&root, &["edgemeter-mapper-kubernetes"]) {
+    for (package, path) in build_guest_components(
+        &root,
+        &["edgemeter-mapper-kubernetes", "edgemeter-mapper-runai"],
+    ) {
         let var = match package.as_str() {
             "edgemeter-mapper-kubernetes" => "EDGEMETER_BUILTIN_KUBERNETES_WASM",
+            "edgemeter-mapper-runai" => "EDGEMETER_BUILTIN_RUNAI_WASM",
             other => panic!("no env var for guest {other}"),
         };
         println!("cargo:rustc-env={var}={}", path.display());

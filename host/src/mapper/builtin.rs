@@ -8,11 +8,21 @@ pub const KUBERNETES_WASM: &[u8] = include_bytes!(env!("EDGEMETER_BUILTIN_KUBERN
 /// The name users write to select the built-in Kubernetes mapper.
 pub const KUBERNETES: &str = "builtin:kubernetes";
 
+/// The built-in Run:ai mapper component (`mappers/runai`, wasm32-wasip2).
+pub const RUNAI_WASM: &[u8] = include_bytes!(env!("EDGEMETER_BUILTIN_RUNAI_WASM"));
+
+/// The name users write to select the built-in Run:ai mapper.
+pub const RUNAI: &str = "builtin:runai";
+
+/// Every built-in mapper's name, for messages.
+pub const NAMES: [&str; 2] = [KUBERNETES, RUNAI];
+
 /// Resolves `--mapper` (`builtin:NAME` or a path to a `.wasm` component) to its bytes.
 pub fn resolve(spec: &str) -> Result<(String, Vec<u8>), MapperError> {
     if let Some(name) = spec.strip_prefix("builtin:") {
         return match name {
             "kubernetes" => Ok((KUBERNETES.to_owned(), KUBERNETES_WASM.to_vec())),
+            "runai" => Ok((RUNAI.to_owned(), RUNAI_WASM.to_vec())),
             _ => Err(MapperError::UnknownBuiltin(spec.to_owned())),
         };
     }
@@ -21,4 +31,24 @@ pub fn resolve(spec: &str) -> Result<(String, Vec<u8>), MapperError> {
         source,
     })?;
     Ok((spec.to_owned(), bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_resolves_and_an_unknown_one_lists_them() {
+        for name in NAMES {
+            let (resolved, bytes) = resolve(name).expect("built in");
+            assert_eq!(resolved, name);
+            assert!(!bytes.is_empty());
+        }
+        assert_eq!(resolve(RUNAI).expect("runai").1, RUNAI_WASM);
+        let err = resolve("builtin:slurm").expect_err("unknown").to_string();
+        assert!(
+            err.contains("\"builtin:slurm\"") && err.contains("builtin:kubernetes, builtin:runai"),
+            "{err}"
+        );
+    }
 }

@@ -12,7 +12,7 @@
 //!   compatibility hash.
 //! - [`validate`]: every event a mapper returns is checked and completed (specversion, time,
 //!   deterministic id) before it can reach the queue.
-//! - [`builtin`]: the mappers embedded in the binary (`builtin:kubernetes`).
+//! - [`builtin`]: the mappers embedded in the binary (`builtin:kubernetes`, `builtin:runai`).
 //!
 //! A trapping, looping, sleeping or memory-hungry mapper fails that one call with a typed
 //! [`MapperError`] and a counted metric; the host keeps running and the next call gets a
@@ -42,7 +42,7 @@ pub enum MapperError {
         #[source]
         source: std::io::Error,
     },
-    #[error("unknown built-in mapper {0:?}; available: builtin:kubernetes")]
+    #[error("unknown built-in mapper {0:?}; available: {names}", names = builtin::NAMES.join(", "))]
     UnknownBuiltin(String),
     #[error(
         "failed to compile mapper {mapper}: {reason} (is it a WebAssembly component built for wasm32-wasip2 against guest-sdk/wit/mapper.wit?)"
