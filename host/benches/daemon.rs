@@ -385,7 +385,7 @@ fn free_port() -> anyhow::Result<u16> {
 async fn windows_billed(http: &reqwest::Client, metrics: &str) -> Option<u64> {
     let text = http.get(metrics).send().await.ok()?.text().await.ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix("edgemeter_windows_billed_total "))
+        .find_map(|l| l.strip_prefix("edgemeter_windows_billed_total{source=\"kubernetes\"} "))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map(|v| v as u64)
 }

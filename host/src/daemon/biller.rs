@@ -408,6 +408,15 @@ impl Biller {
         now: i64,
         may_commit: &dyn Fn() -> bool,
     ) -> TickOutcome {
+        // A source whose data ends earlier bills up to there: windows end no later.
+        let mut now = now;
+        if let Some(ready) = source.ready_until() {
+            if ready <= self.watermark && source.in_sync() {
+                return TickOutcome::Idle(Idle::NothingNew);
+            }
+            let settle = i64::try_from(self.plan.settle).unwrap_or(i64::MAX);
+            now = now.min(ready.saturating_add(settle));
+        }
         let windows = match self.plan.windows(self.watermark, now, source.in_sync()) {
             Ok(w) => w,
             Err(idle) => return TickOutcome::Idle(idle),

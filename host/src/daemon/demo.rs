@@ -213,7 +213,7 @@ pub fn run(args: DemoArgs) -> Result<(), DaemonError> {
             }
             timer.cancel();
         });
-        let result = run_with(run_args, client, shutdown).await;
+        let result = run_with(run_args, Some(client), shutdown).await;
         // Let the last batch land before the receiver stops.
         tokio::time::sleep(Duration::from_millis(500)).await;
         receiver_stop.cancel();

@@ -22,6 +22,8 @@ use crate::sinks::stdout;
 use crate::sinks::supervisor::{RestartPolicy, supervise};
 use crate::snapshot::Identity;
 use crate::sources::kubernetes::KubernetesArgs;
+use crate::sources::runai::RunaiArgs;
+use crate::sources::{SourceChoice, StartContext};
 use crate::window::{self, WindowError};
 
 use super::biller::{Biller, TickOutcome};
@@ -29,7 +31,7 @@ use super::windows::{
     ClockGuard, ClockJump, Idle, LeaseEvidence, LostQueue, Plan, Start, StartEvidence, StartRules,
     decide_start,
 };
-use crate::sources::kubernetes::source::{KubernetesSource, SOURCE_NAME};
+use crate::metrics::SourceBilling;
 use crate::sources::{MeteredSource, Source};
 
 /// Where events go.
@@ -85,6 +87,16 @@ pub struct RunArgs {
     /// `terminationGracePeriodSeconds` (the chart: 25s of 30s).
     #[arg(long, env = "EDGEMETER_SHUTDOWN_TIMEOUT", default_value = "25s")]
     pub shutdown_timeout: String,
+    /// The sources to run, comma-separated: `kubernetes`, `runai`. Default: `runai` when
+    /// RUNAI_URL is set, `kubernetes` unless RUNAI_URL is set and no cluster is configured
+    /// (neither in-cluster nor KUBECONFIG nor ~/.kube/config); both when both are.
+    #[arg(
+        long = "source",
+        env = "EDGEMETER_SOURCES",
+        value_enum,
+        value_delimiter = ','
+    )]
+    pub sources: Vec<SourceChoice>,
     /// Log every event (as the seed collector's DEBUG=true did).
     #[arg(long, env = "DEBUG", default_value_t = false, action = clap::ArgAction::Set, default_missing_value = "true", num_args = 0..=1)]
     pub debug: bool,
@@ -92,6 +104,8 @@ pub struct RunArgs {
     pub mapper: MapperArgs,
     #[command(flatten)]
     pub kubernetes: KubernetesArgs,
+    #[command(flatten)]
+    pub runai: RunaiArgs,
     #[command(flatten)]
     pub queue: QueueConfig,
     #[command(flatten)]
@@ -116,6 +130,18 @@ pub enum DaemonError {
     #[error(transparent)]
     Kubernetes(#[from] crate::sources::kubernetes::ConfigError),
     #[error(transparent)]
+    Runai(#[from] crate::sources::runai::ConfigError),
+    #[error("failed to start the {source_name} source")]
+    SourceStart {
+        source_name: &'static str,
+        #[source]
+        source: crate::sources::StartError,
+    },
+    #[error(
+        "leader election (EDGEMETER_LEASE_*) needs the Kubernetes API; configure a cluster (in-cluster or KUBECONFIG) or turn leader election off"
+    )]
+    LeaseWithoutCluster,
+    #[error(transparent)]
     Lease(#[from] LeaseConfigError),
     #[error("failed to open the queue")]
     QueueOpen(#[source] QueueError),
@@ -138,8 +164,8 @@ pub enum DaemonError {
     Sink(#[from] SinkError),
     #[error("failed to start the async runtime")]
     Runtime(#[source] std::io::Error),
-    #[error("the Kubernetes watchers stopped")]
-    SourceEnded,
+    #[error("the {0} source stopped (its background tasks ended)")]
+    SourceEnded(String),
 }
 
 /// `--mapper-slice-items`: a whole number of at least 1.
@@ -188,6 +214,15 @@ impl RunArgs {
     }
 }
 
+/// The default sources (pure): Run:ai when configured; Kubernetes unless only Run:ai is.
+pub fn default_sources(runai: bool, cluster: bool) -> Vec<SourceChoice> {
+    match (runai, cluster) {
+        (true, false) => vec![SourceChoice::Runai],
+        (true, true) => vec![SourceChoice::Kubernetes, SourceChoice::Runai],
+        (false, _) => vec![SourceChoice::Kubernetes],
+    }
+}
+
 /// The longest first-start backfill.
 const MAX_BACKFILL: Duration = Duration::from_secs(31 * 24 * 3600);
 
@@ -222,6 +257,39 @@ impl RunArgs {
             });
         }
         Ok(d)
+    }
+
+    /// The sources to run: `--source`, else the default (see the flag).
+    pub fn source_choices(&self) -> Vec<SourceChoice> {
+        let mut chosen = if self.sources.is_empty() {
+            let cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+                || std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty())
+                || std::env::var_os("HOME").is_some_and(|h| {
+                    std::path::Path::new(&h)
+                        .join(".kube")
+                        .join("config")
+                        .exists()
+                });
+            default_sources(self.runai.enabled(), cluster)
+        } else {
+            self.sources.clone()
+        };
+        chosen.sort();
+        chosen.dedup();
+        chosen
+    }
+
+    /// The mapper arguments of one source: the Run:ai source has its own mapper and config
+    /// (`RUNAI_MAPPER`, `RUNAI_MAPPER_CONFIG`), the limits and identity are shared.
+    pub fn mapper_args(&self, choice: SourceChoice) -> MapperArgs {
+        match choice {
+            SourceChoice::Kubernetes => self.mapper.clone(),
+            SourceChoice::Runai => MapperArgs {
+                mapper: self.runai.mapper.clone(),
+                mapper_config: self.runai.mapper_config.clone(),
+                ..self.mapper.clone()
+            },
+        }
     }
 
     /// Leader-election settings from the flags and this process's environment.
@@ -259,14 +327,26 @@ pub fn run(args: RunArgs) -> Result<(), DaemonError> {
             signals.cancel();
         });
         // Refuse invalid values before touching the network.
-        args.plan()?;
+        let plan = args.plan()?;
         args.delivery()?;
-        args.kubernetes.scope()?;
-        args.kubernetes.watch_idle_timeout()?;
-        args.lease_config()?;
+        let choices = args.source_choices();
+        let kubernetes = choices.contains(&SourceChoice::Kubernetes);
+        if kubernetes {
+            args.kubernetes.scope()?;
+            args.kubernetes.watch_idle_timeout()?;
+        }
+        if choices.contains(&SourceChoice::Runai) {
+            args.runai.validate()?;
+            args.runai.source_config(plan.interval)?;
+        }
+        let lease = args.lease_config()?;
         args.shutdown_timeout()?;
         args.backfill()?;
-        let client = args.kubernetes.client().await?;
+        let client = if kubernetes || lease.is_some() {
+            Some(args.kubernetes.client().await?)
+        } else {
+            None
+        };
         run_with(args, client, shutdown).await
     })
 }
@@ -294,19 +374,37 @@ async fn wait_for_signal() {
     }
 }
 
+/// One source as the daemon bills it.
+struct Billed {
+    name: &'static str,
+    source: Box<dyn Source>,
+    biller: Biller,
+    mapper: crate::mapper::LoadedMapper,
+    metrics: SourceBilling,
+    mapper_counts: MapperCounts,
+}
+
 /// The daemon body with an injected client and shutdown token (used by `run` and `demo`).
+/// `client` is the Kubernetes API (needed by the Kubernetes source and leader election).
 pub async fn run_with(
     args: RunArgs,
-    client: kube::Client,
+    client: Option<kube::Client>,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let plan = args.plan()?;
     let backfill = args.backfill()?;
     let shutdown_timeout = args.shutdown_timeout()?;
-    let scope = args.kubernetes.scope()?;
     let delivery = args.delivery()?;
     let lease_config = args.lease_config()?;
-    let mapper = args.mapper.load()?;
+    if lease_config.is_some() && client.is_none() {
+        return Err(DaemonError::LeaseWithoutCluster);
+    }
+    let choices = args.source_choices();
+    let mut mappers = Vec::new();
+    for choice in &choices {
+        let m = args.mapper_args(*choice);
+        mappers.push((m.load()?, m.config()?));
+    }
     let queue = Queue::open(&args.queue).map_err(DaemonError::QueueOpen)?;
     let metrics = Metrics::new();
 
@@ -334,8 +432,8 @@ pub async fn run_with(
     // Where billing starts: the stored watermark, or — without one — what the queue's history
     // and the Lease say of earlier billing (`windows::decide_start`). The Lease is read before
     // this replica's elector runs, so a Lease naming it was written by an earlier process.
-    let lease_evidence = match &lease_config {
-        Some(config) => match read_lease(&client, config, &shutdown).await {
+    let lease_record = match (&lease_config, &client) {
+        (Some(config), Some(client)) => match read_lease(client, config, &shutdown).await {
             Some(l) => Some(l),
             None => {
                 sink_stop.cancel();
@@ -344,67 +442,74 @@ pub async fn run_with(
                 return Ok(());
             }
         },
-        None => None,
+        _ => None,
     };
-    let evidence = StartEvidence {
-        stored: queue
-            .watermark(SOURCE_NAME)
-            .map_err(DaemonError::QueueOpen)?,
-        history: queue.history(),
-        lease: lease_evidence,
-    };
-    let start = start_point(&plan, &evidence, &args, backfill)?;
-    // The source takes the client; the elector, started after the first watermark, needs one.
-    let lease_client = client.clone();
-
     let identity = Identity {
         collector_id: args.mapper.collector_id.clone(),
         cluster_id: args.mapper.cluster_id.clone(),
     };
-    let records = queue
-        .ledger_records(SOURCE_NAME)
+    let mut billed: Vec<Billed> = Vec::new();
+    for (choice, (mapper, mapper_config)) in choices.iter().copied().zip(mappers) {
+        let name = choice.name();
+        let evidence = StartEvidence {
+            stored: queue.watermark(name).map_err(DaemonError::QueueOpen)?,
+            history: history_of(queue.history(), name),
+            lease: lease_record.as_ref().map(|l| l.evidence(name)),
+        };
+        let start = start_point(&plan, &evidence, &args, backfill)?;
+        let records = queue.ledger_records(name).map_err(DaemonError::QueueOpen)?;
+        let mut biller = Biller::new(
+            plan,
+            mapper.clone(),
+            queue.clone(),
+            identity.clone(),
+            mapper_config,
+            name,
+            start,
+        )
         .map_err(DaemonError::QueueOpen)?;
-    let kubernetes = KubernetesSource::start_with(
-        client,
-        &scope,
-        plan.settle,
-        mapper.wants_raw_objects(),
-        crate::sources::kubernetes::watcher::system_clock(),
-        args.kubernetes.watch_idle_timeout()?,
-        records,
-    );
-    let restored = kubernetes.restore_report();
-    tracing::info!(
-        restored = restored.restored,
-        out_of_scope = restored.out_of_scope,
-        unreadable = restored.unreadable,
-        resumed_streams = restored.resumed_streams,
-        "ledger restored from the queue"
-    );
-    let mut source: Box<dyn Source> = Box::new(kubernetes);
-    let mut biller = Biller::new(
-        plan,
-        mapper.clone(),
-        queue.clone(),
-        identity,
-        args.mapper.config()?,
-        source.name(),
-        start,
-    )
-    .map_err(DaemonError::QueueOpen)?;
-    biller.set_log_events(args.debug);
-    biller.set_slice_items(args.mapper_slice_items);
-    biller.set_items_rejected(metrics.billing.items_rejected.clone());
-    biller.set_late_items(metrics.billing.late_items.clone());
-    record_history(&queue, biller.watermark())?;
+        biller.set_log_events(args.debug);
+        biller.set_slice_items(args.mapper_slice_items);
+        biller.set_items_rejected(metrics.billing.items_rejected.clone());
+        biller.set_late_items(metrics.billing.late_items.clone());
+        let ctx = StartContext {
+            kube: client.clone(),
+            plan,
+            watermark: biller.watermark(),
+            records,
+            wants_raw_objects: mapper.wants_raw_objects(),
+            kubernetes: &args.kubernetes,
+            runai: &args.runai,
+        };
+        let source =
+            crate::sources::start(choice, ctx).map_err(|source| DaemonError::SourceStart {
+                source_name: name,
+                source,
+            })?;
+        record_history(&queue, name, biller.watermark())?;
+        billed.push(Billed {
+            name,
+            source,
+            biller,
+            mapper,
+            metrics: metrics.billing.for_source(name),
+            mapper_counts: MapperCounts::default(),
+        });
+    }
+    let watermarks = |billed: &[Billed]| -> BTreeMap<String, i64> {
+        billed
+            .iter()
+            .map(|b| (b.name.to_owned(), b.biller.watermark()))
+            .collect()
+    };
 
-    // Leader election: the elector task publishes the lease status and reads our watermark.
-    let (marks_tx, marks_rx) = tokio::sync::watch::channel(BTreeMap::new());
+    // Leader election: the elector task publishes the lease status and reads our watermarks.
+    let (marks_tx, marks_rx) = tokio::sync::watch::channel(watermarks(&billed));
     let (status_tx, status_rx) = tokio::sync::watch::channel(LeaseStatus::default());
     let lease_stop = CancellationToken::new();
-    let lease_task = lease_config.map(|config| {
+    let lease_task = lease_config.zip(client.clone()).map(|(config, client)| {
         tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "leader election on: billing only while holding the lease");
-        let api = kube::Api::namespaced(lease_client.clone(), &config.namespace);
+        let api = kube::Api::namespaced(client, &config.namespace);
         tokio::spawn(lease::client::run(
             api,
             config,
@@ -417,23 +522,27 @@ pub async fn run_with(
     metrics.billing.leader.set(i64::from(!elected));
     // Whether this replica may commit now (always, without leader election).
     let may_bill = || !elected || status_rx.borrow().may_bill(Instant::now());
+    for b in &billed {
+        tracing::info!(
+            source = b.name,
+            watermark = %window::rfc3339(b.biller.watermark()),
+            mapper = %b.mapper.name(),
+            "source billing"
+        );
+    }
     tracing::info!(
-        watermark = %window::rfc3339(biller.watermark()),
+        sources = ?billed.iter().map(|b| b.name).collect::<Vec<_>>(),
         interval_s = plan.interval,
         sink = ?args.sink,
         http = %args.http_listen,
         "edgemeter running"
     );
 
-    marks_tx.send_replace(BTreeMap::from([(
-        SOURCE_NAME.to_owned(),
-        biller.watermark(),
-    )]));
-
     let mut ticker = tokio::time::interval(Duration::from_secs(plan.interval));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_mapper = MapperCounts::default();
-    source.publish_metrics(&metrics);
+    for b in &mut billed {
+        b.source.publish_metrics(&metrics);
+    }
     let mut was_leader = false;
     // The wall clock is checked against the monotonic clock at every tick (`ClockGuard`).
     let (mut clock, clock_base) = (ClockGuard::default(), Instant::now());
@@ -449,66 +558,87 @@ pub async fn run_with(
             .set(jiff::Timestamp::now().as_second());
     };
     progress();
+    let synced = |billed: &[Billed]| {
+        for b in billed {
+            b.metrics.in_sync.set(i64::from(b.source.in_sync()));
+        }
+        metrics
+            .billing
+            .source_synced
+            .set(i64::from(billed.iter().all(|b| b.source.in_sync())));
+    };
     let result = loop {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => {
-                // Finish the current window before exiting (if this replica bills), within
+                // Finish the current windows before exiting (if this replica bills), within
                 // half the shutdown budget (a long catch-up stops between windows).
                 let stopping = Instant::now();
-                source.catch_up();
-                follow_lease(&status_rx, &mut biller, source.as_mut());
-                if may_bill() {
-                    let now = clock_now(&mut clock, clock_base, &metrics);
-                    let outcome = tokio::task::block_in_place(|| {
-                        biller.tick_while(source.as_mut(), now, &|| {
-                            may_bill() && stopping.elapsed() < shutdown_timeout / 2
-                        })
-                    });
-                    if let Err(e) = report(outcome, &metrics, &biller) { break Err(e); }
+                let now = clock_now(&mut clock, clock_base, &metrics);
+                let mut failed = None;
+                for b in &mut billed {
+                    b.source.catch_up();
+                    follow_lease(&status_rx, b);
+                    if may_bill() {
+                        let outcome = tokio::task::block_in_place(|| {
+                            b.biller.tick_while(b.source.as_mut(), now, &|| {
+                                may_bill() && stopping.elapsed() < shutdown_timeout / 2
+                            })
+                        });
+                        if let Err(e) = report(outcome, b) { failed = Some(e); break; }
+                    }
                 }
-                break Ok(());
+                break failed.map_or(Ok(()), Err);
             }
             _ = ticker.tick() => {
-                source.catch_up();
                 let now = clock_now(&mut clock, clock_base, &metrics);
-                follow_lease(&status_rx, &mut biller, source.as_mut());
                 let leader = may_bill();
                 if leader && !was_leader {
                     metrics.billing.leader_transitions.inc();
                 }
                 was_leader = leader;
                 metrics.billing.leader.set(i64::from(leader));
-                metrics.billing.source_synced.set(i64::from(source.in_sync()));
-                source.publish_metrics(&metrics);
-                if leader {
-                    let outcome = tokio::task::block_in_place(|| {
-                        biller.tick_while(source.as_mut(), now, &|| { progress(); !shutdown.is_cancelled() && may_bill() })
-                    });
-                    last_mapper = last_mapper.publish(&mapper, &metrics);
-                    if let Err(e) = report(outcome, &metrics, &biller) { break Err(e); }
-                } else {
-                    metrics.billing.watermark.set(biller.watermark());
+                let mut failed = None;
+                for b in &mut billed {
+                    // Each source's own catch-up right before its tick: a window never ends
+                    // after an input that was already received.
+                    b.source.catch_up();
+                    follow_lease(&status_rx, b);
+                    b.source.publish_metrics(&metrics);
+                    if leader {
+                        let outcome = tokio::task::block_in_place(|| {
+                            b.biller.tick_while(b.source.as_mut(), now, &|| { progress(); !shutdown.is_cancelled() && may_bill() })
+                        });
+                        b.mapper_counts = b.mapper_counts.publish(&b.mapper, &metrics);
+                        if let Err(e) = report(outcome, b) { failed = Some(e); break; }
+                    } else {
+                        b.metrics.watermark.set(b.biller.watermark());
+                    }
+                    b.metrics.lag.set(now - b.biller.watermark());
                 }
-                metrics.billing.lag.set(now - biller.watermark());
+                if let Some(e) = failed { break Err(e); }
+                synced(&billed);
                 progress();
-                marks_tx.send_replace(BTreeMap::from([(SOURCE_NAME.to_owned(), biller.watermark())]));
+                marks_tx.send_replace(watermarks(&billed));
             }
-            alive = source.pump() => {
-                if !alive { break Err(DaemonError::SourceEnded); }
-                metrics.billing.source_synced.set(i64::from(source.in_sync()));
+            (alive, index) = futures::FutureExt::map(
+                futures::future::select_all(billed.iter_mut().map(|b| b.source.pump())),
+                // The other sources' pumps are dropped here, before the handler.
+                |(alive, index, _rest)| (alive, index),
+            ) => {
+                if !alive { break Err(DaemonError::SourceEnded(billed[index].name.to_owned())); }
+                synced(&billed);
             }
         }
     };
     // What is left of the shutdown budget bounds each step below.
     let deadline = tokio::time::Instant::now() + shutdown_timeout / 2;
     let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
-    source.stop();
-    // Release the lease only now, with the final watermark: the next leader starts there.
-    marks_tx.send_replace(BTreeMap::from([(
-        SOURCE_NAME.to_owned(),
-        biller.watermark(),
-    )]));
+    for b in &billed {
+        b.source.stop();
+    }
+    // Release the lease only now, with the final watermarks: the next leader starts there.
+    marks_tx.send_replace(watermarks(&billed));
     lease_stop.cancel();
     if let Some(task) = lease_task
         && tokio::time::timeout(left().min(Duration::from_secs(5)), task)
@@ -525,13 +655,30 @@ pub async fn run_with(
         Ok(Ok(())) => {}
     }
     let _ = tokio::time::timeout(left().max(Duration::from_millis(100)), http_task).await;
-    tracing::info!(watermark = %window::rfc3339(biller.watermark()), "edgemeter stopped");
-    if result.is_ok()
-        && let Err(e) = record_history(&queue, biller.watermark())
-    {
-        tracing::warn!(error = %e, "the queue's history file was not updated at the stop");
+    for b in &billed {
+        tracing::info!(source = b.name, watermark = %window::rfc3339(b.biller.watermark()), "edgemeter stopped");
+        if result.is_ok()
+            && let Err(e) = record_history(&queue, b.name, b.biller.watermark())
+        {
+            tracing::warn!(error = %e, "the queue's history file was not updated at the stop");
+        }
     }
     result
+}
+
+/// The history file as evidence for one source: what it says of that source, or — when it
+/// never recorded that source and no database was moved aside — nothing (a source added to a
+/// running queue starts as a first start, it lost nothing).
+fn history_of(
+    history: Option<crate::queue::QueueHistory>,
+    source: &str,
+) -> Option<crate::queue::QueueHistory> {
+    let mut h = history?;
+    if h.moved_aside.is_none() && !h.watermarks.contains_key(source) {
+        return None;
+    }
+    h.watermarks.retain(|k, _| k == source);
+    Some(h)
 }
 
 /// Where billing starts ([`decide_start`]), saying so: a lost queue is refused with what was
@@ -623,13 +770,32 @@ fn refusal(lost: &LostQueue, now: i64) -> String {
 /// Notes this start's (or stop's) watermark in the queue's history file once it is durable
 /// in the database (a watermark not yet stored, as with a queue full before the first
 /// window, is not noted: a history file must never name a queue without a watermark).
-fn record_history(queue: &Queue, watermark: i64) -> Result<(), DaemonError> {
-    let stored = queue.watermark(SOURCE_NAME).map_err(DaemonError::History)?;
+fn record_history(queue: &Queue, source: &str, watermark: i64) -> Result<(), DaemonError> {
+    let stored = queue.watermark(source).map_err(DaemonError::History)?;
     match stored {
         Some(w) => queue
-            .record_history(SOURCE_NAME, w.max(watermark))
+            .record_history(source, w.max(watermark))
             .map_err(DaemonError::History),
         None => Ok(()),
+    }
+}
+
+/// The Lease as read before billing starts.
+#[derive(Debug)]
+struct LeaseRecord {
+    holder: Option<String>,
+    watermarks: BTreeMap<String, i64>,
+    identity: String,
+}
+
+impl LeaseRecord {
+    /// What it says of one source.
+    fn evidence(&self, source: &str) -> LeaseEvidence {
+        LeaseEvidence {
+            holder: self.holder.clone(),
+            watermark: self.watermarks.get(source).copied(),
+            identity: self.identity.clone(),
+        }
     }
 }
 
@@ -640,7 +806,7 @@ async fn read_lease(
     client: &kube::Client,
     config: &lease::LeaseConfig,
     shutdown: &CancellationToken,
-) -> Option<LeaseEvidence> {
+) -> Option<LeaseRecord> {
     let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
         kube::Api::namespaced(client.clone(), &config.namespace);
     let mut delay = config.retry_period;
@@ -652,9 +818,9 @@ async fn read_lease(
                         .as_ref()
                         .map(lease::elector::Record::from_lease)
                         .unwrap_or_default();
-                    return Some(LeaseEvidence {
+                    return Some(LeaseRecord {
                         holder: record.holder,
-                        watermark: record.watermarks.get(SOURCE_NAME).copied(),
+                        watermarks: record.watermarks.into_iter().collect(),
                         identity: config.identity.clone(),
                     });
                 }
@@ -712,16 +878,14 @@ fn clock_now(guard: &mut ClockGuard, base: Instant, metrics: &Metrics) -> i64 {
     reading.now
 }
 
-/// Moves the biller to the lease's watermark (what the holder billed), leader or not.
-fn follow_lease(
-    status: &tokio::sync::watch::Receiver<LeaseStatus>,
-    biller: &mut Biller,
-    source: &mut dyn MeteredSource,
-) {
+/// Moves a source's biller to the lease's watermark of it (what the holder billed), leader
+/// or not.
+fn follow_lease(status: &tokio::sync::watch::Receiver<LeaseStatus>, b: &mut Billed) {
     // Copy out: a borrow held across the tick would block the elector's updates.
-    let lease_watermark = status.borrow().watermark(SOURCE_NAME);
+    let lease_watermark = status.borrow().watermark(b.name);
     if let Some(w) = lease_watermark {
-        biller.adopt(source, w);
+        let source: &mut dyn MeteredSource = b.source.as_mut();
+        b.biller.adopt(source, w);
     }
 }
 
@@ -766,8 +930,10 @@ impl MapperCounts {
     }
 }
 
-fn report(outcome: TickOutcome, metrics: &Metrics, biller: &Biller) -> Result<(), DaemonError> {
-    let b = &metrics.billing;
+fn report(outcome: TickOutcome, billed: &Billed) -> Result<(), DaemonError> {
+    let b = &billed.metrics;
+    let biller = &billed.biller;
+    let source = billed.name;
     b.watermark.set(biller.watermark());
     match outcome {
         TickOutcome::Billed {
@@ -778,13 +944,14 @@ fn report(outcome: TickOutcome, metrics: &Metrics, biller: &Biller) -> Result<()
             b.windows_billed.inc_by(windows as u64);
             b.events_enqueued.inc_by(events as u64);
             if windows > 0 {
-                tracing::debug!(windows, events, watermark = %window::rfc3339(watermark), "billed");
+                tracing::debug!(source, windows, events, watermark = %window::rfc3339(watermark), "billed");
             }
         }
         TickOutcome::Idle(Idle::NothingNew) => {}
         TickOutcome::Idle(Idle::ClockBehind { seconds }) => {
             b.window_failed("clock_behind");
             tracing::error!(
+                source,
                 watermark = %window::rfc3339(biller.watermark()),
                 behind_s = seconds,
                 "the wall clock is behind the watermark (time went backwards): nothing is billed until it passes it again; check NTP on this node (nothing is lost: the span is billed once the clock catches up)"
@@ -792,12 +959,22 @@ fn report(outcome: TickOutcome, metrics: &Metrics, biller: &Biller) -> Result<()
         }
         TickOutcome::Idle(Idle::NotInSync) => {
             b.window_failed("not_in_sync");
-            tracing::info!("waiting for the Kubernetes watch to be in sync before billing");
+            match billed.source.kind() {
+                crate::mapper::bindings::SourceKind::Kubernetes => tracing::info!(
+                    source,
+                    "waiting for the Kubernetes watch to be in sync before billing"
+                ),
+                crate::mapper::bindings::SourceKind::Runai => tracing::info!(
+                    source,
+                    "waiting for a complete Run:ai round before billing (the control plane did not answer every call; its windows are billed once it does)"
+                ),
+            }
         }
         TickOutcome::QueueFull { windows, watermark } => {
             b.windows_billed.inc_by(windows as u64);
             b.window_failed("queue_full");
             tracing::error!(
+                source,
                 watermark = %window::rfc3339(watermark),
                 "queue is full: windows paused until delivery frees space (nothing is lost; the next window covers the gap)"
             );
@@ -810,6 +987,7 @@ fn report(outcome: TickOutcome, metrics: &Metrics, biller: &Biller) -> Result<()
             b.windows_billed.inc_by(windows as u64);
             b.window_failed("mapper");
             tracing::error!(
+                source,
                 watermark = %window::rfc3339(watermark),
                 error = %error,
                 "mapper failed the window; it will be retried (nothing is lost)"

@@ -11,5 +11,5 @@ wasmtime::component::bindgen!({
 // `Snapshot`, `Mapped`, `MapError` and `MapperInfo` are in scope already (the world `use`s them).
 pub use self::edgemeter::mapper::types::{
     Allocation, CloudEvent, Diagnostic, Envelope, Extension, GpuAllocation, Item, ItemKind, Level,
-    SourceKind,
+    SourceKind, UsageIntegral,
 };

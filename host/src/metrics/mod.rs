@@ -94,16 +94,18 @@ pub struct QueueMetrics {
 /// Billing windows and mappers (the daemon's side of the pipeline).
 #[derive(Debug, Clone, Default)]
 pub struct BillingMetrics {
-    /// Windows committed to the queue.
-    pub windows_billed: Counter,
-    /// Events committed to the queue.
-    pub events_enqueued: Counter,
-    /// Ticks that could not advance the watermark, by reason.
-    pub window_failures: Family<FailureLabels, Counter>,
-    /// "Billed up to", Unix seconds.
-    pub watermark: Gauge,
-    /// Seconds between now and the watermark at the last tick.
-    pub lag: Gauge,
+    /// Billing windows committed to the queue, by source.
+    pub windows_billed: Family<SourceLabels, Counter>,
+    /// Events committed to the queue, by source.
+    pub events_enqueued: Family<SourceLabels, Counter>,
+    /// Ticks that could not advance the watermark, by source and reason.
+    pub window_failures: Family<SourceFailureLabels, Counter>,
+    /// "Billed up to", Unix seconds, by source.
+    pub watermark: Family<SourceLabels, Gauge>,
+    /// Seconds between now and the watermark at the last tick, by source.
+    pub lag: Family<SourceLabels, Gauge>,
+    /// 1 while the source holds a complete, current view, by source.
+    pub source_in_sync: Family<SourceLabels, Gauge>,
     /// Jumps of the wall clock against the monotonic clock between ticks, by direction
     /// (`forward`: refused, billing follows the monotonic clock; `backward`: followed).
     pub clock_jumps: Family<DirectionLabels, Counter>,
@@ -113,8 +115,9 @@ pub struct BillingMetrics {
     pub leader: Gauge,
     /// Times this replica became the lease holder.
     pub leader_transitions: Counter,
-    /// 1 once the source has completed its first full list (0 before, and again while its
-    /// watch is broken).
+    /// 1 while every source is in sync (`source_in_sync` by source): the Kubernetes source
+    /// has completed its first full list and its watches are healthy, the Run:ai source's
+    /// last round was complete.
     pub source_synced: Gauge,
     /// Unix second of the billing loop's last progress: a tick completed (any outcome) or a
     /// window started. `/healthz` fails once it is older than `liveness_stale_after`
@@ -141,6 +144,58 @@ pub struct BillingMetrics {
     pub late_items: Counter,
 }
 
+/// Which source a billing metric is about (label `source`: `kubernetes`, `runai`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    pub source: String,
+}
+
+/// A source's failure by reason.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceFailureLabels {
+    pub source: String,
+    pub reason: String,
+}
+
+/// One source's billing metrics: handles into the `source`-labelled families.
+#[derive(Debug, Clone)]
+pub struct SourceBilling {
+    source: String,
+    pub windows_billed: Counter,
+    pub events_enqueued: Counter,
+    pub watermark: Gauge,
+    pub lag: Gauge,
+    pub in_sync: Gauge,
+    failures: Family<SourceFailureLabels, Counter>,
+}
+
+impl SourceBilling {
+    /// Counts one failed tick of this source for `reason`.
+    pub fn window_failed(&self, reason: &str) {
+        self.failures
+            .get_or_create(&SourceFailureLabels {
+                source: self.source.clone(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// The Run:ai source's poller.
+#[derive(Debug, Clone, Default)]
+pub struct RunaiMetrics {
+    /// Rounds by outcome: `complete` (every listing and metrics call answered), `failed`.
+    pub rounds: Family<OutcomeLabels, Counter>,
+    /// API calls of rounds (pages and metrics calls; the client's retries not counted).
+    pub calls: Counter,
+    /// Listed workloads or pods that did not decode (skipped).
+    pub malformed: Counter,
+    /// Workloads in the source's ledger.
+    pub workloads: Gauge,
+    /// Unix second up to which complete rounds have read (windows end no later).
+    pub ready_until: Gauge,
+}
+
 /// The outcome of a watch resume.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -160,13 +215,20 @@ pub struct FailureLabels {
 }
 
 impl BillingMetrics {
-    /// Counts one failure of `reason`.
-    pub fn window_failed(&self, reason: &str) {
-        self.window_failures
-            .get_or_create(&FailureLabels {
-                reason: reason.to_owned(),
-            })
-            .inc();
+    /// The handles of one source's metrics.
+    pub fn for_source(&self, source: &str) -> SourceBilling {
+        let l = SourceLabels {
+            source: source.to_owned(),
+        };
+        SourceBilling {
+            source: source.to_owned(),
+            windows_billed: self.windows_billed.get_or_create(&l).clone(),
+            events_enqueued: self.events_enqueued.get_or_create(&l).clone(),
+            watermark: self.watermark.get_or_create(&l).clone(),
+            lag: self.lag.get_or_create(&l).clone(),
+            in_sync: self.source_in_sync.get_or_create(&l).clone(),
+            failures: self.window_failures.clone(),
+        }
     }
 }
 
@@ -176,6 +238,7 @@ pub struct Metrics {
     pub sink: SinkMetrics,
     pub queue: QueueMetrics,
     pub billing: BillingMetrics,
+    pub runai: RunaiMetrics,
 }
 
 impl Default for Metrics {
@@ -266,27 +329,27 @@ impl Metrics {
         let billing = BillingMetrics::default();
         registry.register(
             "windows_billed",
-            "Billing windows committed to the queue with their events",
+            "Billing windows committed to the queue with their events, by source",
             billing.windows_billed.clone(),
         );
         registry.register(
             "events_enqueued",
-            "Events committed to the queue",
+            "Events committed to the queue, by source",
             billing.events_enqueued.clone(),
         );
         registry.register(
             "window_failures",
-            "Ticks that could not advance the watermark (mapper, queue_full, not_in_sync)",
+            "Ticks that could not advance a source's watermark, by source and reason (mapper, queue_full, not_in_sync, clock_behind)",
             billing.window_failures.clone(),
         );
         registry.register(
             "watermark_seconds",
-            "Billed up to this Unix time",
+            "Billed up to this Unix time, by source",
             billing.watermark.clone(),
         );
         registry.register(
             "billing_lag_seconds",
-            "Seconds between now and the watermark at the last tick",
+            "Seconds between now and the source's watermark at the last tick, by source",
             billing.lag.clone(),
         );
         registry.register(
@@ -306,8 +369,13 @@ impl Metrics {
         );
         registry.register(
             "source_synced",
-            "1 while the source holds a complete, current view (listed, watch healthy)",
+            "1 while every source holds a complete, current view (Kubernetes: listed, watches healthy; Run:ai: last round complete)",
             billing.source_synced.clone(),
+        );
+        registry.register(
+            "source_in_sync",
+            "1 while the source holds a complete, current view, by source",
+            billing.source_in_sync.clone(),
         );
         registry.register(
             "clock_jumps",
@@ -359,11 +427,38 @@ impl Metrics {
             "Items billed for windows committed before the source knew them (a late watch event), with a later commit under their on-time ids",
             billing.late_items.clone(),
         );
+        let runai = RunaiMetrics::default();
+        registry.register(
+            "runai_rounds",
+            "Run:ai polling rounds by outcome: complete (every listing and metrics call answered; its windows may be billed), failed (discarded, retried)",
+            runai.rounds.clone(),
+        );
+        registry.register(
+            "runai_api_calls",
+            "Run:ai API calls made by rounds (pages and metrics calls; retries not counted)",
+            runai.calls.clone(),
+        );
+        registry.register(
+            "runai_malformed_items",
+            "Run:ai workloads or pods listed that did not decode (skipped, logged)",
+            runai.malformed.clone(),
+        );
+        registry.register(
+            "runai_workloads",
+            "Run:ai workloads in the source's ledger",
+            runai.workloads.clone(),
+        );
+        registry.register(
+            "runai_ready_until_seconds",
+            "Unix time up to which complete Run:ai rounds have read (its windows end no later)",
+            runai.ready_until.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             sink,
             queue,
             billing,
+            runai,
         }
     }
 

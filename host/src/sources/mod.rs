@@ -2,10 +2,11 @@
 //!
 //! - [`kubernetes`]: pods, PVCs, PVs and nodes watched through the Kubernetes API into a
 //!   per-UID ledger; [`kubernetes::source::KubernetesSource`] is its [`MeteredSource`].
-//! - [`runai`]: the Run:ai control-plane API client (token, paged workloads, metrics,
-//!   projects and departments); not yet a source.
+//! - [`runai`]: workloads, pods, metrics, projects and departments polled from the Run:ai
+//!   control-plane API in complete rounds; [`runai::source::RunaiSource`].
 //!
-//! A source is one folder here. What the biller needs of it is [`MeteredSource`]: a name (its
+//! A source is one folder here plus one line in [`start`] (and a [`SourceChoice`] value).
+//! What the biller needs of it is [`MeteredSource`]: a name (its
 //! watermark key and ledger-record prefix in the queue), whether its view is complete, the
 //! items of a window, and the state to store with each commit. Every source has its own
 //! watermark and windows, and commits to the one queue; the queue serializes commits
@@ -16,6 +17,8 @@ pub mod kubernetes;
 pub mod runai;
 
 use futures::future::BoxFuture;
+
+use crate::daemon::windows::Plan;
 
 use crate::mapper::bindings::{Item, SourceKind};
 use crate::metrics::Metrics;
@@ -30,6 +33,13 @@ pub trait MeteredSource {
     fn kind(&self) -> SourceKind;
     /// True when the source holds a complete, current view (listed, watch healthy).
     fn in_sync(&self) -> bool;
+    /// The latest time up to which the source's data is complete, when that is behind the
+    /// daemon's `now − settle` (a polled source covers only what its last complete poll
+    /// read): no window ends after it. `None` (the default): no limit beyond the settle
+    /// delay (a watched source, current while in sync).
+    fn ready_until(&self) -> Option<i64> {
+        None
+    }
     /// Every item with allocation inside `window`.
     fn items(&self, window: &Window) -> Vec<Item>;
     /// A page of [`MeteredSource::items`]: from position `cursor` (0 first) at most `max`
@@ -83,4 +93,62 @@ pub trait Source: MeteredSource + Send {
     fn publish_metrics(&mut self, metrics: &Metrics);
     /// Stops its background tasks.
     fn stop(&self);
+}
+
+/// The sources `edgemeter run` can run (`--source`, `EDGEMETER_SOURCES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum SourceChoice {
+    /// Pods, PVCs and nodes watched through the Kubernetes API.
+    Kubernetes,
+    /// Workloads and their metrics polled from the Run:ai control plane (`RUNAI_URL`).
+    Runai,
+}
+
+impl SourceChoice {
+    /// The source's name: its watermark key and its `source` metrics label.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceChoice::Kubernetes => kubernetes::source::SOURCE_NAME,
+            SourceChoice::Runai => runai::source::SOURCE_NAME,
+        }
+    }
+}
+
+/// What a source needs to start.
+#[allow(missing_debug_implementations, reason = "kube::Client has no Debug")]
+pub struct StartContext<'a> {
+    /// The Kubernetes API client (`None` when no source or lease needs one).
+    pub kube: Option<kube::Client>,
+    pub plan: Plan,
+    /// The source's watermark (stored, or where its first start begins).
+    pub watermark: i64,
+    /// The source's state records stored with its last commit.
+    pub records: Vec<(Vec<u8>, sled::IVec)>,
+    /// The source's mapper reads raw objects.
+    pub wants_raw_objects: bool,
+    pub kubernetes: &'a kubernetes::KubernetesArgs,
+    pub runai: &'a runai::RunaiArgs,
+}
+
+/// Why a source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "the Kubernetes source needs the Kubernetes API client; configure a cluster (in-cluster or KUBECONFIG)"
+    )]
+    NoKubernetesClient,
+    #[error(transparent)]
+    Kubernetes(#[from] kubernetes::ConfigError),
+    #[error(transparent)]
+    Runai(#[from] runai::ConfigError),
+    #[error("failed to build the Run:ai client")]
+    RunaiClient(#[source] runai::ClientError),
+}
+
+/// Starts one source on the current runtime: one line per source.
+pub fn start(choice: SourceChoice, ctx: StartContext<'_>) -> Result<Box<dyn Source>, StartError> {
+    Ok(match choice {
+        SourceChoice::Kubernetes => Box::new(kubernetes::source::start_source(ctx)?),
+        SourceChoice::Runai => Box::new(runai::source::start_source(ctx)?),
+    })
 }

@@ -622,6 +622,35 @@ fn resume_points(
     (resume, stored)
 }
 
+/// Starts the Kubernetes source from the daemon's arguments ([`crate::sources::start`]):
+/// its watches, resumed from the stored records.
+pub fn start_source(
+    ctx: crate::sources::StartContext<'_>,
+) -> Result<KubernetesSource, crate::sources::StartError> {
+    let client = ctx
+        .kube
+        .ok_or(crate::sources::StartError::NoKubernetesClient)?;
+    let scope = ctx.kubernetes.scope()?;
+    let source = KubernetesSource::start_with(
+        client,
+        &scope,
+        ctx.plan.settle,
+        ctx.wants_raw_objects,
+        system_clock(),
+        ctx.kubernetes.watch_idle_timeout()?,
+        ctx.records,
+    );
+    let restored = source.restore_report();
+    tracing::info!(
+        restored = restored.restored,
+        out_of_scope = restored.out_of_scope,
+        unreadable = restored.unreadable,
+        resumed_streams = restored.resumed_streams,
+        "ledger restored from the queue"
+    );
+    Ok(source)
+}
+
 impl MeteredSource for KubernetesSource {
     fn name(&self) -> &str {
         SOURCE_NAME

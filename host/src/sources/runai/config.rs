@@ -167,6 +167,28 @@ pub struct RunaiArgs {
     /// First retry delay (doubled, with jitter, up to 30 s between attempts).
     #[arg(long = "runai-retry-initial", env = "RUNAI_RETRY_INITIAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub retry_initial: Duration,
+    /// The mapper of Run:ai windows: `builtin:runai` or the path of a mapper component.
+    #[arg(
+        long = "runai-mapper",
+        env = "RUNAI_MAPPER",
+        default_value = "builtin:runai"
+    )]
+    pub mapper: String,
+    /// Its configuration as a JSON object, e.g. `{"subject": "department"}`.
+    #[arg(
+        long = "runai-mapper-config",
+        env = "RUNAI_MAPPER_CONFIG",
+        default_value = "{}"
+    )]
+    pub mapper_config: String,
+    /// How far behind now Run:ai windows end: the control plane's metrics arrive late, and a
+    /// window is read once a sample after its end can exist.
+    #[arg(long = "runai-metrics-delay", env = "RUNAI_METRICS_DELAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub metrics_delay: Duration,
+    /// Seconds between two metric samples asked of the API (`numberOfSamples` follows from
+    /// it); at most the billing interval is used.
+    #[arg(long = "runai-sample-step", env = "RUNAI_SAMPLE_STEP", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub sample_step: Duration,
 }
 
 impl Default for RunaiArgs {
@@ -184,6 +206,10 @@ impl Default for RunaiArgs {
             page_cap: 1000,
             max_attempts: 5,
             retry_initial: Duration::from_millis(500),
+            mapper: "builtin:runai".to_owned(),
+            mapper_config: "{}".to_owned(),
+            metrics_delay: Duration::from_secs(30),
+            sample_step: Duration::from_secs(15),
         }
     }
 }
@@ -295,9 +321,38 @@ pub enum ConfigError {
         "failed to configure Run:ai: RUNAI_REQUEST_TIMEOUT / --runai-request-timeout is 0; set a positive duration such as 30s"
     )]
     ZeroTimeout,
+    #[error(
+        "failed to configure Run:ai: RUNAI_SAMPLE_STEP / --runai-sample-step must be whole seconds and at least 1s, e.g. 15s"
+    )]
+    SampleStep,
+    #[error(
+        "failed to configure Run:ai: RUNAI_METRICS_DELAY / --runai-metrics-delay must be whole seconds, e.g. 30s"
+    )]
+    MetricsDelay,
 }
 
 impl RunaiArgs {
+    /// How the source polls for a billing `interval` (seconds): the defaults of
+    /// [`super::source::RunaiSourceConfig::new`] with `RUNAI_METRICS_DELAY` and
+    /// `RUNAI_SAMPLE_STEP` (at most the interval).
+    pub fn source_config(
+        &self,
+        interval: u64,
+    ) -> Result<super::source::RunaiSourceConfig, ConfigError> {
+        if self.sample_step < Duration::from_secs(1) || self.sample_step.subsec_nanos() != 0 {
+            return Err(ConfigError::SampleStep);
+        }
+        if self.metrics_delay.subsec_nanos() != 0 {
+            return Err(ConfigError::MetricsDelay);
+        }
+        let mut c = super::source::RunaiSourceConfig::new(interval);
+        let step = self.sample_step.as_secs().min(interval.max(1));
+        c.plan.sample_step = step;
+        c.plan.metrics_delay = self.metrics_delay.as_secs();
+        c.plan.max_span = super::round::RoundPlan::max_span_for_samples(interval, step).min(3600);
+        Ok(c)
+    }
+
     /// True when the Run:ai source is asked for (`RUNAI_URL` set).
     pub fn enabled(&self) -> bool {
         self.url.as_deref().is_some_and(|u| !u.trim().is_empty())
@@ -359,6 +414,7 @@ impl RunaiArgs {
         if self.request_timeout.is_zero() {
             return Err(ConfigError::ZeroTimeout);
         }
+        self.source_config(15)?;
         Ok(RunaiConfig {
             base_url,
             credentials,

@@ -104,12 +104,38 @@ impl Holding {
         let estimated = at.is_none();
         let was_holding = self.holding();
         let same_phase = self.last_phase.as_deref() == Some(o.phase);
+        let first_seen = self.last_phase.is_none();
+        let ended_before = |end: i64| {
+            self.spans
+                .last()
+                .is_some_and(|s| s.until.is_some_and(|u| u >= end))
+        };
         match (was_holding, holding_now) {
-            (false, true) => self.spans.push(Span {
-                from: when,
-                until: None,
-                estimated,
-            }),
+            // Seen again after it ended (`Deleting` with `deletedAt`, already closed there).
+            (false, true) if o.ended_at.is_some_and(ended_before) => {}
+            (false, true) => {
+                // First seen tearing down (deleted, stopped while the collector was away): it
+                // held since before that phase; only its creation bounds the start.
+                let tearing_down = matches!(o.phase, "Deleting" | "Terminating" | "Stopping");
+                let (from, estimated) = match o.started_hint {
+                    Some(start) if first_seen && tearing_down && start < when => (start, true),
+                    _ => (when, estimated),
+                };
+                self.spans.push(Span {
+                    from,
+                    until: None,
+                    estimated,
+                });
+                if let Some(end) = o.ended_at {
+                    self.close(end, false);
+                }
+            }
+            // Still in a holding phase (`Deleting`) but the API says it ended (`deletedAt`).
+            (true, true) if o.ended_at.is_some() => {
+                if let Some(end) = o.ended_at {
+                    self.close(end, false);
+                }
+            }
             (true, false) => self.close(o.ended_at.map_or(when, |e| e.min(when)), estimated),
             (false, false) if !same_phase => {
                 // Held and released between two polls: only its end points tell.
@@ -288,5 +314,30 @@ mod tests {
         assert!(!h.holding());
         assert_eq!(holds("Running"), Some(true));
         assert_eq!(holds("Pending"), Some(false));
+    }
+
+    #[test]
+    fn a_workload_deleted_while_holding_ends_at_deleted_at() {
+        let deleting = |updated: i64, observed_at: i64| Observation {
+            phase: "Deleting",
+            phase_updated_at: Some(updated),
+            ended_at: Some(updated),
+            observed_at,
+            started_hint: Some(0),
+        };
+        // Seen running, then deleting with deletedAt: closed there, exactly.
+        let mut h = Holding::default();
+        h.observe(obs("Running", Some(10), 15));
+        h.observe(deleting(40, 45));
+        h.observe(deleting(40, 60));
+        assert_eq!(h.seconds_in(&w(0, 100)), (30, false));
+        assert!(!h.holding());
+        // First seen deleting (it ran while the collector was away): from its creation,
+        // estimated; seen again, nothing changes.
+        let mut h = Holding::default();
+        h.observe(deleting(40, 45));
+        h.observe(deleting(40, 60));
+        assert_eq!(h.seconds_in(&w(0, 100)), (40, true));
+        assert_eq!(h.spans().len(), 1);
     }
 }

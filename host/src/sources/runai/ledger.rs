@@ -94,6 +94,11 @@ impl RunaiLedger {
         self.entries.get(id)
     }
 
+    /// The ids of the workloads known.
+    pub fn ids(&self) -> impl Iterator<Item = &String> {
+        self.entries.keys()
+    }
+
     /// Workloads held.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -43,6 +43,8 @@ pub mod hold;
 pub mod ledger;
 pub mod models;
 pub mod paging;
+pub mod round;
+pub mod source;
 pub mod token;
 pub mod usage;
 

@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Deserializer};
 
 /// A workload (`GET /api/v1/workloads`, schema `Workload`), the fields billing needs.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Workload {
     pub id: String,
