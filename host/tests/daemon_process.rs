@@ -226,7 +226,8 @@ impl Process {
             "the daemon did not start: {}",
             self.log()
         );
-        let (at, line) = self.stderr.find("edgemeter running").expect("found");
+        // The first source's start line (these tests run only the Kubernetes source).
+        let (at, line) = self.stderr.find("source billing").expect("found");
         let value = line
             .split("watermark=")
             .nth(1)
@@ -551,6 +552,12 @@ async fn the_demo_runs_and_bills_what_it_prints() {
         "no pod events printed:\n{}",
         out.join("\n")
     );
+    // Both sources run: the Run:ai demo scenario's workloads are billed too.
+    assert!(
+        by_type.get("workload").is_some_and(|n| *n > 0),
+        "no Run:ai workload events printed:\n{}",
+        out.join("\n")
+    );
     let summary = out
         .iter()
         .find_map(|l| {
@@ -573,7 +580,7 @@ async fn the_demo_runs_and_bills_what_it_prints() {
     }
     let at = out
         .iter()
-        .position(|l| l.starts_with("billed seconds per pod/PVC:"))
+        .position(|l| l.starts_with("billed seconds per pod/PVC/Run:ai workload:"))
         .expect("per-pod summary");
     let billed: BTreeMap<String, u64> = out[at + 1..]
         .iter()

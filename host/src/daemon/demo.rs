@@ -4,7 +4,10 @@
 //! real time — a GPU training job with a PVC, a MIG pod, a pod with a native sidecar, a web
 //! service, short batch jobs — and a loopback HTTP server that accepts OpenMeter ingest
 //! requests. Then it runs exactly what `edgemeter run` runs (watcher, ledger, windows, WASM
-//! mapper, sled queue, OpenMeter sink) and prints every event the receiver gets.
+//! mapper, sled queue, OpenMeter sink) and prints every event the receiver gets. The Run:ai
+//! source runs beside it against `runai-sim` (a fake Run:ai control plane on 127.0.0.1)
+//! playing its demo scenario in real time: whole and fractional GPUs, distributed training
+//! with per-GPU series, inference, workloads that finish, are stopped and deleted.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -69,12 +72,22 @@ async fn ingest(State(state): State<Shared>, headers: HeaderMap, body: Bytes) ->
         let ty = e["type"].as_str().unwrap_or("?").to_owned();
         *r.by_type.entry(ty.clone()).or_insert(0) += 1;
         let d = &e["data"];
-        let name = d["pod_name"]
-            .as_str()
-            .or(d["pvc_name"].as_str())
-            .unwrap_or("?")
-            .to_owned();
-        let secs = d["duration_seconds"].as_u64().unwrap_or(0);
+        let name = match (d["workload_name"].as_str(), d["gpu"].as_str()) {
+            // builtin:runai's per-GPU events.
+            (Some(w), Some(gpu)) => format!("{w}/gpu-{gpu}"),
+            _ => d["pod_name"]
+                .as_str()
+                .or(d["pvc_name"].as_str())
+                .or(d["name"].as_str())
+                .unwrap_or("?")
+                .to_owned(),
+        };
+        // Kubernetes events carry `duration_seconds`; Run:ai ones `workload_minutes`.
+        let secs = d["duration_seconds"].as_u64().unwrap_or_else(|| {
+            d["workload_minutes"]
+                .as_f64()
+                .map_or(0, |m| (m * 60.0).round() as u64)
+        });
         *r.seconds_by_pod.entry(name.clone()).or_insert(0) += secs;
         let mut extra = String::new();
         for (k, label) in [
@@ -126,6 +139,37 @@ pub fn run(args: DemoArgs) -> Result<(), DaemonError> {
             }
         });
 
+        // The Run:ai control plane: its demo scenario, its clock following the wall clock.
+        let runai = runai_sim::Cluster::starting_at(jiff::Timestamp::now());
+        runai_sim::demo::create_org(&runai).map_err(|e| DaemonError::Invalid {
+            key: "demo Run:ai org",
+            reason: e.to_string(),
+        })?;
+        let runai_server = runai_sim::RunaiSim::start(runai.clone(), runai_sim::SimConfig::default())
+            .await
+            .map_err(|e| DaemonError::Invalid {
+                key: "demo Run:ai control plane",
+                reason: e.to_string(),
+            })?;
+        let runai_play = runai.clone();
+        tokio::spawn(async move {
+            let steps = runai_sim::demo::demo_steps();
+            let (start, mut next) = (std::time::Instant::now(), 0usize);
+            loop {
+                let _ = runai_play.set_time(jiff::Timestamp::now());
+                if let Err(e) =
+                    runai_sim::demo::play_due(&runai_play, &steps, &mut next, start.elapsed().as_secs())
+                {
+                    tracing::error!(error = %e, "Run:ai demo scenario stopped");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        let runai_url = runai_server.url();
+        let runai_id = runai_server.credentials().client_id.clone();
+        let runai_secret = runai_server.credentials().client_secret.clone();
+
         let received: Shared = Arc::default();
         let app = Router::new()
             .route("/api/v1/events", post(ingest))
@@ -171,6 +215,18 @@ pub fn run(args: DemoArgs) -> Result<(), DaemonError> {
             "edgemeter-demo",
             "--cluster-id",
             "kube-sim",
+            "--source",
+            "kubernetes,runai",
+            "--runai-url",
+            &runai_url,
+            "--runai-client-id",
+            &runai_id,
+            "--runai-client-secret",
+            &runai_secret,
+            "--runai-metrics-delay",
+            "2s",
+            "--runai-sample-step",
+            "1s",
         ])
         .map_err(|e| DaemonError::Invalid {
             key: "demo flags",
@@ -197,7 +253,7 @@ pub fn run(args: DemoArgs) -> Result<(), DaemonError> {
         })?;
 
         println!(
-            "edgemeter demo: simulated cluster at {}, OpenMeter receiver at {url}",
+            "edgemeter demo: simulated cluster at {}, Run:ai control plane at {runai_url}, OpenMeter receiver at {url}",
             sim.url()
         );
         println!(
@@ -218,12 +274,13 @@ pub fn run(args: DemoArgs) -> Result<(), DaemonError> {
         tokio::time::sleep(Duration::from_millis(500)).await;
         receiver_stop.cancel();
         sim.stop().await;
+        runai_server.stop().await;
         let r = received.lock().unwrap_or_else(PoisonError::into_inner);
         println!("\nreceived {} events in {} requests", r.events, r.requests);
         for (ty, n) in &r.by_type {
             println!("  {ty}: {n}");
         }
-        println!("billed seconds per pod/PVC:");
+        println!("billed seconds per pod/PVC/Run:ai workload:");
         for (name, s) in &r.seconds_by_pod {
             println!("  {name:<32} {s:>6} s");
         }

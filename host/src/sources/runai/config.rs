@@ -111,33 +111,44 @@ impl Credentials {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunaiArgs {
     /// Run:ai control-plane base URL, e.g. `https://acme.run.ai` (enables the Run:ai source).
-    #[arg(long = "runai-url", env = "RUNAI_URL")]
+    #[arg(id = "runai-url", long = "runai-url", env = "RUNAI_URL")]
     pub url: Option<String>,
     /// Client ID of a Run:ai service account or access key (with RUNAI_CLIENT_SECRET).
-    #[arg(long = "runai-client-id", env = "RUNAI_CLIENT_ID")]
+    #[arg(
+        id = "runai-client-id",
+        long = "runai-client-id",
+        env = "RUNAI_CLIENT_ID"
+    )]
     pub client_id: Option<String>,
     /// Client secret (with RUNAI_CLIENT_ID). Prefer RUNAI_CREDENTIALS_FILE.
     #[arg(
+        id = "runai-client-secret",
         long = "runai-client-secret",
         env = "RUNAI_CLIENT_SECRET",
         hide_env_values = true
     )]
     pub client_secret: Option<Secret>,
     /// Application ID (grant `app_token`, with RUNAI_APP_SECRET).
-    #[arg(long = "runai-app-id", env = "RUNAI_APP_ID")]
+    #[arg(id = "runai-app-id", long = "runai-app-id", env = "RUNAI_APP_ID")]
     pub app_id: Option<String>,
     /// Application secret (with RUNAI_APP_ID).
     #[arg(
+        id = "runai-app-secret",
         long = "runai-app-secret",
         env = "RUNAI_APP_SECRET",
         hide_env_values = true
     )]
     pub app_secret: Option<Secret>,
     /// A mounted secret file with the credentials (JSON or KEY=value; see the module docs).
-    #[arg(long = "runai-credentials-file", env = "RUNAI_CREDENTIALS_FILE")]
+    #[arg(
+        id = "runai-credentials-file",
+        long = "runai-credentials-file",
+        env = "RUNAI_CREDENTIALS_FILE"
+    )]
     pub credentials_file: Option<PathBuf>,
     /// Token endpoint: v1 (`/api/v1/token`, JSON) or v2 (`/api/v2/token`, OAuth2 form).
     #[arg(
+        id = "runai-token-endpoint",
         long = "runai-token-endpoint",
         env = "RUNAI_TOKEN_ENDPOINT",
         value_enum,
@@ -145,13 +156,14 @@ pub struct RunaiArgs {
     )]
     pub token_endpoint: TokenEndpoint,
     /// Timeout of one HTTP request to the control plane.
-    #[arg(long = "runai-request-timeout", env = "RUNAI_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(id = "runai-request-timeout", long = "runai-request-timeout", env = "RUNAI_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
     /// Rows per list request (`limit`, 1..=500).
-    #[arg(long = "runai-page-size", env = "RUNAI_PAGE_SIZE", default_value_t = MAX_PAGE_SIZE)]
+    #[arg(id = "runai-page-size", long = "runai-page-size", env = "RUNAI_PAGE_SIZE", default_value_t = MAX_PAGE_SIZE)]
     pub page_size: u32,
     /// Most pages one listing may take; more is an error, never a silently truncated list.
     #[arg(
+        id = "runai-page-cap",
         long = "runai-page-cap",
         env = "RUNAI_PAGE_CAP",
         default_value_t = 1000
@@ -159,16 +171,18 @@ pub struct RunaiArgs {
     pub page_cap: u32,
     /// Most attempts of one request (429, 5xx, timeouts and transport errors are retried).
     #[arg(
+        id = "runai-max-attempts",
         long = "runai-max-attempts",
         env = "RUNAI_MAX_ATTEMPTS",
         default_value_t = 5
     )]
     pub max_attempts: u32,
     /// First retry delay (doubled, with jitter, up to 30 s between attempts).
-    #[arg(long = "runai-retry-initial", env = "RUNAI_RETRY_INITIAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    #[arg(id = "runai-retry-initial", long = "runai-retry-initial", env = "RUNAI_RETRY_INITIAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub retry_initial: Duration,
     /// The mapper of Run:ai windows: `builtin:runai` or the path of a mapper component.
     #[arg(
+        id = "runai-mapper",
         long = "runai-mapper",
         env = "RUNAI_MAPPER",
         default_value = "builtin:runai"
@@ -176,6 +190,7 @@ pub struct RunaiArgs {
     pub mapper: String,
     /// Its configuration as a JSON object, e.g. `{"subject": "department"}`.
     #[arg(
+        id = "runai-mapper-config",
         long = "runai-mapper-config",
         env = "RUNAI_MAPPER_CONFIG",
         default_value = "{}"
@@ -183,11 +198,11 @@ pub struct RunaiArgs {
     pub mapper_config: String,
     /// How far behind now Run:ai windows end: the control plane's metrics arrive late, and a
     /// window is read once a sample after its end can exist.
-    #[arg(long = "runai-metrics-delay", env = "RUNAI_METRICS_DELAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(id = "runai-metrics-delay", long = "runai-metrics-delay", env = "RUNAI_METRICS_DELAY", default_value = "30s", value_parser = humantime::parse_duration)]
     pub metrics_delay: Duration,
     /// Seconds between two metric samples asked of the API (`numberOfSamples` follows from
     /// it); at most the billing interval is used.
-    #[arg(long = "runai-sample-step", env = "RUNAI_SAMPLE_STEP", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(id = "runai-sample-step", long = "runai-sample-step", env = "RUNAI_SAMPLE_STEP", default_value = "15s", value_parser = humantime::parse_duration)]
     pub sample_step: Duration,
 }
 
