@@ -60,6 +60,12 @@ pub struct Objects {
 
 /// Reads `path` (`-` for standard input).
 pub fn read(path: &Path) -> Result<Objects, InputError> {
+    let (name, text) = read_text(path)?;
+    parse(&name, &text)
+}
+
+/// The text of `path` (`-` for standard input) and its name for errors.
+pub fn read_text(path: &Path) -> Result<(String, String), InputError> {
     let name = path.display().to_string();
     let text = if name == "-" {
         std::io::read_to_string(std::io::stdin())
@@ -70,7 +76,7 @@ pub fn read(path: &Path) -> Result<Objects, InputError> {
         path: name.clone(),
         source,
     })?;
-    parse(&name, &text)
+    Ok((name, text))
 }
 
 /// Parses file content; `name` is used in errors.

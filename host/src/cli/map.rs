@@ -3,6 +3,10 @@
 //!
 //! Prints one CloudEvent JSON per line on stdout and nothing else; pods with no allocated
 //! time in the window emit nothing. Errors go to stderr with a non-zero exit.
+//!
+//! The input may also be a recorded Run:ai round (`sources::runai::recording`: the workloads
+//! and metrics answers of the control plane in one JSON file): its workloads are billed as
+//! the Run:ai source bills them, with `builtin:runai` unless `--mapper` names another.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -16,12 +20,15 @@ use crate::mapper::MapperError;
 use crate::mapper::bindings::SourceKind;
 use crate::mapper::validate::DEFAULT_MAX_EVENT_BYTES;
 use crate::snapshot::{self, Identity};
+use crate::sources::runai::recording;
 use crate::window::{self, Window, WindowError};
 
 /// Arguments of `edgemeter map`.
 #[derive(Debug, Args)]
 pub struct MapArgs {
-    /// A Pod, PodList or v1 List (`kubectl get pods -o json`), JSON or YAML; `-` for stdin.
+    /// A Pod, PodList or v1 List (`kubectl get pods -o json`), JSON or YAML, or a recorded
+    /// Run:ai round (`{"workloads": [...], "metrics": [...]}`, see docs/mappers.md); `-` for
+    /// stdin.
     #[arg(long, short)]
     pub input: PathBuf,
 
@@ -43,6 +50,12 @@ pub struct MapArgs {
 pub enum MapCommandError {
     #[error(transparent)]
     Input(#[from] InputError),
+    #[error("failed to read {path}")]
+    Recording {
+        path: String,
+        #[source]
+        source: crate::sources::runai::recording::RecordingError,
+    },
     #[error("invalid --window")]
     Window(#[source] WindowError),
     #[error("invalid --scrape-interval / SCRAPE_INTERVAL")]
@@ -67,7 +80,35 @@ pub fn run(args: MapArgs) -> Result<(), MapCommandError> {
     };
     // Check the flags before reading a possibly large input.
     let config = args.mapper.config()?;
-    let objects = input::read(&args.input)?;
+    let (name, text) = input::read_text(&args.input)?;
+    let identity = Identity {
+        collector_id: args.mapper.collector_id.clone(),
+        cluster_id: args.mapper.cluster_id.clone(),
+    };
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text)
+        && recording::is_recording(&value)
+    {
+        let rec = recording::parse(value).map_err(|source| MapCommandError::Recording {
+            path: name.clone(),
+            source,
+        })?;
+        let mut mapper_args = args.mapper.clone();
+        if mapper_args.mapper == crate::mapper::builtin::KUBERNETES {
+            mapper_args.mapper = crate::mapper::builtin::RUNAI.to_owned();
+        }
+        let mapper = mapper_args.load()?;
+        let envelope = snapshot::envelope(SourceKind::Runai, &window, &identity, &config);
+        let workloads = rec.workloads.len();
+        let items = recording::items(rec, &window);
+        if items.is_empty() {
+            tracing::info!(%window, workloads, "no Run:ai workload held anything in the window");
+            return Ok(());
+        }
+        let snap = crate::mapper::bindings::Snapshot { envelope, items };
+        let events = mapper.map_events(&snap, DEFAULT_MAX_EVENT_BYTES)?;
+        return print(&events);
+    }
+    let objects = input::parse(&name, &text)?;
     for (kind, n) in &objects.skipped_kinds {
         tracing::warn!(
             kind,
@@ -77,10 +118,6 @@ pub fn run(args: MapArgs) -> Result<(), MapCommandError> {
     }
     let mapper = args.mapper.load()?;
 
-    let identity = Identity {
-        collector_id: args.mapper.collector_id.clone(),
-        cluster_id: args.mapper.cluster_id.clone(),
-    };
     let envelope = snapshot::envelope(SourceKind::Kubernetes, &window, &identity, &config);
     let (snap, skipped) = snapshot::pod_snapshot(
         envelope,
@@ -96,10 +133,14 @@ pub fn run(args: MapArgs) -> Result<(), MapCommandError> {
         return Ok(());
     }
     let events = mapper.map_events(&snap, DEFAULT_MAX_EVENT_BYTES)?;
+    print(&events)
+}
 
+/// One event per line on stdout (a closed pipe ends quietly).
+fn print(events: &[crate::event::CloudEvent]) -> Result<(), MapCommandError> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    for e in &events {
+    for e in events {
         let line = serde_json::to_string(e).map_err(|e| MapCommandError::Output(e.into()))?;
         match writeln!(out, "{line}") {
             Ok(()) => {}

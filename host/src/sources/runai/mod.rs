@@ -43,6 +43,7 @@ pub mod hold;
 pub mod ledger;
 pub mod models;
 pub mod paging;
+pub mod recording;
 pub mod round;
 pub mod source;
 pub mod token;
