@@ -120,7 +120,7 @@ async fn scenario() -> anyhow::Result<()> {
     .client()
     .await?;
     let shutdown = CancellationToken::new();
-    let daemon = tokio::spawn(run_with(args, client, shutdown.clone()));
+    let daemon = tokio::spawn(run_with(args, Some(client), shutdown.clone()));
 
     // Ticks go on: each one fails its window at the mapper's deadline.
     let timeouts = r#"edgemeter_mapper_failures_total{reason="timeout"}"#;
