@@ -62,6 +62,7 @@ fn source(sim: &RunaiSim, cluster: &Cluster, from: i64) -> RunaiSource {
         config,
         from,
         Arc::new(move || c.now().as_second()),
+        Vec::<(Vec<u8>, Vec<u8>)>::new(),
     )
 }
 
@@ -277,4 +278,76 @@ async fn a_failed_metrics_call_discards_the_round_and_the_windows_wait() {
     assert_eq!(tr.allocation.seconds, 45);
     assert_eq!(usage(tr, "GPU_UTILIZATION", None), 10.0 * 45.0);
     source.stop();
+}
+
+/// A restart continues what was observed: the ledger's records stored with the last commit
+/// make a workload seen running before the crash and completed during the downtime billed
+/// exactly (not estimated) to its `completedAt`, with what it was seen holding. Without them
+/// (mutation: no records) the same workload is only an estimate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_records_make_a_restart_exact_for_a_workload_ended_in_the_downtime() {
+    let (cluster, sim) = sim().await;
+    let t = t0(&cluster);
+    let id = cluster
+        .submit(&WorkloadTemplate::new("train", "vision").gpus(2))
+        .expect("submit");
+    cluster.advance(30).expect("clock");
+    cluster.run(&id).expect("run"); // t+30
+    cluster.advance(30).expect("clock"); // t+60
+    let mut first = source(&sim, &cluster, t);
+    read_until(&mut first, t + 45).await;
+    // The commit of [t, t+45) stores the ledger's changes.
+    let records = first.ledger_writes();
+    first.ledger_committed();
+    first.forget_billed(t + 45);
+    first.stop();
+    assert_eq!(records.puts.len(), 1, "one workload record");
+
+    // Down: it completes at t+70; back at t+150.
+    cluster.advance(10).expect("clock");
+    cluster.complete(&id).expect("complete");
+    cluster.advance(80).expect("clock");
+    let window = w(t + 45, t + 135);
+    let truth = cluster
+        .held_seconds(&id, span_ts(window.start()), span_ts(window.end()))
+        .expect("truth");
+    let c = cluster.clone();
+    let mut config = RunaiSourceConfig::new(15);
+    config.plan = RoundPlan {
+        interval: 15,
+        metrics_delay: 15,
+        max_span: 3600,
+        sample_step: 5,
+    };
+    let mut restarted = RunaiSource::start(
+        client(&sim),
+        config.clone(),
+        t + 45,
+        Arc::new(move || c.now().as_second()),
+        records.puts.clone(),
+    );
+    read_until(&mut restarted, t + 135).await;
+    let items = restarted.items(&window);
+    let tr = item(&items, "train");
+    assert_eq!(tr.allocation.seconds as f64, truth);
+    assert!(
+        !tr.allocation.estimated,
+        "seen running before the crash: exact"
+    );
+    assert_eq!(tr.allocation.gpu.as_ref().map(|g| g.count), Some(2.0));
+    restarted.stop();
+
+    // Without the records the same span is only an estimate.
+    let c = cluster.clone();
+    let mut blind = RunaiSource::start(
+        client(&sim),
+        config,
+        t + 45,
+        Arc::new(move || c.now().as_second()),
+        Vec::<(Vec<u8>, Vec<u8>)>::new(),
+    );
+    read_until(&mut blind, t + 135).await;
+    let items = blind.items(&window);
+    assert!(item(&items, "train").allocation.estimated);
+    blind.stop();
 }

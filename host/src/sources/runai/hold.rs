@@ -44,7 +44,7 @@ pub fn holds(phase: &str) -> Option<bool> {
 }
 
 /// One closed or open holding interval, Unix seconds, `[from, until)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Span {
     pub from: i64,
     /// `None` while still holding.
@@ -68,8 +68,9 @@ pub struct Observation<'a> {
     pub started_hint: Option<i64>,
 }
 
-/// The holding intervals of one workload.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The holding intervals of one workload (stored with each commit as JSON: see
+/// [`super::ledger`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Holding {
     spans: Vec<Span>,
     /// The last transition applied (its time): older observations are stale.

@@ -13,6 +13,16 @@
 //! - Entries are dropped only by [`RunaiLedger::forget_billed`]: gone, not holding, and every
 //!   interval ended at or before the watermark.
 //!
+//! # Stored records (one per workload, with each committed window)
+//!
+//! Key: the workload id (UTF-8); value: `0x01` then the JSON of [`Entry`] (the last listed
+//! workload, its holding intervals and last phase, the held allocation, gone). Written when an
+//! entry changed since the last commit, removed when it is forgotten. Restored at start, they
+//! let a restart continue what was observed: a workload seen holding before a crash and ended
+//! during the downtime is billed from its observed start to its `completedAt`/`deletedAt`,
+//! exactly, not from its creation. A record that does not decode is dropped (logged); its
+//! workload is then billed as if first seen.
+//!
 //! # Items (contract `runai-workload`)
 //!
 //! `namespace` = the workload's namespace, `name`, `uid` = the workload id; attribution goes in
@@ -33,7 +43,7 @@ use crate::mapper::bindings::{Allocation, GpuAllocation, Item, ItemKind};
 use crate::window::Window;
 
 /// One workload as the ledger keeps it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     pub workload: Workload,
     pub holding: Holding,
@@ -49,6 +59,19 @@ pub struct RunaiLedger {
     entries: BTreeMap<String, Entry>,
     /// Phase names this version does not know, seen so far (logged once each by the caller).
     pub unknown_phases: BTreeSet<String>,
+    /// Entries changed since the last commit, and entries forgotten since.
+    changed: BTreeSet<String>,
+    removed: BTreeSet<String>,
+}
+
+/// The format byte of a stored entry.
+const RECORD_V1: u8 = 1;
+
+/// What [`RunaiLedger::restore`] did with the stored records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub restored: usize,
+    pub unreadable: usize,
 }
 
 fn secs(t: Option<jiff::Timestamp>) -> Option<i64> {
@@ -109,11 +132,67 @@ impl RunaiLedger {
         self.entries.is_empty()
     }
 
+    /// Restores stored records (keys = workload ids, see the module docs); unreadable ones
+    /// are dropped and removed with the next commit.
+    pub fn restore<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        &mut self,
+        records: impl IntoIterator<Item = (K, V)>,
+    ) -> Restored {
+        let mut report = Restored::default();
+        for (key, value) in records {
+            let id = String::from_utf8_lossy(key.as_ref()).into_owned();
+            let entry = match value.as_ref().split_first() {
+                Some((&RECORD_V1, json)) => serde_json::from_slice::<Entry>(json).ok(),
+                _ => None,
+            };
+            match entry.filter(|e| e.workload.id == id) {
+                Some(e) => {
+                    self.entries.insert(id, e);
+                    report.restored += 1;
+                }
+                None => {
+                    tracing::warn!(workload = %id, "stored Run:ai workload record unreadable: dropped (the workload is billed as if first seen)");
+                    self.removed.insert(id);
+                    report.unreadable += 1;
+                }
+            }
+        }
+        report
+    }
+
+    /// The records changed since the last [`RunaiLedger::committed`] (puts and removes).
+    pub fn writes(&self) -> crate::queue::LedgerWrites {
+        let mut w = crate::queue::LedgerWrites::default();
+        for id in &self.changed {
+            if let Some(e) = self.entries.get(id)
+                && let Ok(json) = serde_json::to_vec(e)
+            {
+                let mut value = Vec::with_capacity(json.len() + 1);
+                value.push(RECORD_V1);
+                value.extend(json);
+                w.puts.push((id.as_bytes().to_vec(), value));
+            }
+        }
+        for id in &self.removed {
+            if !self.entries.contains_key(id) {
+                w.removes.push(id.as_bytes().to_vec());
+            }
+        }
+        w
+    }
+
+    /// The last [`RunaiLedger::writes`] are on disk.
+    pub fn committed(&mut self) {
+        self.changed.clear();
+        self.removed.clear();
+    }
+
     /// Applies one **complete** listing observed at `observed_at`.
     pub fn apply_listing(&mut self, workloads: Vec<Workload>, observed_at: i64) {
         let mut listed = BTreeSet::new();
         for w in workloads {
             listed.insert(w.id.clone());
+            let before = self.entries.get(&w.id).cloned();
             let entry = self.entries.entry(w.id.clone()).or_insert_with(|| Entry {
                 workload: w.clone(),
                 holding: Holding::default(),
@@ -142,11 +221,15 @@ impl RunaiLedger {
             }
             entry.gone = w.deleted_at.is_some() && !entry.holding.holding();
             entry.workload = w;
+            if before.as_ref() != Some(entry) {
+                self.changed.insert(entry.workload.id.clone());
+            }
         }
         for (id, e) in &mut self.entries {
             if !listed.contains(id) && !e.gone {
                 e.holding.gone(observed_at);
                 e.gone = true;
+                self.changed.insert(id.clone());
             }
         }
     }
@@ -165,8 +248,16 @@ impl RunaiLedger {
         for e in self.entries.values_mut() {
             e.holding.forget_before(watermark);
         }
-        self.entries
-            .retain(|_, e| !(e.gone && e.holding.spans().is_empty()));
+        let removed = &mut self.removed;
+        let changed = &mut self.changed;
+        self.entries.retain(|id, e| {
+            let keep = !(e.gone && e.holding.spans().is_empty());
+            if !keep {
+                removed.insert(id.clone());
+                changed.remove(id);
+            }
+            keep
+        });
     }
 }
 
@@ -388,5 +479,46 @@ mod tests {
         l.apply_listing(vec![workload("a", "Hibernating", T, 1.0, json!({}))], T + 1);
         assert!(l.unknown_phases.contains("Hibernating"));
         assert!(l.items(&w(T, T + 10)).is_empty());
+    }
+
+    #[test]
+    fn records_round_trip_and_unreadable_ones_are_dropped_and_removed() {
+        let mut l = RunaiLedger::new();
+        l.apply_listing(
+            vec![workload("a", "Running", T + 5, 2.0, json!({}))],
+            T + 10,
+        );
+        let writes = l.writes();
+        assert_eq!(writes.puts.len(), 1);
+        l.committed();
+        assert!(l.writes().is_empty(), "nothing changed since");
+        // The same listing again changes nothing.
+        l.apply_listing(
+            vec![workload("a", "Running", T + 5, 2.0, json!({}))],
+            T + 20,
+        );
+        assert!(l.writes().is_empty());
+
+        let mut restored = RunaiLedger::new();
+        let mut records = writes.puts.clone();
+        records.push((b"b".to_vec(), b"\x01{not json".to_vec()));
+        let report = restored.restore(records);
+        assert_eq!((report.restored, report.unreadable), (1, 1));
+        assert_eq!(
+            restored.get("a"),
+            l.get("a")
+                .map(|e| {
+                    let mut e = e.clone();
+                    // The stored copy is the one of the first listing.
+                    e.workload = workload("a", "Running", T + 5, 2.0, json!({}));
+                    e
+                })
+                .as_ref()
+        );
+        assert_eq!(restored.writes().removes, vec![b"b".to_vec()]);
+        // A forgotten entry is removed with the next commit.
+        restored.apply_listing(vec![], T + 30);
+        restored.forget_billed(T + 40);
+        assert!(restored.writes().removes.contains(&b"a".to_vec()));
     }
 }

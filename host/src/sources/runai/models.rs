@@ -15,10 +15,10 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// A workload (`GET /api/v1/workloads`, schema `Workload`), the fields billing needs.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Workload {
     pub id: String,
@@ -82,7 +82,7 @@ pub struct Workload {
 }
 
 /// `allocatedResources` (schema `WorkloadAllocatedResources` / `AllocatedResources`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AllocatedResources {
     /// GPU devices, fractional for GPU portions (`1.5`).
@@ -100,7 +100,7 @@ pub struct AllocatedResources {
 }
 
 /// `workloadRequestedResources` / `podsRequestedResources` / a pod's `requestedResources`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestedResources {
     /// `portion` or `memory`.
@@ -117,7 +117,7 @@ pub struct RequestedResources {
 }
 
 /// `RequestResourceCores`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct CoresRange {
     #[serde(default)]
     pub request: Option<f64>,
@@ -126,7 +126,7 @@ pub struct CoresRange {
 }
 
 /// `RequestResourceQuantity`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct QuantityRange {
     #[serde(default)]
     pub request: Option<String>,
@@ -135,7 +135,7 @@ pub struct QuantityRange {
 }
 
 /// `requestedPods`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct RequestedPods {
     #[serde(default)]
     pub number: Option<i64>,

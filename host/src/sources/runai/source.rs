@@ -16,12 +16,13 @@
 //!
 //! # State stored with each window
 //!
-//! None beyond the watermark: everything a window needs is read again from the control plane
-//! (the API keeps workloads' timestamps and metric history), so a restart reads from the
-//! stored watermark on, and a window billed again gets the same items and the same ids.
-//! What cannot be read again — a workload held and released between two rounds whose
-//! `allocatedResources` were never seen non-zero — is billed with its requested resources and
-//! marked estimated (see [`super::ledger`]).
+//! The ledger's changed entries ([`super::ledger`], "Stored records"): what each workload was
+//! seen holding, since when, with what. The samples are not stored: a restart reads the
+//! metrics again from the stored watermark on (the API keeps their history, and the sample
+//! grid is fixed), so a window billed again gets the same items, integrals and ids. What
+//! cannot be read again — a workload that held and released while the collector could not
+//! see it — is billed from its creation (or with its requested resources when its allocation
+//! was never seen) and marked estimated.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -156,8 +157,24 @@ pub struct RunaiSource {
 }
 
 impl RunaiSource {
-    /// Starts the poller reading from `from` (the stored watermark) on the current runtime.
-    pub fn start(client: RunaiClient, config: RunaiSourceConfig, from: i64, clock: Clock) -> Self {
+    /// Starts the poller reading from `from` (the stored watermark) on the current runtime,
+    /// with the ledger restored from the stored `records` ([`super::ledger`]).
+    pub fn start<K: AsRef<[u8]>, V: AsRef<[u8]>>(
+        client: RunaiClient,
+        config: RunaiSourceConfig,
+        from: i64,
+        clock: Clock,
+        records: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let mut ledger = RunaiLedger::new();
+        let restored = ledger.restore(records);
+        if restored.restored + restored.unreadable > 0 {
+            tracing::info!(
+                restored = restored.restored,
+                unreadable = restored.unreadable,
+                "Run:ai workloads restored from the queue"
+            );
+        }
         let (tx, rx) = mpsc::channel(4);
         let stop = CancellationToken::new();
         let counters = Arc::new(Counters::default());
@@ -172,7 +189,7 @@ impl RunaiSource {
             counters.clone(),
         ));
         RunaiSource {
-            ledger: RunaiLedger::new(),
+            ledger,
             series,
             ready_until: None,
             healthy: false,
@@ -255,6 +272,14 @@ impl MeteredSource for RunaiSource {
         items
     }
 
+    fn ledger_writes(&mut self) -> crate::queue::LedgerWrites {
+        self.ledger.writes()
+    }
+
+    fn ledger_committed(&mut self) {
+        self.ledger.committed();
+    }
+
     fn forget_billed(&mut self, watermark: i64) {
         self.ledger.forget_billed(watermark);
         self.series.forget_before(watermark);
@@ -334,6 +359,7 @@ pub fn start_source(
         source_config,
         ctx.watermark,
         super::token::system_clock(),
+        ctx.records,
     ))
 }
 
