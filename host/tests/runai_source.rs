@@ -351,3 +351,44 @@ async fn stored_records_make_a_restart_exact_for_a_workload_ended_in_the_downtim
     assert!(item(&items, "train").allocation.estimated);
     blind.stop();
 }
+
+/// The GPUs billed from phases are cross-checked against Run:ai's own GPU_ALLOCATION series:
+/// agreement counts nothing; a series that says otherwise is counted (billing keeps the
+/// timestamped phases).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gpu_allocation_series_cross_checks_the_billed_gpus() {
+    let (cluster, sim) = sim().await;
+    let t = t0(&cluster);
+    let agrees = cluster
+        .submit(&WorkloadTemplate::new("agrees", "vision").gpus(2))
+        .expect("submit");
+    let differs = cluster
+        .submit(&WorkloadTemplate::new("differs", "vision").gpus(2))
+        .expect("submit");
+    cluster.run(&agrees).expect("run");
+    cluster.run(&differs).expect("run");
+    cluster
+        .set_series(&differs, "GPU_ALLOCATION", Series::constant(0.5))
+        .expect("series");
+    cluster.advance(60).expect("clock");
+    let mut source = source(&sim, &cluster, t);
+    read_until(&mut source, t + 45).await;
+    let metrics = edgemeter::metrics::Metrics::new();
+    let items = source.items(&w(t + 15, t + 30));
+    assert_eq!(usage(item(&items, "agrees"), "GPU_ALLOCATION", None), 30.0);
+    assert_eq!(
+        item(&items, "differs")
+            .allocation
+            .gpu
+            .as_ref()
+            .map(|g| g.count),
+        Some(2.0)
+    );
+    source.publish_metrics(&metrics);
+    assert_eq!(
+        metrics.runai.mismatches.get(),
+        1,
+        "only the differing workload"
+    );
+    source.stop();
+}

@@ -11,7 +11,8 @@ use crate::window;
 /// Which mapper, its configuration and its limits.
 #[derive(Debug, Clone, Args)]
 pub struct MapperArgs {
-    /// `builtin:kubernetes` or the path of a mapper component (`.wasm`).
+    /// `builtin:kubernetes` or the path of a mapper component (`.wasm`); the Kubernetes
+    /// source's mapper (the Run:ai source has its own: `--runai-mapper`, default `builtin:runai`).
     #[arg(long, env = "EDGEMETER_MAPPER", default_value = builtin::KUBERNETES)]
     pub mapper: String,
 

@@ -190,6 +190,8 @@ pub struct RunaiMetrics {
     pub calls: Counter,
     /// Listed workloads or pods that did not decode (skipped).
     pub malformed: Counter,
+    /// Item-windows whose `GPU_ALLOCATION` series disagrees with the GPUs billed.
+    pub mismatches: Counter,
     /// Workloads in the source's ledger.
     pub workloads: Gauge,
     /// Unix second up to which complete rounds have read (windows end no later).
@@ -442,6 +444,11 @@ impl Metrics {
             "runai_malformed_items",
             "Run:ai workloads or pods listed that did not decode (skipped, logged)",
             runai.malformed.clone(),
+        );
+        registry.register(
+            "runai_allocation_mismatches",
+            "Run:ai item-windows whose GPU_ALLOCATION series disagrees with the GPUs billed from phases and allocatedResources (beyond one sample step and 5 %)",
+            runai.mismatches.clone(),
         );
         registry.register(
             "runai_workloads",

@@ -155,6 +155,11 @@ impl SeriesStore {
         }
     }
 
+    /// The sample step, seconds.
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
     /// Workloads with samples kept.
     pub fn workloads(&self) -> usize {
         self.by_workload.len()

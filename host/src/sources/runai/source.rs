@@ -130,6 +130,7 @@ struct Counters {
     failed: AtomicU64,
     calls: AtomicU64,
     malformed: AtomicU64,
+    mismatches: AtomicU64,
 }
 
 /// Counts already copied to the metrics.
@@ -139,6 +140,7 @@ struct Published {
     failed: u64,
     calls: u64,
     malformed: u64,
+    mismatches: u64,
 }
 
 /// The Run:ai source.
@@ -154,6 +156,7 @@ pub struct RunaiSource {
     counters: Arc<Counters>,
     published: Published,
     unknown_logged: BTreeSet<String>,
+    mismatch_logged: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl RunaiSource {
@@ -199,6 +202,7 @@ impl RunaiSource {
             counters,
             published: Published::default(),
             unknown_logged: BTreeSet::new(),
+            mismatch_logged: std::sync::Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -237,6 +241,43 @@ impl RunaiSource {
         }
     }
 
+    /// Compares the GPUs billed for `item` with Run:ai's own `GPU_ALLOCATION` series over the
+    /// window: a difference beyond one sample step of the held GPUs (and 5 %) is counted
+    /// (`edgemeter_runai_allocation_mismatches_total`) and logged once per workload. Billing
+    /// keeps the phase-based allocation: the series is sampled, the phases are timestamped.
+    fn cross_check(&self, item: &Item, window: &Window) {
+        let Some(series) = item
+            .usage
+            .iter()
+            .find(|u| u.metric == "GPU_ALLOCATION" && u.gpu.is_none() && !u.estimated)
+        else {
+            return;
+        };
+        let gpus = item.allocation.gpu.as_ref().map_or(0.0, |g| g.count);
+        let billed = gpus * item.allocation.seconds as f64;
+        let step = self.series.step() as f64;
+        let tolerance = (0.05 * billed).max(gpus.max(1.0) * step);
+        if (series.integral - billed).abs() <= tolerance {
+            return;
+        }
+        self.counters.mismatches.fetch_add(1, Ordering::Relaxed);
+        let first = self
+            .mismatch_logged
+            .lock()
+            .map(|mut seen| seen.insert(item.uid.clone()))
+            .unwrap_or(false);
+        if first {
+            tracing::warn!(
+                workload = %item.uid,
+                name = %item.name,
+                %window,
+                billed_gpu_seconds = billed,
+                series_gpu_seconds = series.integral,
+                "Run:ai's GPU_ALLOCATION series disagrees with the GPUs billed from the workload's phases and allocatedResources (logged once per workload; counted in edgemeter_runai_allocation_mismatches_total)"
+            );
+        }
+    }
+
     fn drain(&mut self) {
         while let Ok(input) = self.rx.try_recv() {
             self.apply(input);
@@ -268,6 +309,7 @@ impl MeteredSource for RunaiSource {
             item.usage = self
                 .series
                 .usage(&item.uid, window, item.allocation.seconds);
+            self.cross_check(item, window);
         }
         items
     }
@@ -313,6 +355,7 @@ impl Source for RunaiSource {
             failed: c.failed.load(Ordering::Relaxed),
             calls: c.calls.load(Ordering::Relaxed),
             malformed: c.malformed.load(Ordering::Relaxed),
+            mismatches: c.mismatches.load(Ordering::Relaxed),
         };
         let r = &metrics.runai;
         let outcome = |o: &str| crate::metrics::OutcomeLabels {
@@ -328,6 +371,8 @@ impl Source for RunaiSource {
             .inc_by(now.calls.saturating_sub(self.published.calls));
         r.malformed
             .inc_by(now.malformed.saturating_sub(self.published.malformed));
+        r.mismatches
+            .inc_by(now.mismatches.saturating_sub(self.published.mismatches));
         r.workloads
             .set(i64::try_from(self.ledger.len()).unwrap_or(i64::MAX));
         r.ready_until.set(self.ready_until.unwrap_or(0));
