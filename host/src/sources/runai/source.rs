@@ -538,9 +538,19 @@ async fn round(
     let mut workloads = listing.items;
     workloads.extend(deleted.items);
     if names.stale(config.names_refresh, &workloads) {
-        names.projects = client.project_names().await?;
-        names.departments = client.department_names().await?;
+        // Names are attribution the workloads usually carry themselves: a failure (a service
+        // account without org-unit access) is logged and the round goes on with the cache.
         *calls += 2;
+        match (client.project_names().await, client.department_names().await) {
+            (Ok(projects), Ok(departments)) => {
+                names.projects = projects;
+                names.departments = departments;
+            }
+            (Err(e), _) | (_, Err(e)) => tracing::warn!(
+                error = %crate::error_chain(&e),
+                "failed to read Run:ai project and department names; workloads without a projectName keep only their projectId (retried in 30 s)"
+            ),
+        }
         names.read_at = Some(Instant::now());
     }
     for w in &mut workloads {
