@@ -14,6 +14,7 @@
 //! duplicate a window.
 
 pub mod kubernetes;
+pub mod prometheus;
 pub mod runai;
 
 use futures::future::BoxFuture;
