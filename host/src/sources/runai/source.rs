@@ -541,7 +541,10 @@ async fn round(
         // Names are attribution the workloads usually carry themselves: a failure (a service
         // account without org-unit access) is logged and the round goes on with the cache.
         *calls += 2;
-        match (client.project_names().await, client.department_names().await) {
+        match (
+            client.project_names().await,
+            client.department_names().await,
+        ) {
             (Ok(projects), Ok(departments)) => {
                 names.projects = projects;
                 names.departments = departments;
