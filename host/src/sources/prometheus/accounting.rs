@@ -10,11 +10,12 @@
 //! total increase, a sample exactly on a boundary belongs to the window it starts, and a
 //! reset that straddles a boundary is billed once, in the window of the sample after it.
 //!
-//! A series without a carried sample is either one the source has not read before in this
-//! query's first window (its first sample is a **baseline**, not usage: it counts what
-//! happened before billing began) or a series that appeared later (a new pod): its first
-//! sample counts from zero. Nothing is extrapolated: what happened after the last sample of a
-//! window is billed with the next window's first sample.
+//! A series without a carried sample is a new series (a new pod): its first sample counts from
+//! zero. So that a series that existed before billing began is not billed its whole history,
+//! the source seeds the carries of a query's first window (and of a restart without stored
+//! carries) from a read of the lookback before it ([`seed_carry`]): only a series with no
+//! sample in that lookback is new. Nothing is extrapolated: what happened after the last
+//! sample of a window is billed with the next window's first sample.
 //!
 //! # Gauges: the time integral, sample and hold
 //!
@@ -51,15 +52,24 @@ pub struct CounterUsage {
     pub carry: Option<Carry>,
 }
 
+/// The last finite sample before `a_ms` in `samples` (a read of the lookback before the first
+/// window): the carry a series starts with.
+pub fn seed_carry(samples: &[Sample], a_ms: i64) -> Option<Carry> {
+    samples
+        .iter()
+        .filter(|s| s.t_ms < a_ms && s.value.is_finite())
+        .max_by_key(|s| s.t_ms)
+        .copied()
+}
+
 /// The increase of a counter in `[a_ms, b_ms)` from `samples` (raw, in time order; samples
-/// outside the window, non-finite values and repeated timestamps are skipped), the `carry`
-/// from the previous window, and whether a series without carry starts at a `baseline`.
+/// outside the window, non-finite values and repeated timestamps are skipped) and the
+/// `carry` from the previous window (`None`: a new series, counted from zero).
 pub fn counter_window(
     carry: Option<Carry>,
     samples: &[Sample],
     a_ms: i64,
     b_ms: i64,
-    baseline: bool,
 ) -> CounterUsage {
     let mut out = CounterUsage {
         increase: 0.0,
@@ -86,7 +96,6 @@ pub fn counter_window(
                 out.resets += 1;
                 out.increase += s.value;
             }
-            None if baseline => {}
             None => out.increase += s.value.max(0.0),
         }
         prev = Some(*s);
@@ -173,23 +182,16 @@ mod tests {
         }
     }
 
-    /// Bills `samples` window by window over `[0, end)` in windows of `len` seconds.
-    fn counter_total(samples: &[Sample], len: i64, end: i64, baseline: bool) -> f64 {
-        let mut carry = None;
+    /// Bills `samples` window by window over `[0, end)` in windows of `len` seconds, the
+    /// carry seeded from the samples before 0.
+    fn counter_total(samples: &[Sample], len: i64, end: i64) -> f64 {
+        let mut carry = seed_carry(samples, 0);
         let mut total = 0.0;
         let mut a = 0;
-        let mut first = true;
         while a < end {
-            let u = counter_window(
-                carry,
-                samples,
-                a * 1000,
-                (a + len) * 1000,
-                baseline && first,
-            );
+            let u = counter_window(carry, samples, a * 1000, (a + len) * 1000);
             total += u.increase;
             carry = u.carry;
-            first = false;
             a += len;
         }
         total
@@ -199,7 +201,7 @@ mod tests {
     fn the_increase_adds_up_across_windows_with_resets_and_boundary_samples() {
         // 10, 25, reset → 4, 9, sample exactly on the 30 s boundary, reset straddling 60 s.
         let samples = [
-            s(0, 10.0),
+            s(-10, 10.0),
             s(10, 25.0),
             s(20, 4.0),
             s(30, 9.0),
@@ -208,36 +210,31 @@ mod tests {
             s(61, 3.0),
             s(75, 8.0),
         ];
-        // True increase after the baseline 10: 15 + 4 + 5 + 41 + 20 + 3 + 5 = 93.
+        // True increase after the carried 10 (before 0): 15 + 4 + 5 + 41 + 20 + 3 + 5 = 93.
         for len in [1, 7, 15, 30, 90] {
-            assert_eq!(
-                counter_total(&samples, len, 90, true),
-                93.0,
-                "windows of {len} s"
-            );
+            assert_eq!(counter_total(&samples, len, 90), 93.0, "windows of {len} s");
         }
         // One window: [30, 45) holds only the boundary sample 9 (4 → 9: +5).
-        let u = counter_window(Some(s(20, 4.0)), &samples, 30_000, 45_000, false);
+        let u = counter_window(Some(s(20, 4.0)), &samples, 30_000, 45_000);
         assert_eq!((u.increase, u.samples, u.resets), (5.0, 1, 0));
         assert_eq!(u.carry, Some(s(30, 9.0)));
         // The straddling reset is billed in the window of the sample after it, once.
-        let u = counter_window(Some(s(59, 70.0)), &samples, 60_000, 90_000, false);
+        let u = counter_window(Some(s(59, 70.0)), &samples, 60_000, 90_000);
         assert_eq!((u.increase, u.resets), (3.0 + 5.0, 1));
     }
 
     #[test]
-    fn a_new_series_counts_from_zero_and_a_first_window_starts_at_its_baseline() {
-        let samples = [s(5, 100.0), s(10, 130.0)];
+    fn a_new_series_counts_from_zero_and_an_old_one_from_its_seeded_carry() {
+        let samples = [s(-5, 90.0), s(5, 100.0), s(10, 130.0)];
+        let seeded = seed_carry(&samples, 0);
+        assert_eq!(seeded, Some(s(-5, 90.0)));
+        assert_eq!(counter_window(seeded, &samples, 0, 15_000).increase, 40.0);
         assert_eq!(
-            counter_window(None, &samples, 0, 15_000, true).increase,
-            30.0
-        );
-        assert_eq!(
-            counter_window(None, &samples, 0, 15_000, false).increase,
+            counter_window(None, &samples[1..], 0, 15_000).increase,
             130.0
         );
         // An empty window carries the carry on.
-        let u = counter_window(Some(s(10, 130.0)), &[], 15_000, 30_000, false);
+        let u = counter_window(Some(s(10, 130.0)), &[], 15_000, 30_000);
         assert_eq!(
             (u.increase, u.samples, u.carry),
             (0.0, 0, Some(s(10, 130.0)))
@@ -247,7 +244,7 @@ mod tests {
     #[test]
     fn stale_repeated_and_non_finite_samples_are_skipped() {
         let samples = [s(1, 1.0), s(1, 5.0), s(2, f64::NAN), s(3, 2.0)];
-        let u = counter_window(Some(s(0, 0.0)), &samples, 0, 10_000, false);
+        let u = counter_window(Some(s(0, 0.0)), &samples, 0, 10_000);
         assert_eq!((u.increase, u.samples), (2.0, 2));
     }
 

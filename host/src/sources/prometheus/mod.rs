@@ -17,3 +17,4 @@
 
 pub mod accounting;
 pub mod api;
+pub mod client;

@@ -1,0 +1,127 @@
+//! Reading raw samples from the Prometheus HTTP API (I/O at the edge; decoding in [`super::api`]).
+//!
+//! [`PrometheusClient::raw_samples`] evaluates `SELECTOR[<len>s]` at `end − 1 ms`, which returns
+//! exactly the raw samples with timestamps in `[start, end)` (Prometheus' range selectors are
+//! left-open, `(t − len, t]`, and its timestamps are milliseconds). Authentication: an optional
+//! bearer token or basic auth, never logged nor shown by `Debug`.
+
+use std::time::Duration;
+
+use reqwest::Url;
+
+use super::api::{ApiError, Series, decode_matrix};
+use crate::window::Window;
+
+/// How the client authenticates.
+#[derive(Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    Bearer(String),
+    Basic {
+        user: String,
+        password: String,
+    },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::Bearer(_) => f.write_str("Bearer(***)"),
+            Auth::Basic { user, .. } => write!(f, "Basic({user}, ***)"),
+        }
+    }
+}
+
+/// Why a read failed; every variant is retried by the source (the window waits).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("failed to reach Prometheus at {url}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("Prometheus answered HTTP {status} to {query:?}: {detail}")]
+    Status {
+        status: u16,
+        query: String,
+        detail: String,
+    },
+    #[error("failed to read the answer to {query:?}")]
+    Answer {
+        query: String,
+        #[source]
+        source: ApiError,
+    },
+    #[error("invalid Prometheus URL {0:?}")]
+    Url(String),
+}
+
+/// A Prometheus HTTP API client.
+#[derive(Debug, Clone)]
+pub struct PrometheusClient {
+    http: reqwest::Client,
+    base: Url,
+    auth: Auth,
+}
+
+impl PrometheusClient {
+    /// A client for `base` (e.g. `http://prometheus:9090`) with a per-request `timeout`.
+    pub fn new(base: &str, auth: Auth, timeout: Duration) -> Result<Self, ClientError> {
+        let base = Url::parse(base).map_err(|_| ClientError::Url(base.to_owned()))?;
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent(concat!("edgemeter/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| ClientError::Transport {
+                url: base.to_string(),
+                source,
+            })?;
+        Ok(PrometheusClient { http, base, auth })
+    }
+
+    /// The raw samples of every series `selector` matches, with timestamps in `window`.
+    pub async fn raw_samples(
+        &self,
+        selector: &str,
+        window: &Window,
+    ) -> Result<Vec<Series>, ClientError> {
+        let query = format!("{selector}[{}s]", window.seconds());
+        let at = format!("{}.999", window.end() - 1);
+        let mut url = self.base.clone();
+        if let Ok(mut segs) = url.path_segments_mut() {
+            segs.pop_if_empty().extend(["api", "v1", "query"]);
+        }
+        let mut request = self
+            .http
+            .get(url.clone())
+            .query(&[("query", query.as_str()), ("time", at.as_str())]);
+        request = match &self.auth {
+            Auth::None => request,
+            Auth::Bearer(token) => request.bearer_auth(token),
+            Auth::Basic { user, password } => request.basic_auth(user, Some(password)),
+        };
+        let transport = |source| ClientError::Transport {
+            url: url.to_string(),
+            source,
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(transport)?;
+        if !(200..300).contains(&status) {
+            let detail = match decode_matrix(&body) {
+                Err(ApiError::Prometheus { error_type, error }) => format!("{error_type}: {error}"),
+                _ => String::from_utf8_lossy(&body).chars().take(300).collect(),
+            };
+            return Err(ClientError::Status {
+                status,
+                query,
+                detail,
+            });
+        }
+        decode_matrix(&body).map_err(|source| ClientError::Answer { query, source })
+    }
+}

@@ -1,0 +1,231 @@
+//! The Prometheus source's reading method against a real Prometheus server (Debian's
+//! `prometheus` 2.42, installed by `.ci/run`): known samples are written into a TSDB with
+//! `promtool tsdb create-blocks-from openmetrics`, Prometheus serves them on 127.0.0.1, and the
+//! raw samples read window by window (`SELECTOR[<len>s]` at `end − 1 ms`) are accounted into
+//! counter increases and gauge integrals equal to the values computed by hand — resets, a
+//! sample exactly on a window boundary, a reset straddling a boundary, a series that appears
+//! mid-way. Every wait is bounded; the server is killed when the test ends.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgemeter::sources::prometheus::accounting::{Carry, counter_window, gauge_window, seed_carry};
+use edgemeter::sources::prometheus::client::{Auth, PrometheusClient};
+use edgemeter::window::Window;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn need(binary: &str) {
+    let found = Command::new(binary)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "{binary} is not installed: `apt-get install prometheus` (Debian; `.ci/run` installs it)"
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Writes `om` into a TSDB under `dir` and serves it; returns the server and its URL.
+async fn serve(dir: &Path, om: &str) -> (Server, String) {
+    need("promtool");
+    need("prometheus");
+    let input = dir.join("data.om");
+    std::fs::write(&input, om).expect("write OpenMetrics");
+    let data = dir.join("data");
+    let out = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&input)
+        .arg(&data)
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, "global:\n  scrape_interval: 15s\n").expect("config");
+    let port = free_port();
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--storage.tsdb.retention.time=30d")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    let server = Server(child);
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = http
+            .get(format!("{url}/-/ready"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "prometheus did not get ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (server, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_samples_read_window_by_window_add_up_to_the_true_totals() {
+    // Three hours back, on a minute: old enough to be a block, well inside the retention.
+    let now = jiff::Timestamp::now().as_second();
+    let t = (now - 3 * 3600) / 60 * 60;
+    // Counter a: 10 at t−10 (before billing: the seeded carry), 25, reset → 4, 9 exactly on the t+30 boundary, 50, 70 at t+59,
+    // reset → 3 at t+61 (straddling the t+60 boundary), 8. True increase after the baseline:
+    // 15 + 4 + 5 + 41 + 20 + 3 + 5 = 93.
+    // Counter b appears at t+40 with 6, then 16: a new series counts from zero: 16.
+    // Gauge g: 4 at t+10, 6 at t+20, 1 at t+40: over [t, t+90) held 4×10 + 6×20 + 1×50 = 210.
+    let a = [
+        (-10, 10.0),
+        (10, 25.0),
+        (20, 4.0),
+        (30, 9.0),
+        (45, 50.0),
+        (59, 70.0),
+        (61, 3.0),
+        (75, 8.0),
+    ];
+    let b = [(40, 6.0), (52, 16.0)];
+    let g = [(10, 4.0), (20, 6.0), (40, 1.0)];
+    let mut om = String::from("# TYPE bytes counter\n");
+    for (dt, v) in a {
+        om.push_str(&format!("bytes_total{{pod=\"a\"}} {v} {}\n", t + dt));
+    }
+    for (dt, v) in b {
+        om.push_str(&format!("bytes_total{{pod=\"b\"}} {v} {}\n", t + dt));
+    }
+    om.push_str("# TYPE temp gauge\n");
+    for (dt, v) in g {
+        om.push_str(&format!("temp{{pod=\"a\"}} {v} {}\n", t + dt));
+    }
+    om.push_str("# EOF\n");
+    let dir = tempfile::tempdir().expect("dir");
+    let (_server, url) = serve(dir.path(), &om).await;
+    let client = PrometheusClient::new(&url, Auth::None, Duration::from_secs(10)).expect("client");
+
+    for len in [15i64, 30, 90] {
+        // Carries seeded from the five minutes before billing begins.
+        let lookback = Window::new(t - 300, t).expect("lookback");
+        let mut carries: std::collections::BTreeMap<String, Carry> = Default::default();
+        for series in client
+            .raw_samples("bytes_total", &lookback)
+            .await
+            .expect("read")
+        {
+            if let Some(c) = seed_carry(&series.samples, t * 1000) {
+                carries.insert(series.labels["pod"].clone(), c);
+            }
+        }
+        let mut gauge_carry = None;
+        let mut totals: std::collections::BTreeMap<String, f64> = Default::default();
+        let mut gauge_total = 0.0;
+        let mut start = t;
+        while start < t + 90 {
+            let w = Window::new(start, start + len).expect("window");
+            for series in client.raw_samples("bytes_total", &w).await.expect("read") {
+                let pod = series.labels["pod"].clone();
+                // A series without a carry is new (b): counted from zero.
+                let u = counter_window(
+                    carries.get(&pod).copied(),
+                    &series.samples,
+                    w.start() * 1000,
+                    w.end() * 1000,
+                );
+                *totals.entry(pod.clone()).or_default() += u.increase;
+                if let Some(c) = u.carry {
+                    carries.insert(pod, c);
+                }
+            }
+            let read = client.raw_samples("temp", &w).await.expect("read");
+            let samples = read.first().map(|s| s.samples.clone()).unwrap_or_default();
+            let u = gauge_window(
+                gauge_carry,
+                &samples,
+                w.start() * 1000,
+                w.end() * 1000,
+                300_000,
+            );
+            gauge_total += u.integral;
+            gauge_carry = u.carry;
+            start += len;
+        }
+        assert_eq!(
+            totals.get("a"),
+            Some(&93.0),
+            "counter a, windows of {len} s"
+        );
+        assert_eq!(
+            totals.get("b"),
+            Some(&16.0),
+            "counter b, windows of {len} s"
+        );
+        assert_eq!(gauge_total, 210.0, "gauge, windows of {len} s");
+    }
+
+    // The boundary sample belongs to the window it starts: [t+30, t+45) holds exactly it.
+    let w = Window::new(t + 30, t + 45).expect("window");
+    let read = client
+        .raw_samples("bytes_total{pod=\"a\"}", &w)
+        .await
+        .expect("read");
+    let times: Vec<i64> = read[0].samples.iter().map(|s| s.t_ms / 1000 - t).collect();
+    assert_eq!(times, [30]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_or_refusing_prometheus_is_an_error_not_an_empty_window() {
+    let port = free_port();
+    let client = PrometheusClient::new(
+        &format!("http://127.0.0.1:{port}"),
+        Auth::Bearer("s3cret-token".into()),
+        Duration::from_secs(2),
+    )
+    .expect("client");
+    let w = Window::new(0, 15).expect("window");
+    let e = client
+        .raw_samples("up", &w)
+        .await
+        .expect_err("nothing listens");
+    assert!(!format!("{e} {e:?}").contains("s3cret-token"));
+    assert!(!format!("{client:?}").contains("s3cret-token"));
+
+    // A real server refusing a bad selector: the error names Prometheus' reason.
+    let dir = tempfile::tempdir().expect("dir");
+    let (_server, url) = serve(dir.path(), "# TYPE x gauge\nx 1 1000\n# EOF\n").await;
+    let client = PrometheusClient::new(&url, Auth::None, Duration::from_secs(10)).expect("client");
+    let e = client
+        .raw_samples("sum(", &w)
+        .await
+        .expect_err("a parse error");
+    assert!(e.to_string().contains("bad_data"), "{e}");
+}
