@@ -517,14 +517,14 @@ fn garbage_is_not_a_mapper() {
 fn two_memories(main_pages: u32, second_pages: u32) -> Vec<u8> {
     let wat = r#"
 (component
-  (type $source-kind' (enum "kubernetes" "runai"))
+  (type $source-kind' (enum "kubernetes" "runai" "prometheus"))
   (export $source-kind "source-kind" (type $source-kind'))
   (type $envelope' (record
     (field "source" $source-kind) (field "window-start" s64) (field "window-end" s64)
     (field "window-start-rfc3339" string) (field "window-end-rfc3339" string)
     (field "collector-id" string) (field "cluster-id" string) (field "config" string)))
   (export $envelope "envelope" (type $envelope'))
-  (type $item-kind' (enum "pod" "persistent-volume-claim" "runai-workload"))
+  (type $item-kind' (enum "pod" "persistent-volume-claim" "runai-workload" "prometheus-series"))
   (export $item-kind "item-kind" (type $item-kind'))
   (type $gpu-allocation' (record
     (field "count" f64) (field "resource-name" string) (field "model" (option string))
@@ -542,7 +542,9 @@ fn two_memories(main_pages: u32, second_pages: u32) -> Vec<u8> {
   (type $usage-integral' (record
     (field "metric" string) (field "unit" string) (field "gpu" (option string))
     (field "pod" (option string)) (field "integral" f64) (field "covered-seconds" f64)
-    (field "mean" (option f64)) (field "samples" u32) (field "estimated" bool)))
+    (field "mean" (option f64)) (field "samples" u32) (field "estimated" bool)
+    (field "counter" bool) (field "first-sample-ms" (option s64))
+    (field "last-sample-ms" (option s64))))
   (export $usage-integral "usage-integral" (type $usage-integral'))
   (type $item' (record
     (field "kind" $item-kind) (field "namespace" string) (field "name" string)

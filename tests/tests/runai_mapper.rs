@@ -69,6 +69,9 @@ fn series(metric: &str, unit: &str, integral: f64, window: f64) -> UsageIntegral
         mean: Some(integral / window),
         samples: 11,
         estimated: false,
+        counter: false,
+        first_sample_ms: None,
+        last_sample_ms: None,
     }
 }
 
@@ -203,6 +206,9 @@ fn items() -> Vec<Item> {
         vec![
             UsageIntegral {
                 estimated: true,
+                counter: false,
+                first_sample_ms: None,
+                last_sample_ms: None,
                 covered_seconds: 60.0,
                 ..series("GPU_UTILIZATION", "percent", 90.0 * 60.0, w)
             },

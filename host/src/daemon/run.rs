@@ -959,16 +959,7 @@ fn report(outcome: TickOutcome, billed: &Billed) -> Result<(), DaemonError> {
         }
         TickOutcome::Idle(Idle::NotInSync) => {
             b.window_failed("not_in_sync");
-            match billed.source.kind() {
-                crate::mapper::bindings::SourceKind::Kubernetes => tracing::info!(
-                    source,
-                    "waiting for the Kubernetes watch to be in sync before billing"
-                ),
-                crate::mapper::bindings::SourceKind::Runai => tracing::info!(
-                    source,
-                    "waiting for a complete Run:ai round before billing (the control plane did not answer every call; its windows are billed once it does)"
-                ),
-            }
+            tracing::info!(source, "{}", billed.source.waiting());
         }
         TickOutcome::QueueFull { windows, watermark } => {
             b.windows_billed.inc_by(windows as u64);

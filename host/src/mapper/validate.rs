@@ -57,6 +57,7 @@ pub fn source_kind_label(kind: SourceKind) -> &'static str {
     match kind {
         SourceKind::Kubernetes => "kubernetes",
         SourceKind::Runai => "runai",
+        SourceKind::Prometheus => "prometheus",
     }
 }
 

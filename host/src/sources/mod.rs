@@ -41,6 +41,10 @@ pub trait MeteredSource {
     fn ready_until(&self) -> Option<i64> {
         None
     }
+    /// What the daemon logs while the source is not in sync (its windows wait).
+    fn waiting(&self) -> &'static str {
+        "waiting for the source to be in sync before billing"
+    }
     /// Every item with allocation inside `window`.
     fn items(&self, window: &Window) -> Vec<Item>;
     /// A page of [`MeteredSource::items`]: from position `cursor` (0 first) at most `max`

@@ -621,6 +621,11 @@ pub fn map(snapshot: &Snapshot) -> Result<Mapped, MapError> {
                 &item.uid,
                 "the kubernetes mapper does not map Run:ai workloads; configure a Run:ai mapper",
             )),
+            ItemKind::PrometheusSeries => diagnostics.push(Diagnostic::for_item(
+                Level::Warn,
+                &item.uid,
+                "the kubernetes mapper does not map Prometheus series; configure a Prometheus mapper",
+            )),
         }
     }
     Ok(Mapped {

@@ -61,6 +61,7 @@ fn source_kind_label(kind: SourceKind) -> &'static str {
     match kind {
         SourceKind::Kubernetes => "kubernetes",
         SourceKind::Runai => "runai",
+        SourceKind::Prometheus => "prometheus",
     }
 }
 
@@ -480,11 +481,11 @@ pub fn map(snapshot: &edgemeter_guest::Snapshot) -> Result<Mapped, MapError> {
                 &mut events,
                 &mut diagnostics,
             ),
-            ItemKind::Pod | ItemKind::PersistentVolumeClaim => {
+            ItemKind::Pod | ItemKind::PersistentVolumeClaim | ItemKind::PrometheusSeries => {
                 diagnostics.push(Diagnostic::for_item(
                     Level::Warn,
                     &item.uid,
-                    "the runai mapper maps Run:ai workloads only; configure builtin:kubernetes for pods and PVCs",
+                    "the runai mapper maps Run:ai workloads only; configure builtin:kubernetes for pods and PVCs, a Prometheus mapper for series",
                 ));
             }
         }

@@ -32,6 +32,9 @@ fn series(metric: &str, unit: &str, integral: f64) -> UsageIntegral {
         mean: Some(integral / 60.0),
         samples: 5,
         estimated: false,
+        counter: false,
+        first_sample_ms: None,
+        last_sample_ms: None,
     }
 }
 
@@ -251,6 +254,9 @@ fn per_gpu_series_become_one_event_per_pod_and_gpu_with_their_own_ids() {
         ),
         UsageIntegral {
             estimated: true,
+            counter: false,
+            first_sample_ms: None,
+            last_sample_ms: None,
             covered_seconds: 30.0,
             ..gpu_series(
                 "GPU_PCIE_RECEIVED_BANDWIDTH_PER_GPU",
@@ -510,6 +516,9 @@ fn estimates_and_allocation_problems_are_marked() {
     let mut w = workload(60);
     w.usage = vec![UsageIntegral {
         estimated: true,
+        counter: false,
+        first_sample_ms: None,
+        last_sample_ms: None,
         ..series("CPU_USAGE_CORES", "cores", 30.0)
     }];
     let d = data(&map_ok("", 60, vec![w.clone()]).events[0]);

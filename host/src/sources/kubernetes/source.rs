@@ -656,6 +656,10 @@ impl MeteredSource for KubernetesSource {
         SOURCE_NAME
     }
 
+    fn waiting(&self) -> &'static str {
+        "waiting for the Kubernetes watch to be in sync before billing"
+    }
+
     fn kind(&self) -> SourceKind {
         SourceKind::Kubernetes
     }

@@ -215,6 +215,9 @@ impl SeriesStore {
                     mean: integral.mean(),
                     samples: u32::try_from(integral.samples).unwrap_or(u32::MAX),
                     estimated: integral.covered_seconds + step < held_seconds as f64,
+                    counter: false,
+                    first_sample_ms: None,
+                    last_sample_ms: None,
                 })
             })
             .collect()

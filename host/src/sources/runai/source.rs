@@ -294,6 +294,10 @@ impl MeteredSource for RunaiSource {
         SourceKind::Runai
     }
 
+    fn waiting(&self) -> &'static str {
+        "waiting for a complete Run:ai round before billing (the control plane did not answer every call; its windows are billed once it does)"
+    }
+
     fn in_sync(&self) -> bool {
         self.healthy && self.ready_until.is_some()
     }
