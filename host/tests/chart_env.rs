@@ -133,6 +133,14 @@ fn every_variable_the_chart_sets_is_read_by_the_daemon() {
 fn the_daemon_accepts_every_value_the_chart_sets() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("no-kubeconfig");
+    // The Run:ai credentials file is a Secret mounted in the pod only: a stand-in with client
+    // credentials (the chart's token endpoints take them all).
+    let runai_credentials = dir.path().join("runai-credentials");
+    std::fs::write(
+        &runai_credentials,
+        "RUNAI_CLIENT_ID=svc\nRUNAI_CLIENT_SECRET=not-a-secret\n",
+    )
+    .expect("write the Run:ai credentials stand-in");
     let mut checked = BTreeMap::new();
     for (case, workload, container) in collectors() {
         let args: Vec<String> = container["args"]
@@ -153,10 +161,17 @@ fn the_daemon_accepts_every_value_the_chart_sets() {
             .env_clear();
         for (name, value) in container_env(&container) {
             // Files the chart mounts from ConfigMaps/Secrets exist only in the pod: point the
-            // CA bundle at this machine's (a real PEM) so its check passes.
+            // CA bundle at this machine's (a real PEM) and the Run:ai credentials file at the
+            // stand-in, so their checks pass.
             let value = if name == "OPENMETER_CA_BUNDLE" {
                 assert!(value.starts_with('/'), "{case}: an absolute path: {value}");
                 "/etc/ssl/certs/ca-certificates.crt".to_owned()
+            } else if name == "RUNAI_CREDENTIALS_FILE" {
+                assert!(
+                    value.starts_with("/etc/edgemeter/runai/"),
+                    "{case}: the chart's mount: {value}"
+                );
+                runai_credentials.display().to_string()
             } else {
                 value
             };

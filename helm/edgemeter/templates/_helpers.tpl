@@ -51,6 +51,10 @@ app.kubernetes.io/part-of: edgemeter
 {{/* Mapper file mount point (custom mappers only). */}}
 {{- define "edgemeter.mapperDir" -}}/etc/edgemeter/mappers{{- end }}
 
+{{/* Mount points of the Run:ai credentials file and of a custom Run:ai mapper. */}}
+{{- define "edgemeter.runaiCredentialsDir" -}}/etc/edgemeter/runai{{- end }}
+{{- define "edgemeter.runaiMapperDir" -}}/etc/edgemeter/runai-mappers{{- end }}
+
 {{/* Queue volume size: explicit, or 1.6 × queue.maxBytes rounded up to whole Mi. */}}
 {{- define "edgemeter.queueSize" -}}
 {{- if .Values.queue.persistence.size }}
@@ -64,20 +68,55 @@ app.kubernetes.io/part-of: edgemeter
 {{/* Checks that the schema cannot express, each with the fix. */}}
 {{- define "edgemeter.validate" -}}
 {{- $k := .Values.sources.kubernetes }}
+{{- $r := .Values.runai }}
 {{- if and (eq .Values.sink "openmeter") (not .Values.openmeter.url) }}
 {{- fail "openmeter.url is required (the OpenMeter API base URL): --set openmeter.url=https://openmeter.cloud, or --set sink=stdout to try the chart without OpenMeter" }}
 {{- end }}
-{{- if not (or $k.pods $k.pvcs) }}
-{{- fail "nothing to meter: enable sources.kubernetes.pods or sources.kubernetes.pvcs" }}
+{{- if and $r.only (not $r.enabled) }}
+{{- fail "runai.only=true meters Run:ai alone but runai.enabled is false: set runai.enabled=true (with runai.url and runai.existingSecret), or runai.only=false" }}
+{{- end }}
+{{- if $r.enabled }}
+{{- if not $r.url }}
+{{- fail "runai.enabled needs runai.url (the Run:ai control-plane base URL): --set runai.url=https://acme.run.ai" }}
+{{- end }}
+{{- if not $r.existingSecret }}
+{{- fail "runai.enabled needs runai.existingSecret (an existing Secret with the credentials file): kubectl create secret generic runai-credentials --from-file=credentials=runai.json, then --set runai.existingSecret=runai-credentials" }}
+{{- end }}
+{{- if and $r.only (eq .Values.mode "daemonset") }}
+{{- fail "runai.only runs no Kubernetes source, so mode daemonset would have no per-node collectors: use mode deployment (one StatefulSet whose Lease holder bills Run:ai)" }}
+{{- end }}
+{{- if and (eq $r.mapper.type "configMap") (not $r.mapper.configMap.name) }}
+{{- fail "runai.mapper.type configMap needs runai.mapper.configMap.name (an existing ConfigMap holding the .wasm in binaryData)" }}
+{{- end }}
+{{- if eq $r.mapper.type "image" }}
+{{- if not $r.mapper.image.reference }}
+{{- fail "runai.mapper.type image needs runai.mapper.image.reference (the OCI image holding the .wasm)" }}
+{{- end }}
+{{- if semverCompare "<1.31.0-0" .Capabilities.KubeVersion.Version }}
+{{- fail (printf "runai.mapper.type image needs Kubernetes 1.31 or later (image volumes); this cluster is %s: use runai.mapper.type configMap" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- /* Secrets come from Secrets: a literal Run:ai secret in extraEnv would sit in the release
+       history and in the pod spec, and would conflict with the mounted credentials file. */}}
+{{- range .Values.extraEnv }}
+{{- if and (has .name (list "RUNAI_CLIENT_SECRET" "RUNAI_APP_SECRET")) (hasKey . "value") }}
+{{- fail (printf "extraEnv sets %s as a literal value: put the Run:ai credentials in a Secret and set runai.existingSecret (the chart mounts it as RUNAI_CREDENTIALS_FILE)" .name) }}
+{{- end }}
+{{- end }}
+{{- if not (or $r.enabled (and (not $r.only) (or $k.pods $k.pvcs))) }}
+{{- fail "nothing to meter: enable sources.kubernetes.pods or sources.kubernetes.pvcs, or runai.enabled" }}
 {{- end }}
 {{- if and (eq .Values.mode "daemonset") (not $k.pods) }}
-{{- fail "mode daemonset runs one collector per node for that node's pods: enable sources.kubernetes.pods, or use mode deployment to meter PVCs only" }}
+{{- fail "mode daemonset runs one collector per node for that node's pods: enable sources.kubernetes.pods, or use mode deployment to meter PVCs or Run:ai only" }}
 {{- end }}
 {{- if and (eq .Values.mode "deployment") (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
 {{- fail (printf "replicas %d without leaderElection.enabled would bill every window %d times: set replicas=1 or leaderElection.enabled=true" (int .Values.replicas) (int .Values.replicas)) }}
 {{- end }}
-{{- if and (eq .Values.mode "daemonset") $k.pvcs (gt (int .Values.daemonset.cluster.replicas) 1) (not .Values.leaderElection.enabled) }}
-{{- fail (printf "daemonset.cluster.replicas %d without leaderElection.enabled would bill every PVC window %d times: set daemonset.cluster.replicas=1 or leaderElection.enabled=true" (int .Values.daemonset.cluster.replicas) (int .Values.daemonset.cluster.replicas)) }}
+{{- if and (eq .Values.mode "daemonset") (or $k.pvcs $r.enabled) (gt (int .Values.daemonset.cluster.replicas) 1) (not .Values.leaderElection.enabled) }}
+{{- $what := ternary "PVC and Run:ai" "PVC" (and $k.pvcs $r.enabled) }}
+{{- if not $k.pvcs }}{{ $what = "Run:ai" }}{{ end }}
+{{- fail (printf "daemonset.cluster.replicas %d without leaderElection.enabled would bill every %s window %d times: set daemonset.cluster.replicas=1 or leaderElection.enabled=true" (int .Values.daemonset.cluster.replicas) $what (int .Values.daemonset.cluster.replicas)) }}
 {{- end }}
 {{- if and .Values.caBundle.configMap .Values.caBundle.secret }}
 {{- fail "caBundle: set configMap or secret, not both" }}
@@ -105,7 +144,11 @@ headless Service and (for StatefulSets) PodDisruptionBudget:
   kind            StatefulSet | DaemonSet
   name            object name
   component       app.kubernetes.io/component
-  kinds           what it meters (EDGEMETER_KINDS)
+  kinds           what its Kubernetes source meters (EDGEMETER_KINDS); empty: no Kubernetes source
+  sources         the sources it runs (EDGEMETER_SOURCES): kubernetes when kinds, runai
+  runai           whether it runs the Run:ai source. Run:ai is cluster-wide: it runs only in
+                  the workload billing cluster-wide things under the Lease (the StatefulSet,
+                  or <fullname>-cluster in mode daemonset), never in the per-node DaemonSet
   leaderElection  whether it holds a Lease to bill
   replicas        StatefulSet replicas
   serviceAccount  ServiceAccount name
@@ -114,18 +157,24 @@ headless Service and (for StatefulSets) PodDisruptionBudget:
 {{- $full := include "edgemeter.fullname" . }}
 {{- $sa := default $full .Values.serviceAccount.name }}
 {{- $k := .Values.sources.kubernetes }}
+{{- $runai := and .Values.runai.enabled true }}
+{{- $kube := not (and $runai .Values.runai.only) }}
 {{- $out := list }}
 {{- if eq .Values.mode "daemonset" }}
-{{- $out = append $out (dict "key" "collector" "kind" "DaemonSet" "name" $full "component" "collector" "kinds" (list "pods") "leaderElection" false "serviceAccount" $sa) }}
-{{- if $k.pvcs }}
-{{- $r := int .Values.daemonset.cluster.replicas }}
-{{- $out = append $out (dict "key" "cluster" "kind" "StatefulSet" "name" (printf "%s-cluster" $full) "component" "cluster-collector" "kinds" (list "pvcs") "leaderElection" (and .Values.leaderElection.enabled true) "replicas" $r "serviceAccount" (printf "%s-cluster" $sa)) }}
+{{- $out = append $out (dict "key" "collector" "kind" "DaemonSet" "name" $full "component" "collector" "kinds" (list "pods") "sources" (list "kubernetes") "runai" false "leaderElection" false "serviceAccount" $sa) }}
+{{- if or $k.pvcs $runai }}
+{{- $kinds := ternary (list "pvcs") (list) (and $k.pvcs true) }}
+{{- $sources := ternary (list "kubernetes") (list) (and $k.pvcs true) }}
+{{- if $runai }}{{ $sources = append $sources "runai" }}{{ end }}
+{{- $out = append $out (dict "key" "cluster" "kind" "StatefulSet" "name" (printf "%s-cluster" $full) "component" "cluster-collector" "kinds" $kinds "sources" $sources "runai" $runai "leaderElection" (and .Values.leaderElection.enabled true) "replicas" (int .Values.daemonset.cluster.replicas) "serviceAccount" (printf "%s-cluster" $sa)) }}
 {{- end }}
 {{- else }}
 {{- $kinds := list }}
-{{- if $k.pods }}{{ $kinds = append $kinds "pods" }}{{ end }}
-{{- if $k.pvcs }}{{ $kinds = append $kinds "pvcs" }}{{ end }}
-{{- $out = append $out (dict "key" "collector" "kind" "StatefulSet" "name" $full "component" "collector" "kinds" $kinds "leaderElection" (and .Values.leaderElection.enabled true) "replicas" (int .Values.replicas) "serviceAccount" $sa) }}
+{{- if and $kube $k.pods }}{{ $kinds = append $kinds "pods" }}{{ end }}
+{{- if and $kube $k.pvcs }}{{ $kinds = append $kinds "pvcs" }}{{ end }}
+{{- $sources := ternary (list "kubernetes") (list) (gt (len $kinds) 0) }}
+{{- if $runai }}{{ $sources = append $sources "runai" }}{{ end }}
+{{- $out = append $out (dict "key" "collector" "kind" "StatefulSet" "name" $full "component" "collector" "kinds" $kinds "sources" $sources "runai" $runai "leaderElection" (and .Values.leaderElection.enabled true) "replicas" (int .Values.replicas) "serviceAccount" $sa) }}
 {{- end }}
 {{- toYaml $out }}
 {{- end }}
@@ -162,6 +211,9 @@ seccompProfile:
 {{- $v := $.Values }}
 {{- $k := $v.sources.kubernetes }}
 {{- $mapperDir := include "edgemeter.mapperDir" $ }}
+{{- $runaiMapperDir := include "edgemeter.runaiMapperDir" $ }}
+{{- $kube := has "kubernetes" $w.sources }}
+{{- $r := $v.runai }}
 metadata:
   labels:
     {{- include "edgemeter.selectorLabels" $ | nindent 4 }}
@@ -273,6 +325,10 @@ spec:
               fieldPath: metadata.namespace
         - name: EDGEMETER_COLLECTOR_ID
           value: $(POD_NAME)
+        # Set on every collector, so only the one meant to run Run:ai ever does.
+        - name: EDGEMETER_SOURCES
+          value: {{ join "," $w.sources | quote }}
+        {{- if $kube }}
         - name: EDGEMETER_KINDS
           value: {{ join "," $w.kinds | quote }}
         {{- if eq $w.kind "DaemonSet" }}
@@ -288,6 +344,7 @@ spec:
         {{- with $k.labelSelector }}
         - name: SCRAPE_LABEL_SELECTOR
           value: {{ . | quote }}
+        {{- end }}
         {{- end }}
         - name: SCRAPE_INTERVAL
           value: {{ $v.interval | quote }}
@@ -323,6 +380,7 @@ spec:
         # deserializer); the daemon creates this one 0700.
         - name: EDGEMETER_CACHE_DIR
           value: /var/cache/edgemeter/mappers/compiled
+        {{- if $kube }}
         - name: EDGEMETER_MAPPER
           {{- if eq $v.mapper.type "configMap" }}
           value: {{ printf "%s/%s" $mapperDir $v.mapper.configMap.key | quote }}
@@ -333,6 +391,34 @@ spec:
           {{- end }}
         - name: EDGEMETER_MAPPER_CONFIG
           value: {{ toJson $v.mapper.config | quote }}
+        {{- end }}
+        {{- if $w.runai }}
+        # Run:ai: credentials from the mounted Secret file, never from a literal value.
+        - name: RUNAI_URL
+          value: {{ $r.url | quote }}
+        - name: RUNAI_CREDENTIALS_FILE
+          value: {{ printf "%s/%s" (include "edgemeter.runaiCredentialsDir" $) $r.key | quote }}
+        - name: RUNAI_TOKEN_ENDPOINT
+          value: {{ $r.tokenEndpoint | quote }}
+        - name: RUNAI_MAPPER
+          {{- if eq $r.mapper.type "configMap" }}
+          value: {{ printf "%s/%s" $runaiMapperDir $r.mapper.configMap.key | quote }}
+          {{- else if eq $r.mapper.type "image" }}
+          value: {{ printf "%s/%s" $runaiMapperDir $r.mapper.image.path | quote }}
+          {{- else }}
+          value: {{ printf "builtin:%s" $r.mapper.builtin | quote }}
+          {{- end }}
+        - name: RUNAI_MAPPER_CONFIG
+          value: {{ toJson $r.mapperConfig | quote }}
+        - name: RUNAI_METRICS_DELAY
+          value: {{ $r.metricsDelay | quote }}
+        - name: RUNAI_SAMPLE_STEP
+          value: {{ $r.sampleStep | quote }}
+        - name: RUNAI_PAGE_SIZE
+          value: {{ int $r.pageSize | quote }}
+        - name: RUNAI_REQUEST_TIMEOUT
+          value: {{ $r.requestTimeout | quote }}
+        {{- end }}
         - name: EDGEMETER_MAPPER_MEMORY_MIB
           value: {{ $v.mapper.memoryMiB | quote }}
         - name: EDGEMETER_MAPPER_TIMEOUT
@@ -406,10 +492,20 @@ spec:
           mountPath: /var/lib/edgemeter/queue
         - name: mapper-cache
           mountPath: /var/cache/edgemeter/mappers
-        {{- if ne $v.mapper.type "builtin" }}
+        {{- if and $kube (ne $v.mapper.type "builtin") }}
         - name: mapper
           mountPath: {{ $mapperDir }}
           readOnly: true
+        {{- end }}
+        {{- if $w.runai }}
+        - name: runai-credentials
+          mountPath: {{ include "edgemeter.runaiCredentialsDir" $ }}
+          readOnly: true
+        {{- if ne $r.mapper.type "builtin" }}
+        - name: runai-mapper
+          mountPath: {{ $runaiMapperDir }}
+          readOnly: true
+        {{- end }}
         {{- end }}
         {{- if or $v.caBundle.configMap $v.caBundle.secret }}
         - name: ca-bundle
@@ -425,18 +521,42 @@ spec:
     {{- end }}
     - name: mapper-cache
       emptyDir: {}
-    {{- if eq $v.mapper.type "configMap" }}
+    {{- if and $kube (eq $v.mapper.type "configMap") }}
     - name: mapper
       configMap:
         name: {{ $v.mapper.configMap.name }}
         items:
           - key: {{ $v.mapper.configMap.key }}
             path: {{ $v.mapper.configMap.key }}
-    {{- else if eq $v.mapper.type "image" }}
+    {{- else if and $kube (eq $v.mapper.type "image") }}
     - name: mapper
       image:
         reference: {{ $v.mapper.image.reference }}
         pullPolicy: {{ $v.mapper.image.pullPolicy }}
+    {{- end }}
+    {{- if $w.runai }}
+    # The Run:ai credentials file alone, read-only: root-owned, readable by group 65532
+    # (fsGroup) only.
+    - name: runai-credentials
+      secret:
+        secretName: {{ $r.existingSecret }}
+        defaultMode: 288  # 0440
+        items:
+          - key: {{ $r.key }}
+            path: {{ $r.key }}
+    {{- if eq $r.mapper.type "configMap" }}
+    - name: runai-mapper
+      configMap:
+        name: {{ $r.mapper.configMap.name }}
+        items:
+          - key: {{ $r.mapper.configMap.key }}
+            path: {{ $r.mapper.configMap.key }}
+    {{- else if eq $r.mapper.type "image" }}
+    - name: runai-mapper
+      image:
+        reference: {{ $r.mapper.image.reference }}
+        pullPolicy: {{ $r.mapper.image.pullPolicy }}
+    {{- end }}
     {{- end }}
     {{- if $v.caBundle.configMap }}
     - name: ca-bundle

@@ -56,9 +56,18 @@ EXPECTED = {
     "mapper-configmap": {"edgemeter": (BOTH, "edgemeter")},
     "mapper-image": {"edgemeter": (BOTH, "edgemeter")},
     "namespaced": {"edgemeter": (BOTH, "edgemeter")},
+    "runai": {"edgemeter": (("pods",), None), "edgemeter-cluster": (("pvcs",), "edgemeter-cluster")},
+    # Run:ai alone: no Kubernetes kinds, so nothing of the cluster is read but the Lease.
+    "runai-only": {"edgemeter": ((), "edgemeter")},
 }
 # Namespaces the pods/PVCs grants are limited to (cluster-wide otherwise).
 SCOPED = {"namespaced": ("team-a", "team-b")}
+# The one workload (by ServiceAccount) that runs the Run:ai source, per case: the cluster-wide
+# collector under a Lease, never the per-node DaemonSet. Cases not listed run no Run:ai.
+RUNAI = {"runai": "edgemeter-cluster", "runai-only": "edgemeter"}
+RUNAI_ENV = {"RUNAI_URL", "RUNAI_CREDENTIALS_FILE", "RUNAI_TOKEN_ENDPOINT", "RUNAI_MAPPER",
+             "RUNAI_MAPPER_CONFIG", "RUNAI_METRICS_DELAY", "RUNAI_SAMPLE_STEP", "RUNAI_PAGE_SIZE",
+             "RUNAI_REQUEST_TIMEOUT"}
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -103,6 +112,12 @@ def workloads(case: str) -> list:
     return [d for d in docs(case) if d["kind"] in ("StatefulSet", "DaemonSet")]
 
 
+def one_named(case: str, sa: str) -> str:
+    """The name of the one workload running as ServiceAccount `sa`."""
+    (name,) = [w["metadata"]["name"] for w in workloads(case) if service_account(w) == sa]
+    return name
+
+
 def pod_specs(case: str):
     """(name, pod spec) of every pod the chart makes: workloads and the helm test pod."""
     for w in workloads(case):
@@ -123,6 +138,18 @@ def env_value(container: dict, name: str):
 def collector(workload: dict) -> dict:
     (c,) = [c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == "edgemeter"]
     return c
+
+
+def service_account(workload: dict) -> str:
+    return workload["spec"]["template"]["spec"]["serviceAccountName"]
+
+
+def expected_sources(case: str, sa: str) -> str:
+    """EDGEMETER_SOURCES of a workload, from the hand-written EXPECTED and RUNAI."""
+    sources = ["kubernetes"] if EXPECTED[case][sa][0] else []
+    if RUNAI.get(case) == sa:
+        sources.append("runai")
+    return ",".join(sources)
 
 
 def grants(case: str) -> dict:
@@ -203,6 +230,13 @@ class TestLint(PerCase):
             self.assertIn(f"helm test {RELEASE} -n {NAMESPACE}", notes)
             for w in workloads(case):
                 self.assertIn(f"{w['kind']} {w['metadata']['name']}: meters", notes)
+            runai_lines = [line for line in notes.splitlines() if "Run:ai workloads" in line]
+            if case in RUNAI:
+                (line,) = [line for line in runai_lines if ": meters" in line]
+                self.assertIn(f"StatefulSet {one_named(case, RUNAI[case])}: meters", line)
+                self.assertIn(values(case)["runai"]["url"], notes)
+            else:
+                self.assertEqual(runai_lines, [])
             pre_create = "Pre-create it on every node"
             initchown = values(case).get("daemonset", {}).get("hostPath", {}).get("initChown", {}).get("enabled")
             self.assertEqual(pre_create in notes, values(case).get("mode") == "daemonset" and not initchown)
@@ -284,7 +318,7 @@ class TestSecurity(PerCase):
                 self.assertNotIn("serviceAccountName", p["spec"])
 
     def test_only_volumes_the_collector_needs(self):
-        allowed = {"queue", "mapper-cache", "mapper", "ca-bundle"}
+        allowed = {"queue", "mapper-cache", "mapper", "ca-bundle", "runai-credentials", "runai-mapper"}
         for case in self.each_case():
             for name, spec in pod_specs(case):
                 for v in spec.get("volumes", []):
@@ -295,7 +329,7 @@ class TestSecurity(PerCase):
                         self.assertEqual(v["hostPath"]["type"], "DirectoryOrCreate")
                 for c in spec["containers"]:
                     for m in c.get("volumeMounts", []):
-                        if m["name"] in ("mapper", "ca-bundle"):
+                        if m["name"] in ("mapper", "ca-bundle", "runai-credentials", "runai-mapper"):
                             self.assertIs(m.get("readOnly"), True, f"{name}: {m}")
 
 
@@ -350,8 +384,10 @@ class TestWorkloads(PerCase):
     def test_kinds_env_matches_the_grants(self):
         for case in self.each_case():
             for w in workloads(case):
-                sa = w["spec"]["template"]["spec"]["serviceAccountName"]
-                self.assertEqual(env_value(collector(w), "EDGEMETER_KINDS"), ",".join(EXPECTED[case][sa][0]))
+                sa = service_account(w)
+                kinds = EXPECTED[case][sa][0]
+                self.assertEqual(env_value(collector(w), "EDGEMETER_KINDS"), ",".join(kinds) if kinds else None)
+                self.assertEqual(env_value(collector(w), "EDGEMETER_SOURCES"), expected_sources(case, sa))
 
     def test_deployment_mode_is_a_statefulset_with_a_queue_claim_per_replica(self):
         for case in self.each_case():
@@ -385,13 +421,15 @@ class TestWorkloads(PerCase):
             path = v.get("daemonset", {}).get("hostPath", {}).get("path") or f"/var/lib/edgemeter/{RELEASE}"
             self.assertEqual(queue["hostPath"], {"path": path, "type": "DirectoryOrCreate"})
             self.assertEqual(d["spec"]["template"]["spec"]["tolerations"], [{"operator": "Exists"}])
+            self.assertEqual(env_value(c, "EDGEMETER_SOURCES"), "kubernetes")
             pvcs = v.get("sources", {}).get("kubernetes", {}).get("pvcs", True)
+            runai = v.get("runai", {}).get("enabled", False)
             statefulsets = of_kind(case, "StatefulSet")
-            self.assertEqual([s["metadata"]["name"] for s in statefulsets], ["edgemeter-cluster"] if pvcs else [])
+            self.assertEqual([s["metadata"]["name"] for s in statefulsets], ["edgemeter-cluster"] if pvcs or runai else [])
             for s in statefulsets:
                 cc = collector(s)
                 self.assertEqual(s["spec"]["replicas"], 2)
-                self.assertEqual(env_value(cc, "EDGEMETER_KINDS"), "pvcs")
+                self.assertEqual(env_value(cc, "EDGEMETER_KINDS"), "pvcs" if pvcs else None)
                 self.assertEqual(env_value(cc, "EDGEMETER_LEADER_ELECTION"), "true")
                 self.assertNotIn("SCRAPE_NODE_NAME", env(cc))
                 self.assertEqual([t["metadata"]["name"] for t in s["spec"]["volumeClaimTemplates"]], ["queue"])
@@ -480,10 +518,16 @@ class TestWorkloads(PerCase):
             for w in workloads(case):
                 c = collector(w)
                 vols = {x["name"]: x for x in w["spec"]["template"]["spec"]["volumes"]}
+                self.assertEqual(env_value(c, "EDGEMETER_MAPPER_MEMORY_MIB"), str(m.get("memoryMiB", 256)))
+                if not EXPECTED[case][service_account(w)][0]:
+                    # No Kubernetes source: no Kubernetes mapper (the Run:ai one is checked below).
+                    self.assertFalse({"EDGEMETER_MAPPER", "EDGEMETER_MAPPER_CONFIG"} & set(env(c)))
+                    self.assertNotIn("mapper", vols)
+                    continue
                 self.assertEqual(json.loads(env_value(c, "EDGEMETER_MAPPER_CONFIG")), m.get("config", {}))
                 kind = m.get("type", "builtin")
                 if kind == "builtin":
-                    self.assertEqual(env_value(c, "EDGEMETER_MAPPER"), "builtin:kubernetes")
+                    self.assertEqual(env_value(c, "EDGEMETER_MAPPER"), f"builtin:{m.get('builtin', 'kubernetes')}")
                     self.assertNotIn("mapper", vols)
                     continue
                 mount = [x for x in c["volumeMounts"] if x["name"] == "mapper"]
@@ -501,6 +545,9 @@ class TestWorkloads(PerCase):
             k = values(case).get("sources", {}).get("kubernetes", {})
             for w in workloads(case):
                 c = collector(w)
+                if not EXPECTED[case][service_account(w)][0]:
+                    self.assertFalse({"SCRAPE_NAMESPACE", "SCRAPE_LABEL_SELECTOR", "SCRAPE_NODE_NAME"} & set(env(c)))
+                    continue
                 self.assertEqual(env_value(c, "SCRAPE_NAMESPACE"), ",".join(k["namespaces"]) if k.get("namespaces") else None)
                 self.assertEqual(env_value(c, "SCRAPE_LABEL_SELECTOR"), k.get("labelSelector"))
 
@@ -513,9 +560,114 @@ class TestWorkloads(PerCase):
             self.assertEqual(len(of_kind(case, "PodDisruptionBudget")), len(of_kind(case, "StatefulSet")) if pdb else 0)
 
 
+# --- Run:ai ------------------------------------------------------------------------------
+
+class TestRunai(PerCase):
+    def test_only_the_cluster_wide_collector_under_a_lease_runs_runai(self):
+        for case in self.each_case():
+            runs = [w for w in workloads(case) if "runai" in (env_value(collector(w), "EDGEMETER_SOURCES") or "").split(",")]
+            self.assertEqual([service_account(w) for w in runs], [RUNAI[case]] if case in RUNAI else [])
+            for w in runs:
+                # One biller: a StatefulSet whose Lease holder alone bills (or a single replica).
+                self.assertEqual(w["kind"], "StatefulSet")
+                c = collector(w)
+                self.assertTrue(env_value(c, "EDGEMETER_LEADER_ELECTION") == "true" or w["spec"]["replicas"] == 1)
+                self.assertNotIn("SCRAPE_NODE_NAME", env(c))
+            for w in workloads(case):
+                if w in runs:
+                    continue
+                c = collector(w)
+                where = f"{case} {w['kind']}/{w['metadata']['name']}"
+                self.assertEqual(env_value(c, "EDGEMETER_SOURCES"), "kubernetes", where)
+                self.assertEqual({n for n in env(c) if n.startswith("RUNAI_")}, set(), where)
+                vols = {x["name"] for x in w["spec"]["template"]["spec"]["volumes"]}
+                self.assertEqual(vols & {"runai-credentials", "runai-mapper"}, set(), where)
+
+    def test_env_and_the_read_only_credentials_mount(self):
+        for case in self.each_case():
+            if case not in RUNAI:
+                continue
+            r = values(case)["runai"]
+            key = r.get("key", "credentials")
+            (w,) = [w for w in workloads(case) if service_account(w) == RUNAI[case]]
+            c = collector(w)
+            self.assertEqual({n for n in env(c) if n.startswith("RUNAI_")}, RUNAI_ENV)
+            for name in RUNAI_ENV:
+                self.assertEqual(set(env(c)[name]), {"name", "value"}, f"{name}: a literal, non-secret value")
+            mapper = r.get("mapper", {})
+            want = {
+                "RUNAI_URL": r["url"],
+                "RUNAI_CREDENTIALS_FILE": f"/etc/edgemeter/runai/{key}",
+                "RUNAI_TOKEN_ENDPOINT": r.get("tokenEndpoint", "v1"),
+                "RUNAI_METRICS_DELAY": r.get("metricsDelay", "30s"),
+                "RUNAI_SAMPLE_STEP": r.get("sampleStep", "15s"),
+                "RUNAI_PAGE_SIZE": str(r.get("pageSize", 500)),
+                "RUNAI_REQUEST_TIMEOUT": r.get("requestTimeout", "30s"),
+            }
+            for name, value in want.items():
+                self.assertEqual(env_value(c, name), value, f"{case} {name}")
+            self.assertEqual(json.loads(env_value(c, "RUNAI_MAPPER_CONFIG")), r.get("mapperConfig", {}))
+            spec = w["spec"]["template"]["spec"]
+            vols = {x["name"]: x for x in spec["volumes"]}
+            mounts = {m["name"]: m for m in c["volumeMounts"]}
+            self.assertEqual(mounts["runai-credentials"],
+                             {"name": "runai-credentials", "mountPath": "/etc/edgemeter/runai", "readOnly": True})
+            # Only the one key, group-readable by fsGroup 65532 (0440), nothing writable.
+            self.assertEqual(vols["runai-credentials"], {"name": "runai-credentials", "secret": {
+                "secretName": r["existingSecret"], "defaultMode": 0o440, "items": [{"key": key, "path": key}]}})
+            self.assertEqual(spec["securityContext"]["fsGroup"], UID)
+            kind = mapper.get("type", "builtin")
+            if kind == "builtin":
+                self.assertEqual(env_value(c, "RUNAI_MAPPER"), f"builtin:{mapper.get('builtin', 'runai')}")
+                self.assertNotIn("runai-mapper", vols)
+            else:
+                self.assertEqual(mounts["runai-mapper"],
+                                 {"name": "runai-mapper", "mountPath": "/etc/edgemeter/runai-mappers", "readOnly": True})
+                if kind == "configMap":
+                    cm = mapper["configMap"]
+                    self.assertEqual(env_value(c, "RUNAI_MAPPER"), f"/etc/edgemeter/runai-mappers/{cm['key']}")
+                    self.assertEqual(vols["runai-mapper"]["configMap"],
+                                     {"name": cm["name"], "items": [{"key": cm["key"], "path": cm["key"]}]})
+                else:
+                    self.assertEqual(env_value(c, "RUNAI_MAPPER"), f"/etc/edgemeter/runai-mappers/{mapper['image']['path']}")
+
+    def test_no_secret_value_in_the_rendered_output(self):
+        for case in self.each_case():
+            if case not in RUNAI:
+                continue
+            text = rendered(case)
+            for name in ("RUNAI_CLIENT_ID", "RUNAI_CLIENT_SECRET", "RUNAI_APP_ID", "RUNAI_APP_SECRET"):
+                self.assertNotIn(name, text, f"{case}: credentials must come from the mounted file")
+            for word in ("clientSecret", "appSecret", "clientId", "appId"):
+                self.assertNotIn(word, text)
+            # The chart creates no Secret for Run:ai: it only references an existing one.
+            for s in of_kind(case, "Secret"):
+                self.assertEqual(set(s.get("data", {})), {"token"}, "only the OpenMeter token Secret")
+            # Every reference to the Run:ai Secret is the credentials volume, never an env var.
+            secret = values(case)["runai"]["existingSecret"]
+            for w in workloads(case):
+                for e in collector(w).get("env", []):
+                    ref = e.get("valueFrom", {}).get("secretKeyRef", {})
+                    self.assertNotEqual(ref.get("name"), secret, e)
+
+    def test_runai_only_reads_nothing_of_the_cluster_but_its_lease(self):
+        for case in self.each_case():
+            for sa, (kinds, lease) in EXPECTED[case].items():
+                if kinds:
+                    continue
+                self.assertEqual({g[2] for g in grants(case)[sa]}, {"leases"})
+                (w,) = [w for w in workloads(case) if service_account(w) == sa]
+                self.assertFalse({"EDGEMETER_KINDS", "EDGEMETER_MAPPER", "SCRAPE_NAMESPACE"} & set(env(collector(w))))
+            # No empty ClusterRole is rendered for a workload without Kubernetes kinds.
+            for r in of_kind(case, "ClusterRole"):
+                self.assertTrue(all(rule["resources"] for rule in r["rules"]), r["metadata"]["name"])
+
+
 # --- values.schema.json and the templates' own checks ------------------------------------
 
 URL = ["--set", "openmeter.url=https://openmeter.cloud"]
+RUNAI_ON = ["--set", "runai.enabled=true", "--set", "runai.url=https://acme.run.ai",
+            "--set", "runai.existingSecret=runai-credentials"]
 
 
 class TestSchema(unittest.TestCase):
@@ -530,7 +682,8 @@ class TestSchema(unittest.TestCase):
 
     def test_unknown_keys_are_refused_at_every_level(self):
         for key in ("bogus", "openmeter.bogus", "sources.kubernetes.bogus", "daemonset.hostPath.initChown.image.bogus",
-                    "mapper.image.bogus", "queue.persistence.bogus", "resources.bogus", "affinity.bogus"):
+                    "mapper.image.bogus", "queue.persistence.bogus", "resources.bogus", "affinity.bogus",
+                    "runai.bogus", "runai.mapper.bogus", "runai.mapper.image.bogus"):
             with self.subTest(key=key):
                 self.refused(*URL, "--set", f"{key}=1", expect="additional properties 'bogus' not allowed")
 
@@ -539,13 +692,19 @@ class TestSchema(unittest.TestCase):
                         "image.pullPolicy=Sometimes", "interval=15 seconds", "sources.kubernetes.pods=maybe",
                         "batch.size=-1", "mapper.type=wasi", "mapper.configMap.key=mapper.js",
                         "mapper.image.path=../etc/passwd.wasm", "openmeter.url=openmeter.cloud",
-                        "queue.persistence.size=lots", "service.port=70000", "sink=kafka"):
+                        "queue.persistence.size=lots", "service.port=70000", "sink=kafka",
+                        "mapper.builtin=acme", "runai.mapper.builtin=acme", "runai.url=acme.run.ai",
+                        "runai.url=ftp://acme.run.ai", "runai.tokenEndpoint=v3", "runai.metricsDelay=500ms",
+                        "runai.sampleStep=0s", "runai.sampleStep=1.5s", "runai.requestTimeout=0s",
+                        "runai.pageSize=0", "runai.pageSize=501", "runai.key=../x", "runai.only=yes",
+                        "runai.mapper.type=wasi", "runai.mapper.configMap.key=mapper.js"):
             with self.subTest(setting=setting):
                 self.refused(*URL, "--set", setting, expect="values don't meet the specifications of the schema")
 
     def test_free_form_only_where_documented(self):
         schema = json.loads((CHART / "values.schema.json").read_text())
-        free = {"/mapper/config", "/affinity/nodeAffinity", "/affinity/podAffinity", "/affinity/podAntiAffinity"}
+        free = {"/mapper/config", "/runai/mapperConfig", "/affinity/nodeAffinity", "/affinity/podAffinity",
+                "/affinity/podAntiAffinity"}
         seen = set()
 
         def walk(node, path):
@@ -574,10 +733,102 @@ class TestSchema(unittest.TestCase):
             ((*URL, "--set", "mapper.type=image"), "needs mapper.image.reference"),
             ((*URL, "--set", "caBundle.configMap=a", "--set", "caBundle.secret=b"), "not both"),
             ((*URL, "--set", "serviceAccount.create=false"), "needs serviceAccount.name"),
+            ((*URL, "--set", "runai.only=true"), "runai.only=true meters Run:ai alone but runai.enabled is false"),
+            ((*URL, *RUNAI_ON, "--set", "runai.only=true", "--set", "mode=daemonset"),
+             "runai.only runs no Kubernetes source, so mode daemonset would have no per-node collectors"),
+            ((*URL, *RUNAI_ON, "--set", "mode=daemonset", "--set", "leaderElection.enabled=false"),
+             "daemonset.cluster.replicas 2 without leaderElection.enabled would bill every PVC and Run:ai window"),
+            ((*URL, *RUNAI_ON, "--set", "mode=daemonset", "--set", "leaderElection.enabled=false",
+              "--set", "sources.kubernetes.pvcs=false"),
+             "daemonset.cluster.replicas 2 without leaderElection.enabled would bill every Run:ai window"),
+            ((*URL, *RUNAI_ON, "--set", "runai.only=true", "--set", "leaderElection.enabled=false"),
+             "replicas 2 without leaderElection.enabled"),
+            ((*URL, *RUNAI_ON, "--set", "runai.mapper.type=configMap"), "needs runai.mapper.configMap.name"),
+            ((*URL, *RUNAI_ON, "--set", "runai.mapper.type=image"), "needs runai.mapper.image.reference"),
+            ((*URL, *RUNAI_ON, "--set", "extraEnv[0].name=RUNAI_CLIENT_SECRET", "--set", "extraEnv[0].value=s3cr3t"),
+             "extraEnv sets RUNAI_CLIENT_SECRET as a literal value"),
+            ((*URL, *RUNAI_ON, "--set", "extraEnv[0].name=RUNAI_APP_SECRET", "--set", "extraEnv[0].value=s3cr3t"),
+             "extraEnv sets RUNAI_APP_SECRET as a literal value"),
+            # The schema refuses these first (below); without it the templates still do.
+            ((*URL, "--skip-schema-validation", "--set", "runai.enabled=true"), "runai.enabled needs runai.url"),
+            ((*URL, "--skip-schema-validation", "--set", "runai.enabled=true", "--set", "runai.url=https://acme.run.ai"),
+             "runai.enabled needs runai.existingSecret"),
         ]
         for args, expect in cases:
             with self.subTest(expect=expect):
                 self.refused(*args, expect=expect)
+
+    def test_runai_url_and_secret_are_required_by_the_schema(self):
+        for args, path in (((), "/runai/url"), ((), "/runai/existingSecret"),
+                           (("--set", "runai.url=https://acme.run.ai"), "/runai/existingSecret"),
+                           (("--set", "runai.existingSecret=runai-credentials"), "/runai/url")):
+            with self.subTest(path=path, args=args):
+                p = helm_template(*URL, "--set", "runai.enabled=true", *args)
+                self.assertNotEqual(p.returncode, 0)
+                self.assertIn("values don't meet the specifications of the schema", p.stderr)
+                self.assertIn(f"at '{path}': minLength", p.stderr)
+        # Off, neither is needed; http:// is allowed (an in-cluster control plane).
+        self.assertEqual(helm_template(*URL).returncode, 0)
+        p = helm_template(*URL, *RUNAI_ON, "--set", "runai.url=http://runai.runai.svc:8080")
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_no_value_takes_a_runai_secret(self):
+        for key in ("clientSecret", "clientId", "appSecret", "credentials", "token"):
+            with self.subTest(key=key):
+                self.refused(*URL, *RUNAI_ON, "--set", f"runai.{key}=s3cr3t",
+                             expect=f"additional properties '{key}' not allowed")
+        # A Secret reference in extraEnv is not a literal: allowed (the daemon then refuses
+        # two ways to authenticate at start, naming both).
+        p = helm_template(*URL, *RUNAI_ON, "--set", "extraEnv[0].name=RUNAI_CLIENT_SECRET",
+                          "--set", "extraEnv[0].valueFrom.secretKeyRef.name=s",
+                          "--set", "extraEnv[0].valueFrom.secretKeyRef.key=k")
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_runai_beside_pods_only_in_daemonset_mode_gets_a_cluster_collector_of_its_own(self):
+        p = helm_template(*URL, *RUNAI_ON, "--set", "mode=daemonset", "--set", "sources.kubernetes.pvcs=false")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        ds = [d for d in yaml.safe_load_all(p.stdout) if d]
+        (d,) = [x for x in ds if x["kind"] == "DaemonSet"]
+        (s,) = [x for x in ds if x["kind"] == "StatefulSet"]
+        self.assertEqual(s["metadata"]["name"], "edgemeter-cluster")
+        self.assertEqual(env_value(collector(d), "EDGEMETER_SOURCES"), "kubernetes")
+        self.assertEqual(env_value(collector(d), "EDGEMETER_KINDS"), "pods")
+        c = collector(s)
+        self.assertEqual(env_value(c, "EDGEMETER_SOURCES"), "runai")
+        self.assertIsNone(env_value(c, "EDGEMETER_KINDS"))
+        self.assertEqual(env_value(c, "EDGEMETER_LEADER_ELECTION"), "true")
+        self.assertEqual(env_value(c, "RUNAI_URL"), "https://acme.run.ai")
+        # Its ServiceAccount reads no pods, nodes, PVCs or PVs: only its Lease.
+        roles = [x for x in ds if x["kind"] in ("ClusterRole", "Role") and x["metadata"]["name"].endswith("edgemeter-cluster")]
+        self.assertEqual(roles, [])
+        (lease,) = [x for x in ds if x["kind"] == "Role" and x["metadata"]["name"] == "edgemeter-cluster-lease"]
+        self.assertEqual({res for rule in lease["rules"] for res in rule["resources"]}, {"leases"})
+
+    def test_kubernetes_kinds_off_with_runai_on_is_runai_alone(self):
+        p = helm_template(*URL, *RUNAI_ON, "--set", "sources.kubernetes.pods=false", "--set", "sources.kubernetes.pvcs=false")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        (s,) = [d for d in yaml.safe_load_all(p.stdout) if d and d["kind"] == "StatefulSet"]
+        self.assertEqual(env_value(collector(s), "EDGEMETER_SOURCES"), "runai")
+
+    def test_builtin_runai_is_accepted_where_builtins_are_listed(self):
+        p = helm_template(*URL, "--set", "mapper.builtin=runai")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        (s,) = [d for d in yaml.safe_load_all(p.stdout) if d and d["kind"] == "StatefulSet"]
+        self.assertEqual(env_value(collector(s), "EDGEMETER_MAPPER"), "builtin:runai")
+        p = helm_template(*URL, *RUNAI_ON, "--set", "runai.mapper.builtin=kubernetes")
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_runai_image_mapper_needs_kubernetes_1_31(self):
+        args = [*URL, *RUNAI_ON, "--set", "runai.mapper.type=image", "--set", "runai.mapper.image.reference=ghcr.io/acme/m:1"]
+        p = run([HELM, "template", RELEASE, CHART_REL, "-n", NAMESPACE, "--kube-version", "1.30.0", *args])
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("runai.mapper.type image needs Kubernetes 1.31 or later", p.stderr)
+        p = helm_template(*args)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        (s,) = [d for d in yaml.safe_load_all(p.stdout) if d and d["kind"] == "StatefulSet"]
+        vols = {v["name"]: v for v in s["spec"]["template"]["spec"]["volumes"]}
+        self.assertEqual(vols["runai-mapper"]["image"], {"reference": "ghcr.io/acme/m:1", "pullPolicy": "IfNotPresent"})
+        self.assertEqual(env_value(collector(s), "RUNAI_MAPPER"), "/etc/edgemeter/runai-mappers/mapper.wasm")
 
     def test_image_volume_mapper_needs_kubernetes_1_31(self):
         p = run([HELM, "template", RELEASE, CHART_REL, "-n", NAMESPACE, "--kube-version", "1.30.0",
@@ -604,7 +855,7 @@ class TestSchema(unittest.TestCase):
 # --- docs --------------------------------------------------------------------------------
 
 OPAQUE = {"resources", "daemonset.resources", "nodeSelector", "affinity", "podAnnotations", "podLabels",
-          "mapper.config", "serviceAccount.annotations", "serviceMonitor.labels"}
+          "mapper.config", "runai.mapperConfig", "serviceAccount.annotations", "serviceMonitor.labels"}
 
 
 def leaves(d: dict, prefix: str = ""):
