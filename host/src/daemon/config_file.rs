@@ -3,7 +3,9 @@
 //! Format: a YAML (or JSON) mapping whose keys are the environment-variable names the flags
 //! already document (`SCRAPE_INTERVAL: 30s`, `OPENMETER_URL: https://…`, `BATCH_SIZE: 200`).
 //! Precedence: command-line flag > environment variable > file > built-in default. Unknown keys
-//! are refused with the list of valid ones, so a typo never silently does nothing.
+//! are refused with the list of valid ones, so a typo never silently does nothing. One nested
+//! key: `prometheus: {queries: [...]}` is `PROMETHEUS_QUERIES` (a list, also accepted as the
+//! value of `PROMETHEUS_QUERIES` itself).
 //!
 //! Implementation: before clap parses, every file entry whose variable is not set in the
 //! environment and whose flag is not on the command line becomes `--flag value` arguments, so
@@ -96,6 +98,30 @@ pub fn expand(
         .map(|a| a.split('=').next().unwrap_or(a))
         .collect();
     let mut extra = Vec::new();
+    let mut entries = entries;
+    if let Some(section) = entries.remove("prometheus") {
+        let queries = match section {
+            serde_yaml::Value::Mapping(mut m) => {
+                let q = m.remove("queries");
+                if let Some((k, _)) = m.into_iter().next() {
+                    return Err(ConfigFileError::UnknownKey {
+                        path,
+                        key: format!("prometheus.{}", k.as_str().unwrap_or("?")),
+                        valid: "prometheus.queries".to_owned(),
+                    });
+                }
+                q
+            }
+            _ => None,
+        };
+        let Some(queries) = queries else {
+            return Err(ConfigFileError::BadValue {
+                path,
+                key: "prometheus (a mapping with queries: [...])".to_owned(),
+            });
+        };
+        entries.insert("PROMETHEUS_QUERIES".to_owned(), queries);
+    }
     for (key, value) in entries {
         let Some(long) = flags.get(&key) else {
             return Err(ConfigFileError::UnknownKey {
@@ -108,6 +134,13 @@ pub fn expand(
             serde_yaml::Value::String(s) => s,
             serde_yaml::Value::Number(n) => n.to_string(),
             serde_yaml::Value::Bool(b) => b.to_string(),
+            // The queries are a list: passed on as JSON.
+            list @ serde_yaml::Value::Sequence(_) if key == "PROMETHEUS_QUERIES" => {
+                serde_json::to_string(&list).map_err(|_| ConfigFileError::BadValue {
+                    path: path.clone(),
+                    key: key.clone(),
+                })?
+            }
             _ => return Err(ConfigFileError::BadValue { path, key }),
         };
         if env(&key).is_some() || given.contains(&long.as_str()) {
@@ -201,5 +234,25 @@ mod tests {
             expand(args.clone(), &env, &missing).expect("unchanged"),
             args
         );
+    }
+
+    #[test]
+    fn prometheus_queries_come_from_a_nested_section() {
+        let env = |_: &str| None;
+        let read = |_: &str| {
+            Ok("prometheus:\n  queries:\n    - {name: rx, selector: container_network_receive_bytes_total, kind: counter, labels: [namespace, pod], unit: bytes}\n".to_owned())
+        };
+        let out = expand(os(&["edgemeter", "run", "--config", "f"]), &env, &read).expect("valid");
+        let cli = <Cli as clap::Parser>::try_parse_from(&out).expect("parses");
+        let crate::cli::Command::Run(run) = cli.command else {
+            panic!("run")
+        };
+        let queries = run.prometheus.queries.expect("queries");
+        let parsed =
+            crate::sources::prometheus::config::parse_queries(&queries).expect("the queries parse");
+        assert_eq!(parsed[0].name, "rx");
+        let bad = |_: &str| Ok("prometheus:\n  querys: []\n".to_owned());
+        let err = expand(os(&["edgemeter", "run", "--config", "f"]), &env, &bad).expect_err("typo");
+        assert!(err.to_string().contains("prometheus.querys"), "{err}");
     }
 }

@@ -87,9 +87,10 @@ pub struct RunArgs {
     /// `terminationGracePeriodSeconds` (the chart: 25s of 30s).
     #[arg(long, env = "EDGEMETER_SHUTDOWN_TIMEOUT", default_value = "25s")]
     pub shutdown_timeout: String,
-    /// The sources to run, comma-separated: `kubernetes`, `runai`. Default: `runai` when
-    /// RUNAI_URL is set, `kubernetes` unless RUNAI_URL is set and no cluster is configured
-    /// (neither in-cluster nor KUBECONFIG nor ~/.kube/config); both when both are.
+    /// The sources to run, comma-separated: `kubernetes`, `runai`, `prometheus`. Default:
+    /// `runai` when RUNAI_URL is set, `prometheus` when PROMETHEUS_URL is set, `kubernetes`
+    /// unless one of those is set and no cluster is configured (neither in-cluster nor
+    /// KUBECONFIG nor ~/.kube/config).
     #[arg(
         long = "source",
         env = "EDGEMETER_SOURCES",
@@ -106,6 +107,8 @@ pub struct RunArgs {
     pub kubernetes: KubernetesArgs,
     #[command(flatten)]
     pub runai: RunaiArgs,
+    #[command(flatten)]
+    pub prometheus: crate::sources::prometheus::config::PrometheusArgs,
     #[command(flatten)]
     pub queue: QueueConfig,
     #[command(flatten)]
@@ -131,6 +134,8 @@ pub enum DaemonError {
     Kubernetes(#[from] crate::sources::kubernetes::ConfigError),
     #[error(transparent)]
     Runai(#[from] crate::sources::runai::ConfigError),
+    #[error(transparent)]
+    Prometheus(#[from] crate::sources::prometheus::config::ConfigError),
     #[error("failed to start the {source_name} source")]
     SourceStart {
         source_name: &'static str,
@@ -270,7 +275,14 @@ impl RunArgs {
                         .join("config")
                         .exists()
                 });
-            default_sources(self.runai.enabled(), cluster)
+            let mut d = default_sources(self.runai.enabled(), cluster);
+            if self.prometheus.enabled() {
+                d.push(SourceChoice::Prometheus);
+                if !self.runai.enabled() && !cluster {
+                    d.retain(|c| *c == SourceChoice::Prometheus);
+                }
+            }
+            d
         } else {
             self.sources.clone()
         };
@@ -287,6 +299,11 @@ impl RunArgs {
             SourceChoice::Runai => MapperArgs {
                 mapper: self.runai.mapper.clone(),
                 mapper_config: self.runai.mapper_config.clone(),
+                ..self.mapper.clone()
+            },
+            SourceChoice::Prometheus => MapperArgs {
+                mapper: self.prometheus.mapper.clone(),
+                mapper_config: self.prometheus.mapper_config.clone(),
                 ..self.mapper.clone()
             },
         }
@@ -338,6 +355,9 @@ pub fn run(args: RunArgs) -> Result<(), DaemonError> {
         if choices.contains(&SourceChoice::Runai) {
             args.runai.validate()?;
             args.runai.source_config(plan.interval)?;
+        }
+        if choices.contains(&SourceChoice::Prometheus) {
+            args.prometheus.validate()?;
         }
         let lease = args.lease_config()?;
         args.shutdown_timeout()?;
@@ -480,6 +500,7 @@ pub async fn run_with(
             wants_raw_objects: mapper.wants_raw_objects(),
             kubernetes: &args.kubernetes,
             runai: &args.runai,
+            prometheus: &args.prometheus,
         };
         let source =
             crate::sources::start(choice, ctx).map_err(|source| DaemonError::SourceStart {

@@ -198,6 +198,17 @@ pub struct RunaiMetrics {
     pub ready_until: Gauge,
 }
 
+/// The Prometheus source's poller.
+#[derive(Debug, Clone, Default)]
+pub struct PrometheusMetrics {
+    /// Rounds by outcome: `complete` (every query answered), `failed`.
+    pub rounds: Family<OutcomeLabels, Counter>,
+    /// Queries sent to Prometheus by rounds.
+    pub requests: Counter,
+    /// Series the source holds samples or carries of.
+    pub series: Gauge,
+}
+
 /// The outcome of a watch resume.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -241,6 +252,7 @@ pub struct Metrics {
     pub queue: QueueMetrics,
     pub billing: BillingMetrics,
     pub runai: RunaiMetrics,
+    pub prometheus: PrometheusMetrics,
 }
 
 impl Default for Metrics {
@@ -460,12 +472,29 @@ impl Metrics {
             "Unix time up to which complete Run:ai rounds have read (its windows end no later)",
             runai.ready_until.clone(),
         );
+        let prometheus = PrometheusMetrics::default();
+        registry.register(
+            "prometheus_rounds",
+            "Prometheus polling rounds by outcome: complete (every query answered; its windows may be billed), failed (discarded, retried)",
+            prometheus.rounds.clone(),
+        );
+        registry.register(
+            "prometheus_requests",
+            "Queries the Prometheus source sent",
+            prometheus.requests.clone(),
+        );
+        registry.register(
+            "prometheus_series",
+            "Series the Prometheus source holds samples or carries of",
+            prometheus.series.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             sink,
             queue,
             billing,
             runai,
+            prometheus,
         }
     }
 

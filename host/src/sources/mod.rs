@@ -107,6 +107,8 @@ pub enum SourceChoice {
     Kubernetes,
     /// Workloads and their metrics polled from the Run:ai control plane (`RUNAI_URL`).
     Runai,
+    /// Raw samples of configured queries read from a Prometheus server (`PROMETHEUS_URL`).
+    Prometheus,
 }
 
 impl SourceChoice {
@@ -115,6 +117,7 @@ impl SourceChoice {
         match self {
             SourceChoice::Kubernetes => kubernetes::source::SOURCE_NAME,
             SourceChoice::Runai => runai::source::SOURCE_NAME,
+            SourceChoice::Prometheus => prometheus::source::SOURCE_NAME,
         }
     }
 }
@@ -133,6 +136,7 @@ pub struct StartContext<'a> {
     pub wants_raw_objects: bool,
     pub kubernetes: &'a kubernetes::KubernetesArgs,
     pub runai: &'a runai::RunaiArgs,
+    pub prometheus: &'a prometheus::config::PrometheusArgs,
 }
 
 /// Why a source could not start.
@@ -148,6 +152,10 @@ pub enum StartError {
     Runai(#[from] runai::ConfigError),
     #[error("failed to build the Run:ai client")]
     RunaiClient(#[source] runai::ClientError),
+    #[error(transparent)]
+    Prometheus(#[from] prometheus::config::ConfigError),
+    #[error("failed to build the Prometheus client")]
+    PrometheusClient(#[source] prometheus::client::ClientError),
 }
 
 /// Starts one source on the current runtime: one line per source.
@@ -155,5 +163,6 @@ pub fn start(choice: SourceChoice, ctx: StartContext<'_>) -> Result<Box<dyn Sour
     Ok(match choice {
         SourceChoice::Kubernetes => Box::new(kubernetes::source::start_source(ctx)?),
         SourceChoice::Runai => Box::new(runai::source::start_source(ctx)?),
+        SourceChoice::Prometheus => Box::new(prometheus::source::start_source(ctx)?),
     })
 }

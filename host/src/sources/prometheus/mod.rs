@@ -1,7 +1,6 @@
-//! The Prometheus source (issue 12), in progress: the pure accounting of raw samples into
-//! exactly-once usage per window ([`accounting`]) and the decoding of the HTTP API's answers
-//! ([`api`]). The poller, the configuration (`prometheus.queries`), the source and the
-//! built-in mapper come next; it is not yet a [`super::SourceChoice`].
+//! The Prometheus source: raw samples of configured queries ([`config`]) read in complete
+//! rounds ([`source`], over [`client`]), accounted into exactly-once usage per window
+//! ([`accounting`]); the HTTP API's answers decoded in [`api`].
 //!
 //! # Reading raw samples
 //!
@@ -18,3 +17,5 @@
 pub mod accounting;
 pub mod api;
 pub mod client;
+pub mod config;
+pub mod source;

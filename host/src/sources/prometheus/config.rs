@@ -1,0 +1,403 @@
+//! Configuration of the Prometheus source: flags and environment ([`PrometheusArgs`]), the
+//! queries (`PROMETHEUS_QUERIES`, or `prometheus: {queries: [...]}` in the config file),
+//! validated into [`PrometheusConfig`] (pure, apart from reading the secret files).
+//!
+//! # Queries
+//!
+//! ```yaml
+//! - name: pod_network_receive          # event/meter name; [a-z0-9_], unique
+//!   selector: container_network_receive_bytes_total{container=""}   # a series selector
+//!   kind: counter                      # counter: increase per window; gauge: time integral
+//!   labels: [namespace, pod]           # what identifies a usage line (series summed by them)
+//!   unit: bytes                        # passed to the mapper
+//! ```
+//!
+//! The selector must be a PromQL *series selector* (a metric name and/or `{label matchers}`):
+//! the source reads its raw samples (`SELECTOR[<window>s]`), which only a selector has.
+//! Secrets (bearer token, basic-auth password) come from files and are never logged.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::client::Auth;
+
+/// A query's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// One configured query.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Query {
+    pub name: String,
+    pub selector: String,
+    pub kind: Kind,
+    /// The labels identifying a usage line; empty: every series is its own line (all labels).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub unit: String,
+}
+
+/// Flags and environment of the Prometheus source (flattened into `edgemeter run`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PrometheusArgs {
+    /// Prometheus base URL, e.g. `http://prometheus-server.monitoring:9090` (enables the
+    /// Prometheus source).
+    #[arg(id = "prometheus-url", long = "prometheus-url", env = "PROMETHEUS_URL")]
+    pub url: Option<String>,
+    /// The queries, as YAML or JSON (see the module docs; in the config file also as
+    /// `prometheus: {queries: [...]}`).
+    #[arg(
+        id = "prometheus-queries",
+        long = "prometheus-queries",
+        env = "PROMETHEUS_QUERIES"
+    )]
+    pub queries: Option<String>,
+    /// A file holding a bearer token (a mounted Secret).
+    #[arg(
+        id = "prometheus-bearer-token-file",
+        long = "prometheus-bearer-token-file",
+        env = "PROMETHEUS_BEARER_TOKEN_FILE"
+    )]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Basic-auth user (with PROMETHEUS_PASSWORD_FILE).
+    #[arg(
+        id = "prometheus-username",
+        long = "prometheus-username",
+        env = "PROMETHEUS_USERNAME"
+    )]
+    pub username: Option<String>,
+    /// A file holding the basic-auth password.
+    #[arg(
+        id = "prometheus-password-file",
+        long = "prometheus-password-file",
+        env = "PROMETHEUS_PASSWORD_FILE"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// How far behind now Prometheus windows end: a sample is in the TSDB only after its
+    /// scrape finished; at least the scrape interval plus its timeout.
+    #[arg(id = "prometheus-delay", long = "prometheus-delay", env = "PROMETHEUS_DELAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub delay: Duration,
+    /// How far before billing began a series' last sample is looked for (PromQL's lookback):
+    /// a series with a sample there existed before and is counted from it, not from zero.
+    #[arg(id = "prometheus-lookback", long = "prometheus-lookback", env = "PROMETHEUS_LOOKBACK", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub lookback: Duration,
+    /// Timeout of one query.
+    #[arg(id = "prometheus-request-timeout", long = "prometheus-request-timeout", env = "PROMETHEUS_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// The mapper of Prometheus windows: `builtin:prometheus` or a mapper component.
+    #[arg(
+        id = "prometheus-mapper",
+        long = "prometheus-mapper",
+        env = "PROMETHEUS_MAPPER",
+        default_value = "builtin:prometheus"
+    )]
+    pub mapper: String,
+    /// Its configuration as a JSON object, e.g. `{"preset": "pod-network"}`.
+    #[arg(
+        id = "prometheus-mapper-config",
+        long = "prometheus-mapper-config",
+        env = "PROMETHEUS_MAPPER_CONFIG",
+        default_value = "{}"
+    )]
+    pub mapper_config: String,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct PrometheusConfig {
+    pub url: String,
+    pub queries: Vec<Query>,
+    pub auth: Auth,
+    pub delay: u64,
+    pub lookback: u64,
+    pub request_timeout: Duration,
+}
+
+/// Why the configuration was refused; each names the key and the fix, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "failed to configure Prometheus: PROMETHEUS_URL / --prometheus-url is not set; set it to the server, e.g. http://prometheus:9090"
+    )]
+    MissingUrl,
+    #[error(
+        "failed to parse PROMETHEUS_URL / --prometheus-url {0:?}; set an http(s) URL, e.g. http://prometheus:9090"
+    )]
+    InvalidUrl(String),
+    #[error(
+        "failed to configure Prometheus: PROMETHEUS_QUERIES is not set; list the queries to bill (see docs), e.g. [{{name: pod_network_receive, selector: container_network_receive_bytes_total, kind: counter, labels: [namespace, pod], unit: bytes}}]"
+    )]
+    MissingQueries,
+    #[error(
+        "failed to parse PROMETHEUS_QUERIES: {0}; expected a list of {{name, selector, kind: counter|gauge, labels, unit}}"
+    )]
+    ParseQueries(String),
+    #[error("invalid PROMETHEUS_QUERIES entry {name:?}: {problem}")]
+    Query { name: String, problem: String },
+    #[error("failed to read {key} {path}; mount the secret at that path")]
+    ReadSecret {
+        key: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{key} is empty; write the secret into it")]
+    EmptySecret { key: &'static str },
+    #[error(
+        "PROMETHEUS_USERNAME and PROMETHEUS_PASSWORD_FILE go together (basic auth), and exclude PROMETHEUS_BEARER_TOKEN_FILE; set one way to authenticate"
+    )]
+    Auth,
+    #[error("invalid {key}: {value:?} must be whole seconds{at_least}, e.g. {example}")]
+    Duration {
+        key: &'static str,
+        value: String,
+        at_least: &'static str,
+        example: &'static str,
+    },
+}
+
+/// A name usable as an event type and meter name.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// A series selector: `metric`, `metric{…}` or `{…}`, nothing after the closing brace (no
+/// range, offset, function or operator).
+fn is_selector(s: &str) -> bool {
+    let s = s.trim();
+    let (name, rest) = match s.find('{') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, ""),
+    };
+    let name_ok = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+        && !name.bytes().next().is_some_and(|b| b.is_ascii_digit());
+    let braces_ok = rest.is_empty() || (rest.ends_with('}') && rest.matches('{').count() == 1);
+    name_ok && braces_ok && (!name.is_empty() || !rest.is_empty())
+}
+
+/// Parses and checks the queries (pure).
+pub fn parse_queries(text: &str) -> Result<Vec<Query>, ConfigError> {
+    let queries: Vec<Query> =
+        serde_yaml::from_str(text).map_err(|e| ConfigError::ParseQueries(e.to_string()))?;
+    if queries.is_empty() {
+        return Err(ConfigError::MissingQueries);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for q in &queries {
+        let bad = |problem: &str| ConfigError::Query {
+            name: q.name.clone(),
+            problem: problem.to_owned(),
+        };
+        if !valid_name(&q.name) {
+            return Err(bad(
+                "name must be 1-64 characters of a-z, 0-9, _ and -, e.g. pod_network_receive",
+            ));
+        }
+        if !seen.insert(q.name.clone()) {
+            return Err(bad("name is used twice; names must be unique"));
+        }
+        if !is_selector(&q.selector) {
+            return Err(bad(
+                "selector must be a series selector (a metric name and/or {label matchers}, no functions, ranges or operators): its raw samples are read",
+            ));
+        }
+        if q.labels.iter().any(|l| l.is_empty() || l == "__name__") {
+            return Err(bad("labels must be label names other than __name__"));
+        }
+    }
+    Ok(queries)
+}
+
+fn whole_seconds(
+    key: &'static str,
+    d: Duration,
+    min: u64,
+    at_least: &'static str,
+    example: &'static str,
+) -> Result<u64, ConfigError> {
+    if d.subsec_nanos() != 0 || d.as_secs() < min {
+        return Err(ConfigError::Duration {
+            key,
+            value: humantime::format_duration(d).to_string(),
+            at_least,
+            example,
+        });
+    }
+    Ok(d.as_secs())
+}
+
+impl PrometheusArgs {
+    /// True when the Prometheus source is asked for (`PROMETHEUS_URL` set).
+    pub fn enabled(&self) -> bool {
+        self.url.as_deref().is_some_and(|u| !u.trim().is_empty())
+    }
+
+    /// Validates the arguments, reading the secret files.
+    pub fn validate(&self) -> Result<PrometheusConfig, ConfigError> {
+        let read = |key: &'static str, path: &PathBuf| -> Result<String, ConfigError> {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadSecret {
+                key,
+                path: path.clone(),
+                source,
+            })?;
+            let text = text.trim().to_owned();
+            if text.is_empty() {
+                return Err(ConfigError::EmptySecret { key });
+            }
+            Ok(text)
+        };
+        let auth = match (&self.bearer_token_file, &self.username, &self.password_file) {
+            (None, None, None) => Auth::None,
+            (Some(path), None, None) => Auth::Bearer(read("PROMETHEUS_BEARER_TOKEN_FILE", path)?),
+            (None, Some(user), Some(path)) => Auth::Basic {
+                user: user.clone(),
+                password: read("PROMETHEUS_PASSWORD_FILE", path)?,
+            },
+            _ => return Err(ConfigError::Auth),
+        };
+        self.validate_with(auth)
+    }
+
+    /// [`PrometheusArgs::validate`] with the authentication already read (pure).
+    pub fn validate_with(&self, auth: Auth) -> Result<PrometheusConfig, ConfigError> {
+        let url = self
+            .url
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .ok_or(ConfigError::MissingUrl)?;
+        match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => return Err(ConfigError::InvalidUrl(url.to_owned())),
+        }
+        let queries = parse_queries(self.queries.as_deref().ok_or(ConfigError::MissingQueries)?)?;
+        let delay = whole_seconds("PROMETHEUS_DELAY", self.delay, 0, "", "30s")?;
+        let lookback = whole_seconds(
+            "PROMETHEUS_LOOKBACK",
+            self.lookback,
+            1,
+            " and at least 1s",
+            "5m",
+        )?;
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError::Duration {
+                key: "PROMETHEUS_REQUEST_TIMEOUT",
+                value: "0s".into(),
+                at_least: " and more than 0",
+                example: "30s",
+            });
+        }
+        Ok(PrometheusConfig {
+            url: url.to_owned(),
+            queries,
+            auth,
+            delay,
+            lookback,
+            request_timeout: self.request_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(queries: &str) -> PrometheusArgs {
+        PrometheusArgs {
+            url: Some("http://127.0.0.1:9090".into()),
+            queries: Some(queries.into()),
+            delay: Duration::from_secs(30),
+            lookback: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(30),
+            ..PrometheusArgs::default()
+        }
+    }
+
+    #[test]
+    fn queries_parse_from_yaml_and_json() {
+        let q = parse_queries(
+            "- {name: rx, selector: 'container_network_receive_bytes_total{container=\"\"}', kind: counter, labels: [namespace, pod], unit: bytes}\n- {name: util, selector: DCGM_FI_DEV_GPU_UTIL, kind: gauge}\n",
+        )
+        .expect("yaml");
+        assert_eq!(q.len(), 2);
+        assert_eq!((q[0].kind, q[1].kind), (Kind::Counter, Kind::Gauge));
+        assert_eq!(q[0].labels, ["namespace", "pod"]);
+        let j =
+            parse_queries(r#"[{"name": "up_time", "selector": "{job=\"x\"}", "kind": "gauge"}]"#)
+                .expect("json");
+        assert_eq!(j[0].selector, "{job=\"x\"}");
+        assert!(
+            args("- {name: a, selector: up, kind: gauge}")
+                .validate_with(Auth::None)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn bad_queries_name_the_entry_and_the_fix() {
+        for (text, needle) in [
+            (
+                "- {name: a, selector: 'rate(x[5m])', kind: counter}",
+                "series selector",
+            ),
+            (
+                "- {name: a, selector: 'x[5m]', kind: counter}",
+                "series selector",
+            ),
+            (
+                "- {name: a, selector: 'x + y', kind: gauge}",
+                "series selector",
+            ),
+            ("- {name: A B, selector: x, kind: gauge}", "name must be"),
+            (
+                "- {name: a, selector: x, kind: gauge}\n- {name: a, selector: y, kind: gauge}",
+                "used twice",
+            ),
+            (
+                "- {name: a, selector: x, kind: histogram}",
+                "PROMETHEUS_QUERIES",
+            ),
+            (
+                "- {name: a, selector: x, kind: gauge, typo: 1}",
+                "unknown field",
+            ),
+            ("[]", "not set"),
+        ] {
+            let e = parse_queries(text).expect_err(text);
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_url_durations_and_auth_are_checked() {
+        let mut a = args("- {name: a, selector: up, kind: gauge}");
+        a.url = Some("prometheus:9090".into());
+        assert!(matches!(
+            a.validate_with(Auth::None),
+            Err(ConfigError::InvalidUrl(_))
+        ));
+        let mut a = args("- {name: a, selector: up, kind: gauge}");
+        a.delay = Duration::from_millis(1500);
+        let e = a.validate_with(Auth::None).expect_err("1.5 s");
+        assert!(e.to_string().contains("PROMETHEUS_DELAY"), "{e}");
+        let mut a = args("- {name: a, selector: up, kind: gauge}");
+        a.bearer_token_file = Some("/t".into());
+        a.username = Some("u".into());
+        assert!(matches!(a.validate(), Err(ConfigError::Auth)));
+        assert!(!format!("{:?}", Auth::Bearer("s3cret".into())).contains("s3cret"));
+    }
+}
