@@ -256,6 +256,7 @@ fn config(url: &str, lookback: u64) -> PrometheusConfig {
             },
         ],
         auth: Auth::None,
+        ca_pem: None,
         delay: 0,
         lookback,
         request_timeout: Duration::from_secs(10),

@@ -70,16 +70,36 @@ pub struct PrometheusClient {
 impl PrometheusClient {
     /// A client for `base` (e.g. `http://prometheus:9090`) with a per-request `timeout`.
     pub fn new(base: &str, auth: Auth, timeout: Duration) -> Result<Self, ClientError> {
+        Self::with_ca(base, auth, timeout, None)
+    }
+
+    /// [`PrometheusClient::new`] trusting the PEM certificates `ca_pem` too.
+    pub fn with_ca(
+        base: &str,
+        auth: Auth,
+        timeout: Duration,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, ClientError> {
         let base = Url::parse(base).map_err(|_| ClientError::Url(base.to_owned()))?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
-            .user_agent(concat!("edgemeter/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| ClientError::Transport {
-                url: base.to_string(),
-                source,
+            .user_agent(concat!("edgemeter/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|source| {
+                ClientError::Transport {
+                    url: base.to_string(),
+                    source,
+                }
             })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|source| ClientError::Transport {
+            url: base.to_string(),
+            source,
+        })?;
         Ok(PrometheusClient { http, base, auth })
     }
 

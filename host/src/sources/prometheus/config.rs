@@ -67,6 +67,13 @@ pub struct PrometheusArgs {
         env = "PROMETHEUS_BEARER_TOKEN_FILE"
     )]
     pub bearer_token_file: Option<PathBuf>,
+    /// A PEM bundle of CAs to trust for an https Prometheus (besides the system's).
+    #[arg(
+        id = "prometheus-ca-bundle",
+        long = "prometheus-ca-bundle",
+        env = "PROMETHEUS_CA_BUNDLE"
+    )]
+    pub ca_bundle: Option<PathBuf>,
     /// Basic-auth user (with PROMETHEUS_PASSWORD_FILE).
     #[arg(
         id = "prometheus-username",
@@ -116,6 +123,8 @@ pub struct PrometheusConfig {
     pub url: String,
     pub queries: Vec<Query>,
     pub auth: Auth,
+    /// PEM certificates to trust.
+    pub ca_pem: Option<Vec<u8>>,
     pub delay: u64,
     pub lookback: u64,
     pub request_timeout: Duration,
@@ -149,6 +158,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error("PROMETHEUS_CA_BUNDLE {0} holds no PEM certificate; mount the CA bundle there")]
+    CaBundle(PathBuf),
     #[error("{key} is empty; write the secret into it")]
     EmptySecret { key: &'static str },
     #[error(
@@ -269,7 +280,19 @@ impl PrometheusArgs {
             },
             _ => return Err(ConfigError::Auth),
         };
-        self.validate_with(auth)
+        let mut config = self.validate_with(auth)?;
+        if let Some(path) = &self.ca_bundle {
+            let pem = std::fs::read(path).map_err(|source| ConfigError::ReadSecret {
+                key: "PROMETHEUS_CA_BUNDLE",
+                path: path.clone(),
+                source,
+            })?;
+            if reqwest::Certificate::from_pem_bundle(&pem).map_or(true, |c| c.is_empty()) {
+                return Err(ConfigError::CaBundle(path.clone()));
+            }
+            config.ca_pem = Some(pem);
+        }
+        Ok(config)
     }
 
     /// [`PrometheusArgs::validate`] with the authentication already read (pure).
@@ -305,6 +328,7 @@ impl PrometheusArgs {
             url: url.to_owned(),
             queries,
             auth,
+            ca_pem: None,
             delay,
             lookback,
             request_timeout: self.request_timeout,

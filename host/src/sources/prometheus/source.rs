@@ -552,8 +552,13 @@ pub fn start_source(
     ctx: crate::sources::StartContext<'_>,
 ) -> Result<PrometheusSource, crate::sources::StartError> {
     let config = ctx.prometheus.validate()?;
-    let client = PrometheusClient::new(&config.url, config.auth.clone(), config.request_timeout)
-        .map_err(crate::sources::StartError::PrometheusClient)?;
+    let client = PrometheusClient::with_ca(
+        &config.url,
+        config.auth.clone(),
+        config.request_timeout,
+        config.ca_pem.as_deref(),
+    )
+    .map_err(crate::sources::StartError::PrometheusClient)?;
     let plan = PollPlan {
         interval: ctx.plan.interval,
         delay: config.delay,
