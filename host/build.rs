@@ -9,7 +9,7 @@ fn main() {
         .parent()
         .expect("host/ lives in the workspace root")
         .to_path_buf();
-    for mapper in ["kubernetes", "runai"] {
+    for mapper in ["kubernetes", "runai", "prometheus"] {
         for file in ["src", "Cargo.toml"] {
             println!(
                 "cargo:rerun-if-changed={}",
@@ -21,11 +21,16 @@ fn main() {
     println!("cargo:rerun-if-changed=build_guests.rs");
     for (package, path) in build_guest_components(
         &root,
-        &["edgemeter-mapper-kubernetes", "edgemeter-mapper-runai"],
+        &[
+            "edgemeter-mapper-kubernetes",
+            "edgemeter-mapper-runai",
+            "edgemeter-mapper-prometheus",
+        ],
     ) {
         let var = match package.as_str() {
             "edgemeter-mapper-kubernetes" => "EDGEMETER_BUILTIN_KUBERNETES_WASM",
             "edgemeter-mapper-runai" => "EDGEMETER_BUILTIN_RUNAI_WASM",
+            "edgemeter-mapper-prometheus" => "EDGEMETER_BUILTIN_PROMETHEUS_WASM",
             other => panic!("no env var for guest {other}"),
         };
         println!("cargo:rustc-env={var}={}", path.display());

@@ -14,8 +14,14 @@ pub const RUNAI_WASM: &[u8] = include_bytes!(env!("EDGEMETER_BUILTIN_RUNAI_WASM"
 /// The name users write to select the built-in Run:ai mapper.
 pub const RUNAI: &str = "builtin:runai";
 
+/// The built-in Prometheus mapper component (`mappers/prometheus`, wasm32-wasip2).
+pub const PROMETHEUS_WASM: &[u8] = include_bytes!(env!("EDGEMETER_BUILTIN_PROMETHEUS_WASM"));
+
+/// The name users write to select the built-in Prometheus mapper.
+pub const PROMETHEUS: &str = "builtin:prometheus";
+
 /// Every built-in mapper's name, for messages.
-pub const NAMES: [&str; 2] = [KUBERNETES, RUNAI];
+pub const NAMES: [&str; 3] = [KUBERNETES, RUNAI, PROMETHEUS];
 
 /// Resolves `--mapper` (`builtin:NAME` or a path to a `.wasm` component) to its bytes.
 pub fn resolve(spec: &str) -> Result<(String, Vec<u8>), MapperError> {
@@ -23,6 +29,7 @@ pub fn resolve(spec: &str) -> Result<(String, Vec<u8>), MapperError> {
         return match name {
             "kubernetes" => Ok((KUBERNETES.to_owned(), KUBERNETES_WASM.to_vec())),
             "runai" => Ok((RUNAI.to_owned(), RUNAI_WASM.to_vec())),
+            "prometheus" => Ok((PROMETHEUS.to_owned(), PROMETHEUS_WASM.to_vec())),
             _ => Err(MapperError::UnknownBuiltin(spec.to_owned())),
         };
     }
@@ -45,9 +52,11 @@ mod tests {
             assert!(!bytes.is_empty());
         }
         assert_eq!(resolve(RUNAI).expect("runai").1, RUNAI_WASM);
+        assert_eq!(resolve(PROMETHEUS).expect("prometheus").1, PROMETHEUS_WASM);
         let err = resolve("builtin:slurm").expect_err("unknown").to_string();
         assert!(
-            err.contains("\"builtin:slurm\"") && err.contains("builtin:kubernetes, builtin:runai"),
+            err.contains("\"builtin:slurm\"")
+                && err.contains("builtin:kubernetes, builtin:runai, builtin:prometheus"),
             "{err}"
         );
     }
