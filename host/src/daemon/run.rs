@@ -420,6 +420,12 @@ pub async fn run_with(
         return Err(DaemonError::LeaseWithoutCluster);
     }
     let choices = args.source_choices();
+    if choices.is_empty() {
+        return Err(DaemonError::Invalid {
+            key: "EDGEMETER_SOURCES / --source",
+            reason: "no source chosen; name at least one of kubernetes, runai, prometheus".into(),
+        });
+    }
     let mut mappers = Vec::new();
     for choice in &choices {
         let m = args.mapper_args(*choice);
