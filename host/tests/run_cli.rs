@@ -244,3 +244,59 @@ fn a_zero_queue_size_request_timeout_or_retry_delay_is_refused_with_the_flag_and
         }
     }
 }
+
+/// The sources chosen by `--source` / `EDGEMETER_SOURCES` (or by default from what is
+/// configured) are validated before anything starts, each naming its own key.
+#[test]
+fn each_chosen_source_is_validated_at_start_naming_its_key() {
+    let home = tempfile::tempdir().expect("home without ~/.kube/config");
+    let home = home.path().display().to_string();
+    let base = [
+        ("HOME", home.as_str()),
+        ("EDGEMETER_SINK", "stdout"),
+        ("KUBERNETES_SERVICE_HOST", ""),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut env: Vec<(&str, &str)> = base.to_vec();
+        env.extend_from_slice(extra);
+        env
+    };
+    let run_clean = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgemeter"));
+        cmd.arg("run").args(args).env_clear();
+        for (k, v) in env {
+            if !v.is_empty() {
+                cmd.env(k, v);
+            }
+        }
+        cmd.output().expect("edgemeter runs")
+    };
+    // RUNAI_URL without credentials and no cluster: the default is the Run:ai source alone.
+    fails_with(
+        &run_clean(&[], &with(&[("RUNAI_URL", "http://127.0.0.1:1")])),
+        "RUNAI_CLIENT_ID and RUNAI_CLIENT_SECRET",
+    );
+    // Asked for by name, without its URL.
+    fails_with(
+        &run_clean(&["--source", "prometheus"], &with(&[])),
+        "PROMETHEUS_URL / --prometheus-url is not set",
+    );
+    fails_with(
+        &run_clean(
+            &[],
+            &with(&[
+                ("EDGEMETER_SOURCES", "prometheus"),
+                ("PROMETHEUS_URL", "http://127.0.0.1:1"),
+                (
+                    "PROMETHEUS_QUERIES",
+                    "- {name: rx, selector: 'rate(x[5m])', kind: counter}",
+                ),
+            ]),
+        ),
+        "series selector",
+    );
+    fails_with(
+        &run_clean(&["--source", "kubernetes,nosuch"], &with(&[])),
+        "nosuch",
+    );
+}
