@@ -14,6 +14,7 @@
 //! duplicate a window.
 
 pub mod kubernetes;
+pub mod poll;
 pub mod prometheus;
 pub mod runai;
 

@@ -32,8 +32,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use futures::future::BoxFuture;
 
 use super::accounting::{Sample, counter_window, gauge_window};
 use super::api::Series;
@@ -42,6 +41,7 @@ use super::config::{Kind, PrometheusConfig, Query};
 use crate::mapper::bindings::{Allocation, Item, ItemKind, SourceKind, UsageIntegral};
 use crate::metrics::Metrics;
 use crate::queue::LedgerWrites;
+use crate::sources::poll::{Coverage, Input, Pacing, Poller, Reader};
 use crate::sources::{MeteredSource, Source};
 use crate::window::{Window, rfc3339};
 
@@ -49,7 +49,7 @@ use crate::window::{Window, rfc3339};
 pub const SOURCE_NAME: &str = "prometheus";
 
 /// The most seconds one round reads.
-const MAX_SPAN: i64 = 3600;
+const MAX_SPAN: u64 = 3600;
 /// A series without a sample this long past the watermark is forgotten.
 const FORGET_AFTER_MS: i64 = 3_600_000;
 /// The format byte of a stored carry.
@@ -69,25 +69,21 @@ pub struct PollPlan {
 }
 
 impl PollPlan {
-    /// The span the next round reads from `from` at `now`, if a boundary has passed.
-    pub fn span(&self, from: i64, now: i64) -> Option<Window> {
-        let step = i64::try_from(self.interval.max(1)).unwrap_or(i64::MAX);
-        let ready = now.saturating_sub(i64::try_from(self.delay).unwrap_or(0));
-        let to = ready - ready.rem_euclid(step);
-        let most = (MAX_SPAN / step).max(1) * step;
-        Window::new(from, to.min(from.saturating_add(most)))
+    fn pacing(&self) -> Pacing {
+        Pacing {
+            interval: self.interval,
+            delay: self.delay,
+            max_span: MAX_SPAN,
+            retry: self.retry,
+        }
     }
 }
 
-struct Round {
+/// One complete round.
+pub struct Round {
     span: Window,
     /// Per query, the series read.
     series: Vec<Vec<Series>>,
-}
-
-enum Input {
-    Round(Box<Round>),
-    Failed,
 }
 
 #[derive(Debug, Default)]
@@ -109,15 +105,12 @@ pub struct PrometheusSource {
     removed: BTreeSet<SeriesKey>,
     /// Stored keys dropped at start (unreadable, or of a query no longer configured).
     stale: Vec<Vec<u8>>,
-    /// Where complete rounds have read up to.
-    ready_until: Option<i64>,
+    /// How far complete rounds reach.
+    coverage: Coverage,
     /// The end of the last window whose items were built: the window the next commit is of
     /// (its carries are the last samples before it).
     last_end: std::cell::Cell<Option<i64>>,
-    healthy: bool,
-    rx: mpsc::Receiver<Input>,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    poller: Poller<Round>,
     counters: Arc<Counters>,
     published: (u64, u64, u64),
     pending_end: Option<i64>,
@@ -126,15 +119,6 @@ pub struct PrometheusSource {
 impl std::fmt::Debug for Round {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Round({})", self.span)
-    }
-}
-
-impl std::fmt::Debug for Input {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Input::Round(r) => r.fmt(f),
-            Input::Failed => f.write_str("Failed"),
-        }
     }
 }
 
@@ -202,19 +186,15 @@ impl PrometheusSource {
                 "Prometheus series carries restored from the queue"
             );
         }
-        let (tx, rx) = mpsc::channel(4);
-        let stop = CancellationToken::new();
         let counters = Arc::new(Counters::default());
-        let task = tokio::spawn(poll(
+        let reader = QueryReader {
             client,
-            queries.clone(),
-            plan.clone(),
-            from,
-            tx,
-            clock,
-            stop.clone(),
-            counters.clone(),
-        ));
+            queries: queries.clone(),
+            lookback: plan.lookback,
+            retry: plan.retry,
+            counters: counters.clone(),
+        };
+        let poller = Poller::spawn(reader, plan.pacing(), from, clock);
         PrometheusSource {
             queries,
             lookback_ms: i64::try_from(plan.lookback.saturating_mul(1000)).unwrap_or(i64::MAX),
@@ -222,21 +202,18 @@ impl PrometheusSource {
             stored,
             removed: BTreeSet::new(),
             stale,
-            ready_until: None,
+            coverage: Coverage::default(),
             last_end: std::cell::Cell::new(None),
-            healthy: false,
-            rx,
-            stop,
-            task,
+            poller,
             counters,
             published: (0, 0, 0),
             pending_end: None,
         }
     }
 
-    fn apply(&mut self, input: Input) {
+    fn apply(&mut self, input: Input<Round>) {
         match input {
-            Input::Failed => self.healthy = false,
+            Input::Failed => self.coverage.failed(),
             Input::Round(round) => {
                 for (q, series) in round.series.into_iter().enumerate() {
                     for s in series {
@@ -249,14 +226,13 @@ impl PrometheusSource {
                         merge(kept, &s.samples);
                     }
                 }
-                self.ready_until = Some(round.span.end());
-                self.healthy = true;
+                self.coverage.complete(&round.span);
             }
         }
     }
 
     fn drain(&mut self) {
-        while let Ok(input) = self.rx.try_recv() {
+        while let Some(input) = self.poller.try_recv() {
             self.apply(input);
         }
     }
@@ -301,11 +277,11 @@ impl MeteredSource for PrometheusSource {
     }
 
     fn in_sync(&self) -> bool {
-        self.healthy && self.ready_until.is_some()
+        self.coverage.in_sync()
     }
 
     fn ready_until(&self) -> Option<i64> {
-        Some(self.ready_until.unwrap_or(i64::MIN))
+        self.coverage.ready_until()
     }
 
     fn items(&self, window: &Window) -> Vec<Item> {
@@ -432,7 +408,7 @@ impl MeteredSource for PrometheusSource {
         let end = self
             .last_end
             .get()
-            .or(self.ready_until)
+            .or(self.coverage.ready_until)
             .unwrap_or(i64::MIN)
             .saturating_mul(1000);
         self.pending_end = Some(end);
@@ -503,7 +479,7 @@ impl Line {
 impl Source for PrometheusSource {
     fn pump(&mut self) -> futures::future::BoxFuture<'_, bool> {
         Box::pin(async move {
-            match self.rx.recv().await {
+            match self.poller.recv().await {
                 Some(input) => {
                     self.apply(input);
                     self.drain();
@@ -542,8 +518,7 @@ impl Source for PrometheusSource {
     }
 
     fn stop(&self) {
-        self.stop.cancel();
-        self.task.abort();
+        self.poller.stop();
     }
 }
 
@@ -582,74 +557,49 @@ pub fn start_source(
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn poll(
+/// Reads a round: every query's raw samples of the span (the first round also the lookback
+/// before it, for the carries).
+struct QueryReader {
     client: PrometheusClient,
     queries: Vec<Query>,
-    plan: PollPlan,
-    mut from: i64,
-    tx: mpsc::Sender<Input>,
-    clock: Arc<dyn Fn() -> i64 + Send + Sync>,
-    stop: CancellationToken,
+    lookback: u64,
+    retry: Duration,
     counters: Arc<Counters>,
-) {
-    let mut first = true;
-    loop {
-        let now = clock();
-        let wait = match plan.span(from, now) {
-            None => {
-                let step = i64::try_from(plan.interval.max(1)).unwrap_or(i64::MAX);
-                let delay = i64::try_from(plan.delay).unwrap_or(0);
-                let next = from - from.rem_euclid(step) + step + delay;
-                Duration::from_secs(u64::try_from((next - now).clamp(1, 3600)).unwrap_or(1))
-            }
-            Some(span) => {
-                // The first round also reads the lookback before `from` (the carries).
-                let back = if first {
-                    i64::try_from(plan.lookback).unwrap_or(0)
-                } else {
-                    0
-                };
-                let read = Window::new(span.start() - back, span.end()).unwrap_or(span);
-                match round(&client, &queries, &read, &counters).await {
-                    Ok(series) => {
-                        counters.rounds.fetch_add(1, Ordering::Relaxed);
-                        from = span.end();
-                        first = false;
-                        let r = Round { span, series };
-                        if tx.send(Input::Round(Box::new(r))).await.is_err() {
-                            return;
-                        }
-                        Duration::ZERO
-                    }
-                    Err(e) => {
-                        counters.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%span, error = %crate::error_chain(&e), retry_in = ?plan.retry, "Prometheus round failed; its windows wait and are read again (nothing is lost)");
-                        if tx.send(Input::Failed).await.is_err() {
-                            return;
-                        }
-                        plan.retry
-                    }
+}
+
+impl Reader for QueryReader {
+    type Round = Round;
+
+    fn read(&mut self, span: Window, _now: i64, first: bool) -> BoxFuture<'_, Result<Round, ()>> {
+        Box::pin(async move {
+            let back = if first {
+                i64::try_from(self.lookback).unwrap_or(0)
+            } else {
+                0
+            };
+            let read = Window::new(span.start() - back, span.end()).unwrap_or(span);
+            match self.queries_of(&read).await {
+                Ok(series) => {
+                    self.counters.rounds.fetch_add(1, Ordering::Relaxed);
+                    Ok(Round { span, series })
+                }
+                Err(e) => {
+                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%span, error = %crate::error_chain(&e), retry_in = ?self.retry, "Prometheus round failed; its windows wait and are read again (nothing is lost)");
+                    Err(())
                 }
             }
-        };
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
-        }
+        })
     }
 }
 
-async fn round(
-    client: &PrometheusClient,
-    queries: &[Query],
-    read: &Window,
-    counters: &Counters,
-) -> Result<Vec<Vec<Series>>, ClientError> {
-    let mut out = Vec::with_capacity(queries.len());
-    for q in queries {
-        counters.requests.fetch_add(1, Ordering::Relaxed);
-        out.push(client.raw_samples(&q.selector, read).await?);
+impl QueryReader {
+    async fn queries_of(&self, read: &Window) -> Result<Vec<Vec<Series>>, ClientError> {
+        let mut out = Vec::with_capacity(self.queries.len());
+        for q in &self.queries {
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            out.push(self.client.raw_samples(&q.selector, read).await?);
+        }
+        Ok(out)
     }
-    Ok(out)
 }

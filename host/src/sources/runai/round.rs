@@ -64,12 +64,13 @@ fn i(v: u64) -> i64 {
 impl RoundPlan {
     /// The span the next round reads, or `None` while no grid boundary has passed since `from`.
     pub fn span(&self, from: i64, now: i64) -> Option<Window> {
-        let step = i(self.interval.max(1));
-        let ready = now.saturating_sub(i(self.metrics_delay));
-        let to = ready - ready.rem_euclid(step);
-        let most = (i(self.max_span) / step).max(1) * step;
-        let to = to.min(from.saturating_add(most));
-        Window::new(from, to)
+        crate::sources::poll::Pacing {
+            interval: self.interval,
+            delay: self.metrics_delay,
+            max_span: self.max_span,
+            retry: std::time::Duration::ZERO,
+        }
+        .span(from, now)
     }
 
     /// The instants asked of the API for `span`: start and end on the sample grid, one step

@@ -29,8 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use futures::future::BoxFuture;
 
 use super::client::{ClientError, ListQuery, MetricsQuery, RunaiClient};
 use super::ledger::RunaiLedger;
@@ -39,6 +38,7 @@ use super::round::{RoundPlan, SeriesStore, candidates};
 use super::token::Clock;
 use crate::mapper::bindings::{Item, SourceKind};
 use crate::metrics::Metrics;
+use crate::sources::poll::{Coverage, Input, Pacing, Poller, Reader};
 use crate::sources::{MeteredSource, Source};
 use crate::window::{Window, rfc3339};
 
@@ -118,11 +118,6 @@ pub struct Round {
     pub malformed: usize,
 }
 
-enum Input {
-    Round(Box<Round>),
-    Failed,
-}
-
 /// Counters shared with the poller.
 #[derive(Debug, Default)]
 struct Counters {
@@ -148,11 +143,8 @@ struct Published {
 pub struct RunaiSource {
     ledger: RunaiLedger,
     series: SeriesStore,
-    ready_until: Option<i64>,
-    healthy: bool,
-    rx: mpsc::Receiver<Input>,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    coverage: Coverage,
+    poller: Poller<Round>,
     counters: Arc<Counters>,
     published: Published,
     unknown_logged: BTreeSet<String>,
@@ -178,27 +170,26 @@ impl RunaiSource {
                 "Run:ai workloads restored from the queue"
             );
         }
-        let (tx, rx) = mpsc::channel(4);
-        let stop = CancellationToken::new();
         let counters = Arc::new(Counters::default());
         let series = SeriesStore::new(config.plan.sample_step);
-        let task = tokio::spawn(poll(
-            Arc::new(client),
+        let pacing = Pacing {
+            interval: config.plan.interval,
+            delay: config.plan.metrics_delay,
+            max_span: config.plan.max_span,
+            retry: config.retry,
+        };
+        let reader = RoundReader {
+            client,
             config,
-            from,
-            tx,
-            clock,
-            stop.clone(),
-            counters.clone(),
-        ));
+            names: Names::default(),
+            counters: counters.clone(),
+        };
+        let poller = Poller::spawn(reader, pacing, from, clock);
         RunaiSource {
             ledger,
             series,
-            ready_until: None,
-            healthy: false,
-            rx,
-            stop,
-            task,
+            coverage: Coverage::default(),
+            poller,
             counters,
             published: Published::default(),
             unknown_logged: BTreeSet::new(),
@@ -211,9 +202,9 @@ impl RunaiSource {
         &self.ledger
     }
 
-    fn apply(&mut self, input: Input) {
+    fn apply(&mut self, input: Input<Round>) {
         match input {
-            Input::Failed => self.healthy = false,
+            Input::Failed => self.coverage.failed(),
             Input::Round(round) => {
                 let Round {
                     span,
@@ -234,8 +225,7 @@ impl RunaiSource {
                         );
                     }
                 }
-                self.ready_until = Some(span.end());
-                self.healthy = true;
+                self.coverage.complete(&span);
                 tracing::debug!(%span, workloads = self.ledger.len(), "Run:ai round applied");
             }
         }
@@ -279,7 +269,7 @@ impl RunaiSource {
     }
 
     fn drain(&mut self) {
-        while let Ok(input) = self.rx.try_recv() {
+        while let Some(input) = self.poller.try_recv() {
             self.apply(input);
         }
     }
@@ -299,12 +289,12 @@ impl MeteredSource for RunaiSource {
     }
 
     fn in_sync(&self) -> bool {
-        self.healthy && self.ready_until.is_some()
+        self.coverage.in_sync()
     }
 
     fn ready_until(&self) -> Option<i64> {
         // Before the first round: nothing is ready (in_sync is false anyway).
-        Some(self.ready_until.unwrap_or(i64::MIN))
+        self.coverage.ready_until()
     }
 
     fn items(&self, window: &Window) -> Vec<Item> {
@@ -337,7 +327,7 @@ impl MeteredSource for RunaiSource {
 impl Source for RunaiSource {
     fn pump(&mut self) -> futures::future::BoxFuture<'_, bool> {
         Box::pin(async move {
-            match self.rx.recv().await {
+            match self.poller.recv().await {
                 Some(input) => {
                     self.apply(input);
                     self.drain();
@@ -379,13 +369,12 @@ impl Source for RunaiSource {
             .inc_by(now.mismatches.saturating_sub(self.published.mismatches));
         r.workloads
             .set(i64::try_from(self.ledger.len()).unwrap_or(i64::MAX));
-        r.ready_until.set(self.ready_until.unwrap_or(0));
+        r.ready_until.set(self.coverage.ready_until.unwrap_or(0));
         self.published = now;
     }
 
     fn stop(&self) {
-        self.stop.cancel();
-        self.task.abort();
+        self.poller.stop();
     }
 }
 
@@ -412,60 +401,47 @@ pub fn start_source(
     ))
 }
 
-/// The poller: one round per grid boundary passed, retried after a failure.
-async fn poll(
-    client: Arc<RunaiClient>,
+/// Reads a round ([`round`]) and counts it.
+struct RoundReader {
+    client: RunaiClient,
     config: RunaiSourceConfig,
-    mut from: i64,
-    tx: mpsc::Sender<Input>,
-    clock: Clock,
-    stop: CancellationToken,
+    names: Names,
     counters: Arc<Counters>,
-) {
-    let mut names = Names::default();
-    loop {
-        let now = clock();
-        let wait = match config.plan.span(from, now) {
-            None => {
-                // The next boundary past the metrics delay.
-                let step = i64::try_from(config.plan.interval.max(1)).unwrap_or(i64::MAX);
-                let delay = i64::try_from(config.plan.metrics_delay).unwrap_or(0);
-                let next = from - from.rem_euclid(step) + step + delay;
-                Duration::from_secs(u64::try_from((next - now).clamp(1, 3600)).unwrap_or(1))
-            }
-            Some(span) => {
-                let started = Instant::now();
-                let mut calls = 0u64;
-                match round(&client, &config, span, now, &mut names, &mut calls).await {
-                    Ok(r) => {
-                        counters.rounds.fetch_add(1, Ordering::Relaxed);
-                        counters.calls.fetch_add(calls, Ordering::Relaxed);
-                        counters
-                            .malformed
-                            .fetch_add(r.malformed as u64, Ordering::Relaxed);
-                        tracing::debug!(%span, calls, workloads = r.workloads.len(), series = r.metrics.len(), took_ms = started.elapsed().as_millis() as u64, "Run:ai round complete");
-                        from = span.end();
-                        if tx.send(Input::Round(Box::new(r))).await.is_err() {
-                            return;
-                        }
-                        Duration::ZERO
-                    }
-                    Err(e) => {
-                        counters.failed.fetch_add(1, Ordering::Relaxed);
-                        counters.calls.fetch_add(calls, Ordering::Relaxed);
-                        tracing::warn!(%span, error = %crate::error_chain(&e), retry_in = ?config.retry, "Run:ai round failed; its windows wait and are read again (nothing is lost)");
-                        if tx.send(Input::Failed).await.is_err() {
-                            return;
-                        }
-                        config.retry
-                    }
+}
+
+impl Reader for RoundReader {
+    type Round = Round;
+
+    fn read(&mut self, span: Window, now: i64, _first: bool) -> BoxFuture<'_, Result<Round, ()>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let mut calls = 0u64;
+            let result = round(
+                &self.client,
+                &self.config,
+                span,
+                now,
+                &mut self.names,
+                &mut calls,
+            )
+            .await;
+            self.counters.calls.fetch_add(calls, Ordering::Relaxed);
+            match result {
+                Ok(r) => {
+                    self.counters.rounds.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .malformed
+                        .fetch_add(r.malformed as u64, Ordering::Relaxed);
+                    tracing::debug!(%span, calls, workloads = r.workloads.len(), series = r.metrics.len(), took_ms = started.elapsed().as_millis() as u64, "Run:ai round complete");
+                    Ok(r)
+                }
+                Err(e) => {
+                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%span, error = %crate::error_chain(&e), retry_in = ?self.config.retry, "Run:ai round failed; its windows wait and are read again (nothing is lost)");
+                    Err(())
                 }
             }
-        };
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(wait) => {}
-        }
+        })
     }
 }
 
