@@ -139,8 +139,10 @@ impl Holding {
             }
             (true, false) => self.close(o.ended_at.map_or(when, |e| e.min(when)), estimated),
             (false, false) if !same_phase => {
-                // Held and released between two polls: only its end points tell.
-                if let (Some(end), Some(start)) = (o.ended_at, o.started_hint)
+                // Held and released between two polls: only its end points tell. A `Stopped`
+                // workload has no `completedAt`: it ended when it entered that phase.
+                if let (Some(end), Some(start)) =
+                    (o.ended_at.or(o.phase_updated_at), o.started_hint)
                     && matches!(o.phase, "Completed" | "Failed" | "Stopped")
                     && self
                         .last_phase
@@ -340,5 +342,19 @@ mod tests {
         h.observe(deleting(40, 60));
         assert_eq!(h.seconds_in(&w(0, 100)), (40, true));
         assert_eq!(h.spans().len(), 1);
+    }
+
+    #[test]
+    fn a_workload_first_seen_stopped_is_held_from_its_start_to_its_stop_estimated() {
+        let mut h = Holding::default();
+        h.observe(Observation {
+            phase: "Stopped",
+            phase_updated_at: Some(70),
+            ended_at: None,
+            observed_at: 100,
+            started_hint: Some(10),
+        });
+        assert_eq!(h.seconds_in(&w(0, 100)), (60, true));
+        assert!(!h.holding());
     }
 }
