@@ -1019,7 +1019,6 @@ async fn runai_workloads_are_billed_exactly_once_per_window_through_a_kill() {
 /// `deletedAt`, which a stopped workload does not have; its `phaseUpdatedAt` is the stop).
 /// The same happens with the daemon up when a workload runs and is stopped between two rounds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug in sources/runai/hold.rs: a workload first seen Stopped, never seen holding, is not billed"]
 async fn a_workload_started_and_stopped_while_the_daemon_is_down_is_billed() {
     let dir = tempfile::tempdir().expect("temp dir");
     let queue = dir.path().join("queue");
