@@ -400,6 +400,27 @@ async fn a_partial_batch_waits_for_the_batch_period_and_goes_out_as_one_request(
     Ok(())
 }
 
+/// On shutdown the sink drains what is queued — the last window's events included — without
+/// waiting for the batch period, and then stops (the daemon bounds how long it waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_the_queue_at_once_including_a_partial_batch() -> anyhow::Result<()> {
+    let receiver = Receiver::start().await?;
+    let mut c = config(&receiver.url())?;
+    c.batch_period = Duration::from_secs(3600);
+    c.batch_size = 10;
+    // 25 events: two full batches and a partial one the batch period would hold for an hour.
+    let mut h = Harness::start(5, 5, c)?;
+    let started = std::time::Instant::now();
+    assert!(receiver.wait_until(LIMIT, |s| s.requests.len() >= 2).await);
+    h.stop().await?;
+    assert!(started.elapsed() < LIMIT, "stopped promptly");
+    assert_eq!(h.queue.pending_events(), 0, "drained on shutdown");
+    let s = receiver.state();
+    let delivered: usize = s.requests.iter().map(|r| r.ids.len()).sum();
+    assert_eq!(delivered, 25);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_during_a_long_backoff_returns_promptly_and_keeps_the_events() -> anyhow::Result<()>
 {

@@ -267,7 +267,9 @@ pub async fn run(
 }
 
 /// Runs the delivery loop until `shutdown` is cancelled, with `edgemeter_sink_up` at 1 while
-/// it runs. Returns an error only when the queue fails (nothing can be acked then); the daemon
+/// it runs. Once cancelled it **drains**: what is queued is sent (partial batches at once, no
+/// lingering) until the queue is empty or a request does not succeed (no retry, no pause:
+/// the rest stays queued for the next start); the daemon bounds the time it waits for it. Returns an error only when the queue fails (nothing can be acked then); the daemon
 /// restarts it ([`crate::sinks::supervisor`]).
 pub async fn deliver(
     delivery: Delivery,
@@ -303,28 +305,25 @@ pub async fn deliver(
                     metrics.sink.dead_letters_full.set(0);
                 }
                 held_back = false;
-                if shutdown.is_cancelled() {
-                    Input::Shutdown
-                } else {
-                    let q = queue.clone();
-                    Input::Loaded(blocking(move || q.peek(max)).await?)
-                }
+                // Also while draining after shutdown: an empty load then stops (WaitForEvents).
+                let q = queue.clone();
+                Input::Loaded(blocking(move || q.peek(max)).await?)
             }
             Output::WaitForEvents => {
+                if shutdown.is_cancelled() {
+                    // Drained: nothing left to send.
+                    (output, state) = step(state, Input::Shutdown, batch_size);
+                    continue;
+                }
                 tokio::select! {
-                    () = shutdown.cancelled() => Input::Shutdown,
+                    // Load once more: the last window may have been committed meanwhile.
+                    () = shutdown.cancelled() => Input::Done,
                     () = queue.wait_for_events() => Input::Done,
                     () = tokio::time::sleep(config.batch_period) => Input::Done,
                 }
             }
             Output::Linger => linger(&queue, batch_size, config.batch_period, &shutdown).await,
-            Output::Send(events) => {
-                if shutdown.is_cancelled() {
-                    Input::Shutdown
-                } else {
-                    send(&client, &url, &config, &events, &metrics).await
-                }
-            }
+            Output::Send(events) => send(&client, &url, &config, &events, &metrics).await,
             Output::Ack(events) => {
                 backoff.reset();
                 metrics.sink.paused.set(0);
@@ -426,7 +425,8 @@ async fn linger(
     let full = batch_size as u64;
     while queue.pending_events() < full {
         tokio::select! {
-            () = shutdown.cancelled() => return Input::Shutdown,
+            // Draining after shutdown: send the partial batch now.
+            () = shutdown.cancelled() => return Input::Done,
             () = queue.wait_for_events() => {}
             () = tokio::time::sleep_until(deadline) => return Input::Done,
         }
