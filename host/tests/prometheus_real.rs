@@ -386,3 +386,69 @@ async fn the_source_bills_exact_totals_across_a_restart_with_stored_carries() {
         "without the stored carry the restart cannot be exact (the test would not prove it)"
     );
 }
+
+/// A usage line labelled `namespace` and `pod` carries that pod's billing annotations from
+/// the Kubernetes source (`sources::pods`), so mappers bill it to the pod's subject; a line of
+/// an unknown pod carries none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_lines_of_a_pod_carry_its_subject_annotation() {
+    let now = jiff::Timestamp::now().as_second();
+    let t = (now - 3 * 3600) / 60 * 60;
+    let mut om = String::from("# TYPE rx counter\n");
+    for pod in ["web-1", "web-2"] {
+        for (dt, v) in [(-10, 0.0), (5, 100.0)] {
+            om.push_str(&format!(
+                "rx_total{{namespace=\"shop\",pod=\"{pod}\",interface=\"eth0\"}} {v} {}\n",
+                t + dt
+            ));
+        }
+    }
+    om.push_str("# EOF\n");
+    let dir = tempfile::tempdir().expect("dir");
+    let (_server, url) = serve(dir.path(), &om).await;
+    let pods = edgemeter::sources::pods::PodDirectory::default();
+    let (k, v) = ("openmeter.io/subject".to_owned(), "acme".to_owned());
+    pods.upsert("shop", "web-1", [(&k, &v)]);
+    let mut config = config(&url, 300);
+    config.queries = vec![Query {
+        name: "pod_network_receive".into(),
+        selector: "rx_total".into(),
+        kind: Kind::Counter,
+        labels: vec!["namespace".into(), "pod".into()],
+        unit: "bytes".into(),
+    }];
+    let client = PrometheusClient::new(&url, Auth::None, Duration::from_secs(10)).expect("client");
+    let plan = PollPlan {
+        interval: 15,
+        delay: 0,
+        lookback: 300,
+        retry: Duration::from_millis(100),
+    };
+    let until = t + 15;
+    let mut source = PrometheusSource::start(
+        client,
+        &config,
+        plan,
+        t,
+        Arc::new(move || until),
+        Vec::<(Vec<u8>, Vec<u8>)>::new(),
+    )
+    .with_pods(Some(pods));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while source.ready_until().is_none_or(|r| r < until) {
+        assert!(Instant::now() < deadline, "not read");
+        let _ = tokio::time::timeout(Duration::from_secs(1), source.pump()).await;
+    }
+    let items = source.items(&Window::new(t, t + 15).expect("window"));
+    let of = |pod: &str| {
+        items
+            .iter()
+            .find(|i| i.labels.iter().any(|(k, v)| k == "pod" && v == pod))
+            .unwrap_or_else(|| panic!("no line for {pod}"))
+    };
+    assert_eq!(of("web-1").annotations, [(k, v)]);
+    assert!(of("web-2").annotations.is_empty());
+    assert_eq!(of("web-1").namespace, "shop");
+    assert_eq!(of("web-1").usage[0].integral, 100.0);
+    source.stop();
+}

@@ -475,6 +475,10 @@ pub async fn run_with(
         cluster_id: args.mapper.cluster_id.clone(),
     };
     let mut billed: Vec<Billed> = Vec::new();
+    // Kept only when a source joins pods' annotations (Prometheus series by namespace/pod).
+    let pods = choices
+        .contains(&SourceChoice::Prometheus)
+        .then(crate::sources::pods::PodDirectory::default);
     for (choice, (mapper, mapper_config)) in choices.iter().copied().zip(mappers) {
         let name = choice.name();
         let evidence = StartEvidence {
@@ -507,6 +511,7 @@ pub async fn run_with(
             kubernetes: &args.kubernetes,
             runai: &args.runai,
             prometheus: &args.prometheus,
+            pods: pods.clone(),
         };
         let source =
             crate::sources::start(choice, ctx).map_err(|source| DaemonError::SourceStart {

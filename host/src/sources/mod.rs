@@ -14,6 +14,7 @@
 //! duplicate a window.
 
 pub mod kubernetes;
+pub mod pods;
 pub mod poll;
 pub mod prometheus;
 pub mod runai;
@@ -138,6 +139,9 @@ pub struct StartContext<'a> {
     pub kubernetes: &'a kubernetes::KubernetesArgs,
     pub runai: &'a runai::RunaiArgs,
     pub prometheus: &'a prometheus::config::PrometheusArgs,
+    /// Pods' billing annotations, written by the Kubernetes source, read by the others;
+    /// `None` when no source reads them (nothing is kept then).
+    pub pods: Option<pods::PodDirectory>,
 }
 
 /// Why a source could not start.

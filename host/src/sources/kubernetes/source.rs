@@ -117,6 +117,8 @@ pub struct RestoreReport {
 /// Watchers + ledger + sync tracking.
 pub struct KubernetesSource {
     ledger: Ledger,
+    /// Pods' billing annotations for other sources (`sources::pods`), when one reads them.
+    pods: Option<crate::sources::pods::PodDirectory>,
     /// `Scope::selectors` of the pod and PVC streams, stored with each record.
     pod_selectors: String,
     pvc_selectors: String,
@@ -257,6 +259,7 @@ impl KubernetesSource {
         let handle = spawn_watchers_with(client, scope, clock.clone(), raw_objects, tx, options);
         KubernetesSource {
             ledger,
+            pods: None,
             pod_selectors: scope.selectors(WatchKind::Pods),
             pvc_selectors: scope.selectors(WatchKind::Pvcs),
             stale,
@@ -307,6 +310,27 @@ impl KubernetesSource {
                 }
             }
             Change::InitApply(_) => {}
+        }
+        if let Some(pods) = &self.pods {
+            match &input.change {
+                Change::Apply(super::Object::Pod(p)) | Change::InitApply(super::Object::Pod(p)) => {
+                    let m = &p.pod.metadata;
+                    pods.upsert(
+                        m.namespace.as_deref().unwrap_or_default(),
+                        m.name.as_deref().unwrap_or_default(),
+                        m.annotations.iter().flatten(),
+                    );
+                }
+                Change::Delete(super::Object::Pod(p)) => {
+                    let m = &p.pod.metadata;
+                    pods.deleted(
+                        m.namespace.as_deref().unwrap_or_default(),
+                        m.name.as_deref().unwrap_or_default(),
+                        (self.clock)(),
+                    );
+                }
+                _ => {}
+            }
         }
         self.ledger.apply(input);
     }
@@ -640,6 +664,8 @@ pub fn start_source(
         ctx.kubernetes.watch_idle_timeout()?,
         ctx.records,
     );
+    let mut source = source;
+    source.pods = ctx.pods;
     let restored = source.restore_report();
     tracing::info!(
         restored = restored.restored,

@@ -112,6 +112,8 @@ pub struct PrometheusSource {
     last_end: std::cell::Cell<Option<i64>>,
     poller: Poller<Round>,
     counters: Arc<Counters>,
+    /// Pods' billing annotations from the Kubernetes source, joined by `namespace`/`pod`.
+    pods: Option<crate::sources::pods::PodDirectory>,
     published: (u64, u64, u64),
     pending_end: Option<i64>,
 }
@@ -206,9 +208,17 @@ impl PrometheusSource {
             last_end: std::cell::Cell::new(None),
             poller,
             counters,
+            pods: None,
             published: (0, 0, 0),
             pending_end: None,
         }
+    }
+
+    /// Joins the pods' billing annotations (`openmeter.io/subject`, …) of the Kubernetes
+    /// source to usage lines labelled `namespace` and `pod`.
+    pub fn with_pods(mut self, pods: Option<crate::sources::pods::PodDirectory>) -> Self {
+        self.pods = pods;
+        self
     }
 
     fn apply(&mut self, input: Input<Round>) {
@@ -336,6 +346,13 @@ impl MeteredSource for PrometheusSource {
                         _ => 0.0,
                     },
                 };
+                let label = |key: &str| labels.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+                let annotations = match (&self.pods, label("namespace"), label("pod")) {
+                    (Some(pods), Some(ns), Some(pod)) => {
+                        pods.annotations(ns, pod).unwrap_or_default()
+                    }
+                    _ => Vec::new(),
+                };
                 Item {
                     kind: ItemKind::PrometheusSeries,
                     namespace: labels
@@ -346,7 +363,7 @@ impl MeteredSource for PrometheusSource {
                     name: query.name.clone(),
                     uid: line_uid(&query.name, &labels),
                     labels,
-                    annotations: Vec::new(),
+                    annotations,
                     object: String::new(),
                     allocation: Allocation {
                         seconds: 0,
@@ -554,7 +571,8 @@ pub fn start_source(
         ctx.watermark,
         Arc::new(|| jiff::Timestamp::now().as_second()),
         ctx.records,
-    ))
+    )
+    .with_pods(ctx.pods))
 }
 
 /// Reads a round: every query's raw samples of the span (the first round also the lookback
