@@ -665,6 +665,17 @@ pub fn start_source(
         ctx.records,
     );
     let mut source = source;
+    // The pods restored from the queue are not listed again on a resumed watch: their
+    // annotations go into the directory now (once, only when another source reads it).
+    if let (Some(pods), Some(all)) = (&ctx.pods, Window::new(0, i64::MAX / 4)) {
+        for item in source.items(&all) {
+            if item.kind == crate::mapper::bindings::ItemKind::Pod {
+                let annotations: Vec<(&String, &String)> =
+                    item.annotations.iter().map(|(k, v)| (k, v)).collect();
+                pods.upsert(&item.namespace, &item.name, annotations);
+            }
+        }
+    }
     source.pods = ctx.pods;
     let restored = source.restore_report();
     tracing::info!(
