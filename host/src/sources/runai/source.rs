@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 
 use super::client::{ClientError, ListQuery, MetricsQuery, RunaiClient};
 use super::ledger::RunaiLedger;
@@ -44,6 +45,9 @@ use crate::window::{Window, rfc3339};
 
 /// The watermark key and metrics label of this source.
 pub const SOURCE_NAME: &str = "runai";
+
+/// Metrics calls of a round in flight at once (the client retries each on its own).
+pub const CONCURRENT_CALLS: usize = 8;
 
 /// Metric types read per workload (`GET /api/v1/workloads/{id}/metrics`), all in one call.
 pub const WORKLOAD_METRICS: &[&str] = &[
@@ -552,16 +556,24 @@ async fn round(
     let mut metrics = Vec::new();
     if !config.workload_metrics.is_empty() {
         let q = query(&config.workload_metrics);
-        for id in &ids {
-            let set = client.workload_metrics(id, &q).await?;
-            *calls += 1;
-            metrics.push((id.clone(), None, set));
-        }
+        *calls += ids.len() as u64;
+        // A few calls in flight: one per workload in sequence would outlast the interval at a
+        // thousand workloads and a real round trip (see docs/benchmarks.md, Run:ai).
+        let calls_of: Vec<_> = ids
+            .iter()
+            .map(|id| workload_call(client, id.clone(), &q))
+            .collect();
+        let sets: Vec<Answer> = futures::stream::iter(calls_of)
+            .buffer_unordered(CONCURRENT_CALLS)
+            .try_collect()
+            .await?;
+        metrics.extend(sets);
     }
     if !config.gpu_metrics.is_empty() {
+        let candidates: BTreeSet<&String> = ids.iter().collect();
         let with_gpus: BTreeSet<&String> = workloads
             .iter()
-            .filter(|w| ids.contains(&w.id) && holds_gpus(w))
+            .filter(|w| candidates.contains(&w.id) && holds_gpus(w))
             .map(|w| &w.id)
             .collect();
         if !with_gpus.is_empty() {
@@ -576,18 +588,26 @@ async fn round(
             *calls += u64::from(gone.pages);
             let q = query(&config.gpu_metrics);
             let mut seen = BTreeSet::new();
+            let mut wanted = Vec::new();
             for pod in pods.items.iter().chain(&gone.items) {
                 let Some(workload) = pod.workload_id.as_ref().filter(|w| with_gpus.contains(w))
                 else {
                     continue;
                 };
-                if !pod_in_span(pod, &span) || !seen.insert(pod.id.clone()) {
-                    continue;
+                if pod_in_span(pod, &span) && seen.insert(pod.id.clone()) {
+                    wanted.push((workload, &pod.id));
                 }
-                let set = client.pod_metrics(workload, &pod.id, &q).await?;
-                *calls += 1;
-                metrics.push((workload.clone(), Some(pod.id.clone()), set));
             }
+            *calls += wanted.len() as u64;
+            let calls_of: Vec<_> = wanted
+                .into_iter()
+                .map(|(workload, pod)| pod_call(client, workload.clone(), pod.clone(), &q))
+                .collect();
+            let sets: Vec<Answer> = futures::stream::iter(calls_of)
+                .buffer_unordered(CONCURRENT_CALLS)
+                .try_collect()
+                .await?;
+            metrics.extend(sets);
         }
     }
     Ok(Round {
@@ -597,6 +617,34 @@ async fn round(
         metrics,
         calls: *calls,
         malformed,
+    })
+}
+
+/// A metrics answer of a round: (workload id, pod id for the pod route, the answer).
+type Answer = (String, Option<String>, MetricSet);
+
+/// One workload's metrics call of a round.
+fn workload_call<'a>(
+    client: &'a RunaiClient,
+    id: String,
+    q: &'a MetricsQuery,
+) -> BoxFuture<'a, Result<Answer, ClientError>> {
+    Box::pin(async move {
+        let set = client.workload_metrics(&id, q).await?;
+        Ok((id, None, set))
+    })
+}
+
+/// One pod's per-GPU metrics call of a round.
+fn pod_call<'a>(
+    client: &'a RunaiClient,
+    workload: String,
+    pod: String,
+    q: &'a MetricsQuery,
+) -> BoxFuture<'a, Result<Answer, ClientError>> {
+    Box::pin(async move {
+        let set = client.pod_metrics(&workload, &pod, q).await?;
+        Ok((workload, Some(pod), set))
     })
 }
 
