@@ -232,7 +232,7 @@ async fn an_unreachable_or_refusing_prometheus_is_an_error_not_an_empty_window()
 
 use std::sync::Arc;
 
-use edgemeter::sources::prometheus::config::{Kind, PrometheusConfig, Query};
+use edgemeter::sources::prometheus::config::{Kind, PrometheusConfig, Query, Read};
 use edgemeter::sources::prometheus::source::{PollPlan, PrometheusSource};
 use edgemeter::sources::{MeteredSource, Source};
 
@@ -242,14 +242,14 @@ fn config(url: &str, lookback: u64) -> PrometheusConfig {
         queries: vec![
             Query {
                 name: "bytes".into(),
-                selector: "bytes_total".into(),
+                read: Read::Selector("bytes_total".into()),
                 kind: Kind::Counter,
                 labels: vec!["pod".into()],
                 unit: "bytes".into(),
             },
             Query {
                 name: "temp".into(),
-                selector: "temp".into(),
+                read: Read::Selector("temp".into()),
                 kind: Kind::Gauge,
                 labels: vec![],
                 unit: "celsius".into(),
@@ -275,6 +275,20 @@ async fn bill(
     std::collections::BTreeMap<String, f64>,
     Vec<(Vec<u8>, Vec<u8>)>,
 ) {
+    bill_queries(&config(url, lookback), from, until, records).await
+}
+
+/// [`bill`] with the queries of `config`.
+async fn bill_queries(
+    config: &PrometheusConfig,
+    from: i64,
+    until: i64,
+    records: Vec<(Vec<u8>, Vec<u8>)>,
+) -> (
+    std::collections::BTreeMap<String, f64>,
+    Vec<(Vec<u8>, Vec<u8>)>,
+) {
+    let (url, lookback) = (config.url.as_str(), config.lookback);
     let client = PrometheusClient::new(url, Auth::None, Duration::from_secs(10)).expect("client");
     let plan = PollPlan {
         interval: 15,
@@ -284,7 +298,7 @@ async fn bill(
     };
     let mut source = PrometheusSource::start(
         client,
-        &config(url, lookback),
+        config,
         plan,
         from,
         Arc::new(move || until),
@@ -304,12 +318,16 @@ async fn bill(
     while start < until {
         let w = Window::new(start, start + 15).expect("window");
         for item in source.items(&w) {
-            let key = match item.labels.iter().find(|(k, _)| k == "pod") {
+            let key = match item.labels.iter().find(|(k, _)| k == "pod" || k == "team") {
                 Some((_, pod)) => format!("{}:{pod}", item.name),
                 None => item.name.clone(),
             };
             *totals.entry(key).or_insert(0.0) += item.usage[0].integral;
-            assert_eq!(item.usage[0].counter, item.name == "bytes");
+            let kind = config.queries.iter().find(|q| q.name == item.name);
+            assert_eq!(
+                Some(item.usage[0].counter),
+                kind.map(|q| q.kind == Kind::Counter)
+            );
         }
         let writes = source.ledger_writes();
         for k in &writes.removes {
@@ -412,7 +430,7 @@ async fn usage_lines_of_a_pod_carry_its_subject_annotation() {
     let mut config = config(&url, 300);
     config.queries = vec![Query {
         name: "pod_network_receive".into(),
-        selector: "rx_total".into(),
+        read: Read::Selector("rx_total".into()),
         kind: Kind::Counter,
         labels: vec!["namespace".into(), "pod".into()],
         unit: "bytes".into(),
@@ -451,4 +469,106 @@ async fn usage_lines_of_a_pod_carry_its_subject_annotation() {
     assert_eq!(of("web-1").namespace, "shop");
     assert_eq!(of("web-1").usage[0].integral, 100.0);
     source.stop();
+}
+
+/// An expression (`expr:` with `step:`) is evaluated with `query_range` on the multiples of
+/// its step: a gauge's integral is the sum of the evaluations × step, a counter expression's
+/// increase is taken between grid points (a drop is a reset), and the first window's carry is
+/// the grid point before it. The same data read by a selector gives the raw increase, which
+/// the expression scales. An evaluation holds one step, not the lookback: `low` has values at
+/// the first three points only (mutation: holding the lookback bills its last value until the
+/// end, 3240 instead of 915).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expressions_are_billed_on_their_step_grid() {
+    let now = jiff::Timestamp::now().as_second();
+    let t = (now - 3 * 3600) / 60 * 60;
+    let mut om = String::from("# TYPE util gauge\n");
+    // a: 10, 20, …, 80 at t, t+15, …, t+105; b: 1 from t+30; c (team y): 100 throughout.
+    for k in 0..8i64 {
+        let at = t + 15 * k;
+        om.push_str(&format!(
+            "util{{pod=\"a\",team=\"x\"}} {} {at}\n",
+            10 * (k + 1)
+        ));
+        if k >= 2 {
+            om.push_str(&format!("util{{pod=\"b\",team=\"x\"}} 1 {at}\n"));
+        }
+        om.push_str(&format!("util{{pod=\"c\",team=\"y\"}} 100 {at}\n"));
+    }
+    om.push_str("# TYPE rx counter\n");
+    // 100 before billing (the carry), then +50, +50, reset → 10, +50, flat, +30: 190.
+    for (dt, v) in [
+        (-15, 100.0),
+        (0, 150.0),
+        (15, 200.0),
+        (30, 10.0),
+        (45, 60.0),
+        (105, 90.0),
+    ] {
+        om.push_str(&format!("rx_total{{pod=\"a\"}} {v} {}\n", t + dt));
+    }
+    om.push_str("# EOF\n");
+    let dir = tempfile::tempdir().expect("dir");
+    let (_server, url) = serve(dir.path(), &om).await;
+
+    let queries = edgemeter::sources::prometheus::config::parse_queries(
+        "- {name: busy, expr: 'sum by (team) (util)', step: 15s, kind: gauge, labels: [team]}\n\
+         - {name: low, expr: 'sum by (team) (util) < 35', step: 15s, kind: gauge, labels: [team]}\n\
+         - {name: bits, expr: 'rx_total * 8', step: 15s, kind: counter, labels: [pod]}\n\
+         - {name: bytes, selector: rx_total, kind: counter, labels: [pod]}\n",
+    )
+    .expect("queries");
+    let config = PrometheusConfig {
+        queries,
+        ..config(&url, 300)
+    };
+    let (totals, _) = bill_queries(&config, t, t + 120, vec![]).await;
+    // Team x: 15 s × Σ(a + b) = 15 × (360 + 6) = 5490; team y: 15 × 8 × 100 = 12000.
+    assert_eq!(totals.get("busy:x"), Some(&5490.0), "{totals:?}");
+    assert_eq!(totals.get("busy:y"), Some(&12000.0), "{totals:?}");
+    // x is 10, 20, 31, then above 35: (10 + 20 + 31) × 15 = 915; y never below.
+    assert_eq!(totals.get("low:x"), Some(&915.0), "{totals:?}");
+    assert_eq!(totals.get("low:y"), None, "{totals:?}");
+    assert_eq!(totals.get("bytes:a"), Some(&190.0), "{totals:?}");
+    assert_eq!(totals.get("bits:a"), Some(&1520.0), "{totals:?}");
+    // Split across a restart with the stored carries: the same totals.
+    let (first, records) = bill_queries(&config, t, t + 45, vec![]).await;
+    let (second, _) = bill_queries(&config, t + 45, t + 120, records).await;
+    for key in ["busy:x", "busy:y", "low:x", "bits:a", "bytes:a"] {
+        let sum = first.get(key).unwrap_or(&0.0) + second.get(key).unwrap_or(&0.0);
+        assert_eq!(Some(&sum), totals.get(key), "{key}");
+    }
+}
+
+/// A span longer than one `query_range` may answer (Prometheus refuses more than 11,000 points
+/// per series) is read in several requests: 4 hours at a 1 s step are 14,400 points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_expression_read_is_split_into_allowed_requests() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_server, url) = serve(dir.path(), "# TYPE x gauge\n# EOF\n").await;
+    let client = PrometheusClient::new(&url, Auth::None, Duration::from_secs(10)).expect("client");
+    let now = jiff::Timestamp::now().as_second() / 60 * 60;
+    let window = Window::new(now - 4 * 3600, now).expect("window");
+    let series = client
+        .evaluated("vector(1)", &window, 1)
+        .await
+        .expect("chunked read");
+    assert_eq!(series.len(), 1);
+    let points = &series[0].samples;
+    assert_eq!(points.len(), 14_400);
+    assert_eq!(points[0].t_ms, window.start() * 1000);
+    assert!(points.windows(2).all(|w| w[1].t_ms - w[0].t_ms == 1000));
+    // One request for all of it is refused by Prometheus itself.
+    let whole = reqwest::Client::new()
+        .get(format!("{url}/api/v1/query_range"))
+        .query(&[
+            ("query", "vector(1)".to_owned()),
+            ("start", window.start().to_string()),
+            ("end", (window.end() - 1).to_string()),
+            ("step", "1".to_owned()),
+        ])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(whole.status().as_u16(), 400);
 }

@@ -1,6 +1,6 @@
 //! The Prometheus HTTP API's query answers, decoded (pure).
 //!
-//! `GET /api/v1/query` with a range-vector selector answers
+//! `GET /api/v1/query` with a range-vector selector (and `GET /api/v1/query_range`) answers
 //! `{"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {…},
 //! "values": [[<seconds with ms fraction>, "<value>"], …]}, …]}}`; a failure is
 //! `{"status": "error", "errorType": "…", "error": "…"}` (with an HTTP 4xx/5xx). Values are
@@ -30,7 +30,7 @@ pub enum ApiError {
     #[error("failed to decode the Prometheus answer: {0}")]
     Shape(String),
     #[error(
-        "the Prometheus answer is a {0}, not a matrix (the query must be a range-vector selector)"
+        "the Prometheus answer is a {0}, not a matrix (a selector is read as a range vector; an expression must give an instant vector)"
     )]
     NotAMatrix(String),
     #[error("failed to parse sample {index} of series {series} ({value:?})")]
@@ -150,7 +150,7 @@ mod tests {
         let e =
             decode_matrix(br#"{"status":"success","data":{"resultType":"vector","result":[]}}"#)
                 .expect_err("vector");
-        assert!(e.to_string().contains("range-vector selector"), "{e}");
+        assert!(e.to_string().contains("not a matrix"), "{e}");
         let e = decode_matrix(
             br#"{"status":"success","data":{"resultType":"matrix","result":[
             {"metric":{"pod":"a"},"values":[[1,"x"]]}]}}"#,

@@ -2,7 +2,9 @@
 //!
 //! [`PrometheusClient::raw_samples`] evaluates `SELECTOR[<len>s]` at `end − 1 ms`, which returns
 //! exactly the raw samples with timestamps in `[start, end)` (Prometheus' range selectors are
-//! left-open, `(t − len, t]`, and its timestamps are milliseconds). Authentication: an optional
+//! left-open, `(t − len, t]`, and its timestamps are milliseconds).
+//! [`PrometheusClient::evaluated`] evaluates an expression with `query_range` at the multiples
+//! of its step inside a window (at most [`MAX_POINTS`] per request). Authentication: an optional
 //! bearer token or basic auth, never logged nor shown by `Debug`.
 
 use std::time::Duration;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use super::api::{ApiError, Series, decode_matrix};
+use super::config::MAX_POINTS;
 use crate::window::Window;
 
 /// How the client authenticates.
@@ -111,14 +114,75 @@ impl PrometheusClient {
     ) -> Result<Vec<Series>, ClientError> {
         let query = format!("{selector}[{}s]", window.seconds());
         let at = format!("{}.999", window.end() - 1);
+        self.get("query", query, &[("time", at)]).await
+    }
+
+    /// `expr` evaluated at every multiple of `step` seconds inside `window` (one sample per
+    /// grid point and series), in requests of at most [`MAX_POINTS`] points.
+    pub async fn evaluated(
+        &self,
+        expr: &str,
+        window: &Window,
+        step: u64,
+    ) -> Result<Vec<Series>, ClientError> {
+        let step = i64::try_from(step.max(1)).unwrap_or(i64::MAX);
+        // The first grid point at or after the start, the last before the end.
+        let first = window.start().div_euclid(step) * step
+            + if window.start().rem_euclid(step) == 0 {
+                0
+            } else {
+                step
+            };
+        let last = (window.end() - 1).div_euclid(step) * step;
+        let chunk = step.saturating_mul(i64::try_from(MAX_POINTS).unwrap_or(i64::MAX) - 1);
+        let mut out: Vec<Series> = Vec::new();
+        let mut index: std::collections::HashMap<
+            std::collections::BTreeMap<String, String>,
+            usize,
+        > = std::collections::HashMap::new();
+        let mut from = first;
+        while from <= last {
+            let to = last.min(from.saturating_add(chunk));
+            let part = self
+                .get(
+                    "query_range",
+                    expr.to_owned(),
+                    &[
+                        ("start", from.to_string()),
+                        ("end", to.to_string()),
+                        ("step", step.to_string()),
+                    ],
+                )
+                .await?;
+            for series in part {
+                match index.get(&series.labels) {
+                    Some(&i) => out[i].samples.extend(series.samples),
+                    None => {
+                        index.insert(series.labels.clone(), out.len());
+                        out.push(series);
+                    }
+                }
+            }
+            from = to + step;
+        }
+        Ok(out)
+    }
+
+    async fn get(
+        &self,
+        endpoint: &str,
+        query: String,
+        params: &[(&str, String)],
+    ) -> Result<Vec<Series>, ClientError> {
         let mut url = self.base.clone();
         if let Ok(mut segs) = url.path_segments_mut() {
-            segs.pop_if_empty().extend(["api", "v1", "query"]);
+            segs.pop_if_empty().extend(["api", "v1", endpoint]);
         }
         let mut request = self
             .http
             .get(url.clone())
-            .query(&[("query", query.as_str()), ("time", at.as_str())]);
+            .query(&[("query", query.as_str())])
+            .query(params);
         request = match &self.auth {
             Auth::None => request,
             Auth::Bearer(token) => request.bearer_auth(token),

@@ -12,8 +12,32 @@
 //!   unit: bytes                        # passed to the mapper
 //! ```
 //!
-//! The selector must be a PromQL *series selector* (a metric name and/or `{label matchers}`):
-//! the source reads its raw samples (`SELECTOR[<window>s]`), which only a selector has.
+//! A query reads either a **series selector** (`selector:`, a metric name and/or
+//! `{label matchers}`) or a PromQL **expression** (`expr:`, with `step:`):
+//!
+//! - a selector's *raw samples* are read (`SELECTOR[<span>s]` at the span's end): what was
+//!   scraped, nothing interpolated — exact, and the way to bill counters;
+//! - an expression has no raw samples, so it is evaluated with `query_range` on the grid of
+//!   whole multiples of `step` since the epoch (`step` no longer than the scrape interval of
+//!   the series it reads); each evaluation is a sample at its grid time and holds at most one
+//!   step. The same grid point always gets the same value, so a window billed again after a
+//!   crash gets the same usage. What it cannot be is more exact than the grid: a gauge
+//!   expression's integral is `Σ value(t_k) × step`, and PromQL evaluates each series at
+//!   `t_k` as its last sample within 5 minutes (so a series that vanished is still seen for up
+//!   to 5 minutes unless Prometheus wrote a staleness marker). A `kind: counter` expression is
+//!   accounted like a counter on the grid: a drop is taken as a reset; a sum over series where
+//!   one resets is therefore wrong — bill counters with a selector and `labels:` (which sums
+//!   the series' exact increases) instead.
+//!
+//! ```yaml
+//! - name: gpu_busy_by_team
+//!   expr: sum by (team) (DCGM_FI_DEV_GPU_UTIL * on (namespace, pod) group_left (team) kube_pod_labels)
+//!   step: 15s
+//!   kind: gauge
+//!   labels: [team]
+//!   unit: percent
+//! ```
+//!
 //! Secrets (bearer token, basic-auth password) come from files and are never logged.
 
 use std::path::PathBuf;
@@ -31,17 +55,59 @@ pub enum Kind {
     Gauge,
 }
 
-/// One configured query.
+/// What a query reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// A series selector: its raw samples.
+    Selector(String),
+    /// A PromQL expression evaluated every `step` seconds (on multiples of `step`).
+    Expr { expr: String, step: u64 },
+}
+
+impl Read {
+    /// The PromQL text.
+    pub fn text(&self) -> &str {
+        match self {
+            Read::Selector(s) => s,
+            Read::Expr { expr, .. } => expr,
+        }
+    }
+
+    /// How long one sample holds at most, in ms: an expression's step, else `lookback_ms`.
+    pub fn hold_ms(&self, lookback_ms: i64) -> i64 {
+        match self {
+            Read::Selector(_) => lookback_ms,
+            Read::Expr { step, .. } => i64::try_from(step.saturating_mul(1000)).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// One configured query (as written: [`parse_queries`] turns it into a [`Query`]).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawQuery {
+    name: String,
+    #[serde(default)]
+    selector: Option<String>,
+    #[serde(default)]
+    expr: Option<String>,
+    #[serde(default)]
+    step: Option<String>,
+    kind: Kind,
+    #[serde(default)]
+    labels: Vec<String>,
+    #[serde(default)]
+    unit: String,
+}
+
+/// One configured query.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
     pub name: String,
-    pub selector: String,
+    pub read: Read,
     pub kind: Kind,
     /// The labels identifying a usage line; empty: every series is its own line (all labels).
-    #[serde(default)]
     pub labels: Vec<String>,
-    #[serde(default)]
     pub unit: String,
 }
 
@@ -146,7 +212,7 @@ pub enum ConfigError {
     )]
     MissingQueries,
     #[error(
-        "failed to parse PROMETHEUS_QUERIES: {0}; expected a list of {{name, selector, kind: counter|gauge, labels, unit}}"
+        "failed to parse PROMETHEUS_QUERIES: {0}; expected a list of {{name, selector (or expr and step), kind: counter|gauge, labels, unit}}"
     )]
     ParseQueries(String),
     #[error("invalid PROMETHEUS_QUERIES entry {name:?}: {problem}")]
@@ -200,15 +266,19 @@ fn is_selector(s: &str) -> bool {
     name_ok && braces_ok && (!name.is_empty() || !rest.is_empty())
 }
 
+/// The most points one `query_range` request asks for (Prometheus refuses more than 11,000).
+pub const MAX_POINTS: u64 = 10_000;
+
 /// Parses and checks the queries (pure).
 pub fn parse_queries(text: &str) -> Result<Vec<Query>, ConfigError> {
-    let queries: Vec<Query> =
+    let raw: Vec<RawQuery> =
         serde_yaml::from_str(text).map_err(|e| ConfigError::ParseQueries(e.to_string()))?;
-    if queries.is_empty() {
+    if raw.is_empty() {
         return Err(ConfigError::MissingQueries);
     }
     let mut seen = std::collections::BTreeSet::new();
-    for q in &queries {
+    let mut queries = Vec::with_capacity(raw.len());
+    for q in raw {
         let bad = |problem: &str| ConfigError::Query {
             name: q.name.clone(),
             problem: problem.to_owned(),
@@ -221,14 +291,59 @@ pub fn parse_queries(text: &str) -> Result<Vec<Query>, ConfigError> {
         if !seen.insert(q.name.clone()) {
             return Err(bad("name is used twice; names must be unique"));
         }
-        if !is_selector(&q.selector) {
-            return Err(bad(
-                "selector must be a series selector (a metric name and/or {label matchers}, no functions, ranges or operators): its raw samples are read",
-            ));
-        }
+        let read = match (&q.selector, &q.expr, &q.step) {
+            (Some(selector), None, None) => {
+                if !is_selector(selector) {
+                    return Err(bad(
+                        "selector must be a series selector (a metric name and/or {label matchers}, no functions, ranges or operators): its raw samples are read; for a PromQL expression write `expr:` with a `step:` instead",
+                    ));
+                }
+                Read::Selector(selector.trim().to_owned())
+            }
+            (Some(_), None, Some(_)) => {
+                return Err(bad(
+                    "step goes with expr, not selector (a selector's raw samples are read as scraped); remove step",
+                ));
+            }
+            (None, Some(expr), step) => {
+                if expr.trim().is_empty() {
+                    return Err(bad("expr is empty; write a PromQL expression"));
+                }
+                let step = step.as_deref().ok_or_else(|| {
+                    bad("expr needs a step (how often it is evaluated; no longer than the scrape interval), e.g. step: 15s")
+                })?;
+                let step = humantime::parse_duration(step)
+                    .ok()
+                    .filter(|d| d.subsec_nanos() == 0 && d.as_secs() >= 1 && d.as_secs() <= 3600)
+                    .ok_or_else(|| {
+                        bad(&format!(
+                            "step {step:?} must be whole seconds from 1s to 1h, e.g. step: 15s"
+                        ))
+                    })?;
+                Read::Expr {
+                    expr: expr.trim().to_owned(),
+                    step: step.as_secs(),
+                }
+            }
+            (Some(_), Some(_), _) => {
+                return Err(bad("set either selector or expr, not both"));
+            }
+            (None, None, _) => {
+                return Err(bad(
+                    "set selector (a series selector, raw samples) or expr (a PromQL expression, with step)",
+                ));
+            }
+        };
         if q.labels.iter().any(|l| l.is_empty() || l == "__name__") {
             return Err(bad("labels must be label names other than __name__"));
         }
+        queries.push(Query {
+            name: q.name,
+            read,
+            kind: q.kind,
+            labels: q.labels,
+            unit: q.unit,
+        });
     }
     Ok(queries)
 }
@@ -363,7 +478,19 @@ mod tests {
         let j =
             parse_queries(r#"[{"name": "up_time", "selector": "{job=\"x\"}", "kind": "gauge"}]"#)
                 .expect("json");
-        assert_eq!(j[0].selector, "{job=\"x\"}");
+        assert_eq!(j[0].read, Read::Selector("{job=\"x\"}".into()));
+        let e = parse_queries(
+            "- {name: busy, expr: 'sum by (team) (x * on (pod) group_left (team) y)', step: 30s, kind: gauge, labels: [team]}",
+        )
+        .expect("an expression");
+        assert_eq!(
+            e[0].read,
+            Read::Expr {
+                expr: "sum by (team) (x * on (pod) group_left (team) y)".into(),
+                step: 30
+            }
+        );
+        assert_eq!(e[0].read.hold_ms(300_000), 30_000);
         assert!(
             args("- {name: a, selector: up, kind: gauge}")
                 .validate_with(Auth::None)
@@ -387,6 +514,28 @@ mod tests {
                 "series selector",
             ),
             ("- {name: A B, selector: x, kind: gauge}", "name must be"),
+            ("- {name: a, expr: 'sum(x)', kind: gauge}", "needs a step"),
+            (
+                "- {name: a, expr: 'sum(x)', step: 1.5s, kind: gauge}",
+                "whole seconds",
+            ),
+            (
+                "- {name: a, expr: 'sum(x)', step: 2h, kind: gauge}",
+                "1s to 1h",
+            ),
+            (
+                "- {name: a, selector: x, step: 15s, kind: gauge}",
+                "step goes with expr",
+            ),
+            (
+                "- {name: a, selector: x, expr: y, step: 15s, kind: gauge}",
+                "not both",
+            ),
+            ("- {name: a, kind: gauge}", "set selector"),
+            (
+                "- {name: a, expr: ' ', step: 15s, kind: gauge}",
+                "expr is empty",
+            ),
             (
                 "- {name: a, selector: x, kind: gauge}\n- {name: a, selector: y, kind: gauge}",
                 "used twice",

@@ -6,7 +6,8 @@
 //! Once per billing interval the poller reads a span `[from, to)` of whole grid windows, `to`
 //! the last boundary at or before `now − PROMETHEUS_DELAY` (a sample is in the TSDB only once
 //! its scrape finished), at most an hour: every query's raw samples in the span (one request
-//! per query, [`PrometheusClient::raw_samples`]). The first round after a start also reads the
+//! per query, [`PrometheusClient::raw_samples`]; an expression is evaluated on its step grid
+//! instead, [`PrometheusClient::evaluated`]). The first round after a start also reads the
 //! lookback before `from` (`PROMETHEUS_LOOKBACK`), so a series that existed before billing
 //! began is counted from its last sample there, not from zero. A round is complete or
 //! discarded: a failed query (unreachable, 5xx, timeout, an error answer) discards it, the
@@ -37,7 +38,7 @@ use futures::future::BoxFuture;
 use super::accounting::{Sample, counter_window, gauge_window};
 use super::api::Series;
 use super::client::{ClientError, PrometheusClient};
-use super::config::{Kind, PrometheusConfig, Query};
+use super::config::{Kind, PrometheusConfig, Query, Read};
 use crate::mapper::bindings::{Allocation, Item, ItemKind, SourceKind, UsageIntegral};
 use crate::metrics::Metrics;
 use crate::queue::LedgerWrites;
@@ -320,7 +321,8 @@ impl MeteredSource for PrometheusSource {
                     line.add(u.increase, None, u.samples, u.first_ms, u.last_ms);
                 }
                 Kind::Gauge => {
-                    let u = gauge_window(carry, samples, a, b, self.lookback_ms);
+                    let hold = query.read.hold_ms(self.lookback_ms);
+                    let u = gauge_window(carry, samples, a, b, hold);
                     line.add(
                         u.integral,
                         Some(u.covered_seconds),
@@ -616,7 +618,10 @@ impl QueryReader {
         let mut out = Vec::with_capacity(self.queries.len());
         for q in &self.queries {
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            out.push(self.client.raw_samples(&q.selector, read).await?);
+            out.push(match &q.read {
+                Read::Selector(selector) => self.client.raw_samples(selector, read).await?,
+                Read::Expr { expr, step } => self.client.evaluated(expr, read, *step).await?,
+            });
         }
         Ok(out)
     }
