@@ -18,6 +18,7 @@ pub mod pods;
 pub mod poll;
 pub mod prometheus;
 pub mod runai;
+pub mod sql;
 
 use futures::future::BoxFuture;
 

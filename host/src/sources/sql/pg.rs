@@ -1,0 +1,473 @@
+//! Reading an import's rows from PostgreSQL (I/O at the edge) with `tokio-postgres`.
+//!
+//! # Rows as JSON
+//!
+//! The import's query is wrapped so that PostgreSQL itself turns each row into a JSON object
+//! (`to_jsonb`), which every column type has a conversion for — no row fails to convert.
+//! Numbers that are not small integers (`numeric` with a fraction or more than 15 digits,
+//! `real`, `double precision`) are passed as their exact text, strings; `timestamptz` comes
+//! as RFC 3339 in UTC (the session's time zone is set to UTC), `timestamp` without zone as
+//! written (ISO 8601 without offset); `json`/`jsonb` nested; other types as their text.
+//!
+//! # Reads
+//!
+//! Pages of `page_size` rows through a portal in one `REPEATABLE READ`, read-only
+//! transaction, so all pages see one snapshot. A `sequence` read first measures the start of
+//! the oldest transaction open on the server (`pg_stat_activity`, prepared transactions too,
+//! which needs `pg_read_all_stats` to see other users' sessions) and, after the pages, the
+//! server's clock ([`super::cursor`] explains why).
+
+use std::time::Duration;
+
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, NoTls};
+
+use super::config::Import;
+
+/// One row read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SqlRow {
+    /// The key columns' values as a JSON array (`[42]`, `["vol-1", "2026-…"]`).
+    pub key: String,
+    /// The cursor column's value.
+    pub cursor: serde_json::Value,
+    /// The row as a JSON object (text).
+    pub object: String,
+}
+
+/// What a `sequence` read saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SequenceRead {
+    /// The start of the oldest transaction open before the read (or the server's clock then,
+    /// with none open), µs since the epoch.
+    pub oldest_open_us: i64,
+    /// Rows with a key above the cursor, in key order, at most `max_rows`.
+    pub rows: Vec<(i64, SqlRow)>,
+    /// The server's clock after the read, µs.
+    pub read_at_us: i64,
+}
+
+/// Why a read failed; every variant is retried by the source (its windows wait).
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    #[error("failed to connect to PostgreSQL {target} for import {import}")]
+    Connect {
+        import: String,
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("PostgreSQL {target} (import {import}) failed the query")]
+    Query {
+        import: String,
+        target: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "PostgreSQL {target} (import {import}) did not answer within {timeout:?}; raise SQL_REQUEST_TIMEOUT if the query is slow"
+    )]
+    Timeout {
+        import: String,
+        target: String,
+        timeout: Duration,
+    },
+    #[error(
+        "import {import}: the database user cannot see other sessions' transactions, which a sequence cursor waits for; run GRANT pg_read_all_stats TO <the user> (or use cursor mode time)"
+    )]
+    Privilege { import: String },
+    #[error("import {import}: row {row} {problem}")]
+    Row {
+        import: String,
+        row: String,
+        problem: String,
+    },
+}
+
+/// A PostgreSQL reader of one import (reconnects when its connection ended).
+pub struct PgReader {
+    import: Import,
+    timeout: Duration,
+    client: Option<Client>,
+}
+
+impl std::fmt::Debug for PgReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PgReader({} at {})",
+            self.import.name, self.import.target
+        )
+    }
+}
+
+/// What errors name (no secret), held apart from the connection's borrow.
+#[derive(Clone)]
+struct Ctx {
+    import: String,
+    target: String,
+    timeout: Duration,
+}
+
+impl Ctx {
+    fn query(&self, source: tokio_postgres::Error) -> SqlError {
+        SqlError::Query {
+            import: self.import.clone(),
+            target: self.target.clone(),
+            source,
+        }
+    }
+
+    fn timeout(&self) -> SqlError {
+        SqlError::Timeout {
+            import: self.import.clone(),
+            target: self.target.clone(),
+            timeout: self.timeout,
+        }
+    }
+
+    /// A timed-out or failed database call as a [`SqlError`].
+    fn flatten<T>(
+        &self,
+        r: Result<Result<T, tokio_postgres::Error>, tokio::time::error::Elapsed>,
+    ) -> Result<T, SqlError> {
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.query(e)),
+            Err(_) => Err(self.timeout()),
+        }
+    }
+}
+
+/// `"name"` quoted as a PostgreSQL identifier.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The import's query wrapped to return each row as JSON text, ordered by the cursor.
+fn wrapped(import: &Import) -> String {
+    format!(
+        "SELECT (SELECT coalesce(jsonb_object_agg(e.key, CASE WHEN jsonb_typeof(e.value) = 'number' \
+         AND (e.value::text ~ '[.eE]' OR length(e.value::text) > 15) THEN to_jsonb(e.value::text) \
+         ELSE e.value END), '{{}}'::jsonb) FROM jsonb_each(to_jsonb(q)) e)::text \
+         FROM ({}) AS q ORDER BY q.{}",
+        import.query.trim().trim_end_matches(';'),
+        ident(&import.cursor_column)
+    )
+}
+
+impl PgReader {
+    pub fn new(import: Import, timeout: Duration) -> Self {
+        PgReader {
+            import,
+            timeout,
+            client: None,
+        }
+    }
+
+    pub fn import(&self) -> &Import {
+        &self.import
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            import: self.import.name.clone(),
+            target: self.import.target.clone(),
+            timeout: self.timeout,
+        }
+    }
+
+    async fn client(&mut self) -> Result<&mut Client, SqlError> {
+        if let Some(c) = self.client.take()
+            && !c.is_closed()
+        {
+            return Ok(self.client.insert(c));
+        }
+        let connect = tokio_postgres::connect(&self.import.url, NoTls);
+        let (client, connection) = match tokio::time::timeout(self.timeout, connect).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(source)) => {
+                return Err(SqlError::Connect {
+                    import: self.import.name.clone(),
+                    target: self.import.target.clone(),
+                    source,
+                });
+            }
+            Err(_) => return Err(self.ctx().timeout()),
+        };
+        let name = self.import.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(import = %name, error = %e, "PostgreSQL connection ended");
+            }
+        });
+        self.ctx().flatten(
+            tokio::time::timeout(self.timeout, client.batch_execute("SET TIME ZONE 'UTC'")).await,
+        )?;
+        Ok(self.client.insert(client))
+    }
+
+    /// Parses one row's JSON into its key and cursor.
+    fn row(&self, object: String) -> Result<SqlRow, SqlError> {
+        let value: serde_json::Value =
+            serde_json::from_str(&object).map_err(|e| SqlError::Row {
+                import: self.import.name.clone(),
+                row: object.chars().take(200).collect(),
+                problem: format!("is not a JSON object: {e}"),
+            })?;
+        let missing = |column: &str| SqlError::Row {
+            import: self.import.name.clone(),
+            row: object.chars().take(200).collect(),
+            problem: format!(
+                "has no column {column:?}; the query must select the key and cursor columns"
+            ),
+        };
+        let mut key = Vec::with_capacity(self.import.key.len());
+        for k in &self.import.key {
+            key.push(value.get(k).cloned().ok_or_else(|| missing(k))?);
+        }
+        let cursor = value
+            .get(&self.import.cursor_column)
+            .cloned()
+            .ok_or_else(|| missing(&self.import.cursor_column))?;
+        Ok(SqlRow {
+            key: serde_json::Value::Array(key).to_string(),
+            cursor,
+            object,
+        })
+    }
+
+    /// Reads the rows with a key above `low` (a `sequence` import).
+    pub async fn read_sequence(&mut self, low: i64) -> Result<SequenceRead, SqlError> {
+        let sql = wrapped(&self.import);
+        let (page, max) = (
+            i32::try_from(self.import.page_size).unwrap_or(i32::MAX),
+            self.import.max_rows,
+        );
+        let (timeout, ctx) = (self.timeout, self.ctx());
+        let client = self.client().await?;
+        let oldest = client.query_one(
+            "SELECT (extract(epoch FROM least(\
+               (SELECT min(xact_start) FROM pg_stat_activity \
+                 WHERE pid <> pg_backend_pid() AND xact_start IS NOT NULL), \
+               (SELECT min(prepared) FROM pg_prepared_xacts), \
+               clock_timestamp())) * 1000000)::bigint, \
+             pg_has_role(current_user, 'pg_read_all_stats', 'USAGE') \
+               OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+            &[],
+        );
+        let oldest = ctx.flatten(tokio::time::timeout(timeout, oldest).await)?;
+        let privileged: Option<bool> = oldest.get(1);
+        if privileged != Some(true) {
+            return Err(SqlError::Privilege {
+                import: self.import.name.clone(),
+            });
+        }
+        let oldest_open_us: i64 = oldest.get(0);
+        let client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start();
+        let tx = match tokio::time::timeout(timeout, tx).await {
+            Ok(Ok(tx)) => tx,
+            Ok(Err(e)) => return Err(ctx.query(e)),
+            Err(_) => return Err(ctx.timeout()),
+        };
+        let read = async {
+            let stmt = tx.prepare_typed(&sql, &[Type::INT8, Type::INT8]).await?;
+            let portal = tx.bind(&stmt, &[&low, &i64::MAX]).await?;
+            let mut objects = Vec::new();
+            loop {
+                let rows = tx.query_portal(&portal, page).await?;
+                let n = rows.len();
+                for r in rows {
+                    let text: Option<String> = r.try_get(0)?;
+                    objects.push(text.unwrap_or_else(|| "{}".into()));
+                }
+                if n < usize::try_from(page).unwrap_or(usize::MAX)
+                    || u64::try_from(objects.len()).unwrap_or(u64::MAX) >= max
+                {
+                    break;
+                }
+            }
+            let at = tx
+                .query_one(
+                    "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint",
+                    &[],
+                )
+                .await?;
+            let read_at: i64 = at.get(0);
+            tx.commit().await?;
+            Ok::<_, tokio_postgres::Error>((objects, read_at))
+        };
+        let (objects, read_at_us) = match tokio::time::timeout(timeout, read).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(ctx.query(e)),
+            Err(_) => {
+                // The connection may be mid-protocol: start over with a new one.
+                self.client = None;
+                return Err(ctx.timeout());
+            }
+        };
+        let mut rows = Vec::with_capacity(objects.len());
+        for object in objects {
+            let row = self.row(object)?;
+            let key = row.cursor.as_i64().ok_or_else(|| SqlError::Row {
+                import: self.import.name.clone(),
+                row: row.key.clone(),
+                problem: format!(
+                    "has cursor {} = {}, not an integer; a sequence cursor is a bigint column (use mode time for a timestamp)",
+                    self.import.cursor_column, row.cursor
+                ),
+            })?;
+            rows.push((key, row));
+        }
+        Ok(SequenceRead {
+            oldest_open_us,
+            rows,
+            read_at_us,
+        })
+    }
+
+    /// Reads the rows with the cursor column in `[from, to)` (Unix seconds; a `time` import),
+    /// each with its cursor as Unix seconds.
+    pub async fn read_time(&mut self, from: i64, to: i64) -> Result<Vec<(i64, SqlRow)>, SqlError> {
+        let sql = wrapped(&self.import);
+        let page = i32::try_from(self.import.page_size).unwrap_or(i32::MAX);
+        let (timeout, ctx) = (self.timeout, self.ctx());
+        let (a, b) = (ts(from), ts(to));
+        let client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start();
+        let tx = match tokio::time::timeout(timeout, tx).await {
+            Ok(Ok(tx)) => tx,
+            Ok(Err(e)) => return Err(ctx.query(e)),
+            Err(_) => return Err(ctx.timeout()),
+        };
+        let read = async {
+            let stmt = tx
+                .prepare_typed(&sql, &[Type::TIMESTAMPTZ, Type::TIMESTAMPTZ])
+                .await?;
+            let portal = tx.bind(&stmt, &[&a, &b]).await?;
+            let mut objects = Vec::new();
+            loop {
+                let rows = tx.query_portal(&portal, page).await?;
+                let n = rows.len();
+                for r in rows {
+                    let text: Option<String> = r.try_get(0)?;
+                    objects.push(text.unwrap_or_else(|| "{}".into()));
+                }
+                if n < usize::try_from(page).unwrap_or(usize::MAX) {
+                    break;
+                }
+            }
+            tx.commit().await?;
+            Ok::<_, tokio_postgres::Error>(objects)
+        };
+        let objects = match tokio::time::timeout(timeout, read).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(ctx.query(e)),
+            Err(_) => {
+                self.client = None;
+                return Err(ctx.timeout());
+            }
+        };
+        let mut rows = Vec::with_capacity(objects.len());
+        for object in objects {
+            let row = self.row(object)?;
+            let at = row
+                .cursor
+                .as_str()
+                .and_then(parse_time)
+                .ok_or_else(|| SqlError::Row {
+                    import: self.import.name.clone(),
+                    row: row.key.clone(),
+                    problem: format!(
+                        "has cursor {} = {}, not a timestamp; a time cursor is a timestamptz or timestamp column",
+                        self.import.cursor_column, row.cursor
+                    ),
+                })?;
+            rows.push((at, row));
+        }
+        Ok(rows)
+    }
+
+    /// How many rows the query selects for `[from, to)` now (a `time` import: the re-count
+    /// that finds rows committed after their window was read).
+    pub async fn count_time(&mut self, from: i64, to: i64) -> Result<u64, SqlError> {
+        let sql = format!(
+            "SELECT count(*) FROM ({}) AS q",
+            self.import.query.trim().trim_end_matches(';')
+        );
+        let (a, b) = (ts(from), ts(to));
+        let (timeout, ctx) = (self.timeout, self.ctx());
+        let client = self.client().await?;
+        let count = async {
+            let stmt = client
+                .prepare_typed(&sql, &[Type::TIMESTAMPTZ, Type::TIMESTAMPTZ])
+                .await?;
+            client.query_one(&stmt, &[&a, &b]).await
+        };
+        let row = ctx.flatten(tokio::time::timeout(timeout, count).await)?;
+        let n: i64 = row.get(0);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+/// Unix seconds as a `timestamptz` parameter.
+fn ts(seconds: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+/// A timestamp as `to_jsonb` writes it (RFC 3339, or ISO 8601 without offset: UTC) → Unix
+/// seconds (rounded down).
+pub fn parse_time(text: &str) -> Option<i64> {
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Some(t.as_second());
+    }
+    let civil: jiff::civil::DateTime = text.parse().ok()?;
+    civil
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp().as_second())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_parse_with_and_without_offset() {
+        assert_eq!(parse_time("2026-01-01T00:00:10+00:00"), Some(1_767_225_610));
+        assert_eq!(parse_time("2026-01-01T00:00:10.999"), Some(1_767_225_610));
+        assert_eq!(parse_time("2026-01-01T01:00:10+01:00"), Some(1_767_225_610));
+        assert_eq!(parse_time("yesterday"), None);
+    }
+
+    #[test]
+    fn the_wrapped_query_quotes_the_cursor_column() {
+        let import = Import {
+            name: "a".into(),
+            url: String::new(),
+            target: String::new(),
+            query: "SELECT * FROM t WHERE id > $1 AND id <= $2;".into(),
+            mode: super::super::config::CursorMode::Sequence,
+            cursor_column: "we\"ird".into(),
+            key: vec!["id".into()],
+            page_size: 1,
+            max_rows: 1,
+        };
+        let sql = wrapped(&import);
+        assert!(
+            sql.ends_with(
+                "FROM (SELECT * FROM t WHERE id > $1 AND id <= $2) AS q ORDER BY q.\"we\"\"ird\""
+            ),
+            "{sql}"
+        );
+    }
+}
