@@ -517,14 +517,14 @@ fn garbage_is_not_a_mapper() {
 fn two_memories(main_pages: u32, second_pages: u32) -> Vec<u8> {
     let wat = r#"
 (component
-  (type $source-kind' (enum "kubernetes" "runai" "prometheus"))
+  (type $source-kind' (enum "kubernetes" "runai" "prometheus" "sql"))
   (export $source-kind "source-kind" (type $source-kind'))
   (type $envelope' (record
     (field "source" $source-kind) (field "window-start" s64) (field "window-end" s64)
     (field "window-start-rfc3339" string) (field "window-end-rfc3339" string)
     (field "collector-id" string) (field "cluster-id" string) (field "config" string)))
   (export $envelope "envelope" (type $envelope'))
-  (type $item-kind' (enum "pod" "persistent-volume-claim" "runai-workload" "prometheus-series"))
+  (type $item-kind' (enum "pod" "persistent-volume-claim" "runai-workload" "prometheus-series" "sql-row"))
   (export $item-kind "item-kind" (type $item-kind'))
   (type $gpu-allocation' (record
     (field "count" f64) (field "resource-name" string) (field "model" (option string))

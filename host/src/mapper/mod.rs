@@ -1,6 +1,6 @@
 //! WebAssembly mappers: the sandboxed step that turns a snapshot into CloudEvents.
 //!
-//! - The contract is `guest-sdk/wit/mapper.wit` (package `edgemeter:mapper@0.4.0`), read by
+//! - The contract is `guest-sdk/wit/mapper.wit` (package `edgemeter:mapper@0.5.0`), read by
 //!   [`bindings`] and by every guest.
 //! - [`runtime`]: one engine and linker per process, a pre-linked instance per mapper, a fresh
 //!   store per call with a memory limit, a time limit over the whole call and no I/O.
@@ -53,7 +53,7 @@ pub enum MapperError {
     )]
     ForbiddenImport { mapper: String, import: String },
     #[error(
-        "failed to link mapper {mapper}: {reason} (does it implement world edgemeter:mapper/mapper@0.4.0?)"
+        "failed to link mapper {mapper}: {reason} (does it implement world edgemeter:mapper/mapper@0.5.0?)"
     )]
     Link { mapper: String, reason: String },
     #[error(

@@ -58,6 +58,7 @@ pub fn source_kind_label(kind: SourceKind) -> &'static str {
         SourceKind::Kubernetes => "kubernetes",
         SourceKind::Runai => "runai",
         SourceKind::Prometheus => "prometheus",
+        SourceKind::Sql => "sql",
     }
 }
 

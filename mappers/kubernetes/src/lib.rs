@@ -626,6 +626,11 @@ pub fn map(snapshot: &Snapshot) -> Result<Mapped, MapError> {
                 &item.uid,
                 "the kubernetes mapper does not map Prometheus series; configure a Prometheus mapper",
             )),
+            ItemKind::SqlRow => diagnostics.push(Diagnostic::for_item(
+                Level::Warn,
+                &item.uid,
+                "the kubernetes mapper does not map SQL rows; configure builtin:sql",
+            )),
         }
     }
     Ok(Mapped {

@@ -424,11 +424,14 @@ pub fn map(snapshot: &Snapshot) -> Result<Mapped, MapError> {
         match item.kind {
             // Allocation is empty for series (seconds 0): not a reason to skip them.
             ItemKind::PrometheusSeries => events.extend(item_event(&cfg, item, &mut diagnostics)),
-            ItemKind::Pod | ItemKind::PersistentVolumeClaim | ItemKind::RunaiWorkload => {
+            ItemKind::Pod
+            | ItemKind::PersistentVolumeClaim
+            | ItemKind::RunaiWorkload
+            | ItemKind::SqlRow => {
                 diagnostics.push(Diagnostic::for_item(
                     Level::Warn,
                     &item.uid,
-                    "the prometheus mapper maps Prometheus series only; configure builtin:kubernetes for pods and PVCs, builtin:runai for Run:ai workloads",
+                    "the prometheus mapper maps Prometheus series only; configure builtin:kubernetes for pods and PVCs, builtin:runai for Run:ai workloads, builtin:sql for SQL rows",
                 ));
             }
         }

@@ -62,6 +62,7 @@ fn source_kind_label(kind: SourceKind) -> &'static str {
         SourceKind::Kubernetes => "kubernetes",
         SourceKind::Runai => "runai",
         SourceKind::Prometheus => "prometheus",
+        SourceKind::Sql => "sql",
     }
 }
 
@@ -481,11 +482,14 @@ pub fn map(snapshot: &edgemeter_guest::Snapshot) -> Result<Mapped, MapError> {
                 &mut events,
                 &mut diagnostics,
             ),
-            ItemKind::Pod | ItemKind::PersistentVolumeClaim | ItemKind::PrometheusSeries => {
+            ItemKind::Pod
+            | ItemKind::PersistentVolumeClaim
+            | ItemKind::PrometheusSeries
+            | ItemKind::SqlRow => {
                 diagnostics.push(Diagnostic::for_item(
                     Level::Warn,
                     &item.uid,
-                    "the runai mapper maps Run:ai workloads only; configure builtin:kubernetes for pods and PVCs, a Prometheus mapper for series",
+                    "the runai mapper maps Run:ai workloads only; configure builtin:kubernetes for pods and PVCs, builtin:prometheus for series, builtin:sql for rows",
                 ));
             }
         }
