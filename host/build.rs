@@ -9,7 +9,7 @@ fn main() {
         .parent()
         .expect("host/ lives in the workspace root")
         .to_path_buf();
-    for mapper in ["kubernetes", "runai", "prometheus"] {
+    for mapper in ["kubernetes", "runai", "prometheus", "sql"] {
         for file in ["src", "Cargo.toml"] {
             println!(
                 "cargo:rerun-if-changed={}",
@@ -25,12 +25,14 @@ fn main() {
             "edgemeter-mapper-kubernetes",
             "edgemeter-mapper-runai",
             "edgemeter-mapper-prometheus",
+            "edgemeter-mapper-sql",
         ],
     ) {
         let var = match package.as_str() {
             "edgemeter-mapper-kubernetes" => "EDGEMETER_BUILTIN_KUBERNETES_WASM",
             "edgemeter-mapper-runai" => "EDGEMETER_BUILTIN_RUNAI_WASM",
             "edgemeter-mapper-prometheus" => "EDGEMETER_BUILTIN_PROMETHEUS_WASM",
+            "edgemeter-mapper-sql" => "EDGEMETER_BUILTIN_SQL_WASM",
             other => panic!("no env var for guest {other}"),
         };
         println!("cargo:rustc-env={var}={}", path.display());

@@ -20,8 +20,14 @@ pub const PROMETHEUS_WASM: &[u8] = include_bytes!(env!("EDGEMETER_BUILTIN_PROMET
 /// The name users write to select the built-in Prometheus mapper.
 pub const PROMETHEUS: &str = "builtin:prometheus";
 
+/// The built-in SQL mapper component (`mappers/sql`, wasm32-wasip2).
+pub const SQL_WASM: &[u8] = include_bytes!(env!("EDGEMETER_BUILTIN_SQL_WASM"));
+
+/// The name users write to select the built-in SQL mapper.
+pub const SQL: &str = "builtin:sql";
+
 /// Every built-in mapper's name, for messages.
-pub const NAMES: [&str; 3] = [KUBERNETES, RUNAI, PROMETHEUS];
+pub const NAMES: [&str; 4] = [KUBERNETES, RUNAI, PROMETHEUS, SQL];
 
 /// Resolves `--mapper` (`builtin:NAME` or a path to a `.wasm` component) to its bytes.
 pub fn resolve(spec: &str) -> Result<(String, Vec<u8>), MapperError> {
@@ -30,6 +36,7 @@ pub fn resolve(spec: &str) -> Result<(String, Vec<u8>), MapperError> {
             "kubernetes" => Ok((KUBERNETES.to_owned(), KUBERNETES_WASM.to_vec())),
             "runai" => Ok((RUNAI.to_owned(), RUNAI_WASM.to_vec())),
             "prometheus" => Ok((PROMETHEUS.to_owned(), PROMETHEUS_WASM.to_vec())),
+            "sql" => Ok((SQL.to_owned(), SQL_WASM.to_vec())),
             _ => Err(MapperError::UnknownBuiltin(spec.to_owned())),
         };
     }
@@ -53,10 +60,12 @@ mod tests {
         }
         assert_eq!(resolve(RUNAI).expect("runai").1, RUNAI_WASM);
         assert_eq!(resolve(PROMETHEUS).expect("prometheus").1, PROMETHEUS_WASM);
+        assert_eq!(resolve(SQL).expect("sql").1, SQL_WASM);
         let err = resolve("builtin:slurm").expect_err("unknown").to_string();
         assert!(
             err.contains("\"builtin:slurm\"")
-                && err.contains("builtin:kubernetes, builtin:runai, builtin:prometheus"),
+                && err
+                    .contains("builtin:kubernetes, builtin:runai, builtin:prometheus, builtin:sql"),
             "{err}"
         );
     }

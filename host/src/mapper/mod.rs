@@ -12,7 +12,8 @@
 //!   compatibility hash.
 //! - [`validate`]: every event a mapper returns is checked and completed (specversion, time,
 //!   deterministic id) before it can reach the queue.
-//! - [`builtin`]: the mappers embedded in the binary (`builtin:kubernetes`, `builtin:runai`, `builtin:prometheus`).
+//! - [`builtin`]: the mappers embedded in the binary (`builtin:kubernetes`, `builtin:runai`,
+//!   `builtin:prometheus`, `builtin:sql`).
 //!
 //! A trapping, looping, sleeping or memory-hungry mapper fails that one call with a typed
 //! [`MapperError`] and a counted metric; the host keeps running and the next call gets a
