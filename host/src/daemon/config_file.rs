@@ -4,8 +4,8 @@
 //! already document (`SCRAPE_INTERVAL: 30s`, `OPENMETER_URL: https://…`, `BATCH_SIZE: 200`).
 //! Precedence: command-line flag > environment variable > file > built-in default. Unknown keys
 //! are refused with the list of valid ones, so a typo never silently does nothing. One nested
-//! key: `prometheus: {queries: [...]}` is `PROMETHEUS_QUERIES` (a list, also accepted as the
-//! value of `PROMETHEUS_QUERIES` itself).
+//! keys: `prometheus: {queries: [...]}` is `PROMETHEUS_QUERIES` and `sql: {imports: [...]}` is
+//! `SQL_IMPORTS` (lists, also accepted as the values of those variables themselves).
 //!
 //! Implementation: before clap parses, every file entry whose variable is not set in the
 //! environment and whose flag is not on the command line becomes `--flag value` arguments, so
@@ -99,28 +99,35 @@ pub fn expand(
         .collect();
     let mut extra = Vec::new();
     let mut entries = entries;
-    if let Some(section) = entries.remove("prometheus") {
-        let queries = match section {
+    // Nested sections: `prometheus: {queries: [...]}`, `sql: {imports: [...]}`.
+    for (section_key, inner, var) in [
+        ("prometheus", "queries", "PROMETHEUS_QUERIES"),
+        ("sql", "imports", "SQL_IMPORTS"),
+    ] {
+        let Some(section) = entries.remove(section_key) else {
+            continue;
+        };
+        let list = match section {
             serde_yaml::Value::Mapping(mut m) => {
-                let q = m.remove("queries");
+                let q = m.remove(inner);
                 if let Some((k, _)) = m.into_iter().next() {
                     return Err(ConfigFileError::UnknownKey {
                         path,
-                        key: format!("prometheus.{}", k.as_str().unwrap_or("?")),
-                        valid: "prometheus.queries".to_owned(),
+                        key: format!("{section_key}.{}", k.as_str().unwrap_or("?")),
+                        valid: format!("{section_key}.{inner}"),
                     });
                 }
                 q
             }
             _ => None,
         };
-        let Some(queries) = queries else {
+        let Some(list) = list else {
             return Err(ConfigFileError::BadValue {
                 path,
-                key: "prometheus (a mapping with queries: [...])".to_owned(),
+                key: format!("{section_key} (a mapping with {inner}: [...])"),
             });
         };
-        entries.insert("PROMETHEUS_QUERIES".to_owned(), queries);
+        entries.insert(var.to_owned(), list);
     }
     for (key, value) in entries {
         let Some(long) = flags.get(&key) else {
@@ -134,8 +141,10 @@ pub fn expand(
             serde_yaml::Value::String(s) => s,
             serde_yaml::Value::Number(n) => n.to_string(),
             serde_yaml::Value::Bool(b) => b.to_string(),
-            // The queries are a list: passed on as JSON.
-            list @ serde_yaml::Value::Sequence(_) if key == "PROMETHEUS_QUERIES" => {
+            // The queries and imports are lists: passed on as JSON.
+            list @ serde_yaml::Value::Sequence(_)
+                if key == "PROMETHEUS_QUERIES" || key == "SQL_IMPORTS" =>
+            {
                 serde_json::to_string(&list).map_err(|_| ConfigFileError::BadValue {
                     path: path.clone(),
                     key: key.clone(),
@@ -251,6 +260,15 @@ mod tests {
         let parsed =
             crate::sources::prometheus::config::parse_queries(&queries).expect("the queries parse");
         assert_eq!(parsed[0].name, "rx");
+        let sql = |_: &str| {
+            Ok("sql:\n  imports:\n    - {name: calls, url_env: DB, query: 'SELECT * FROM c WHERE id > $1 AND id <= $2', cursor: {mode: sequence, column: id}}\n".to_owned())
+        };
+        let out = expand(os(&["edgemeter", "run", "--config", "f"]), &env, &sql).expect("valid");
+        let cli = <Cli as clap::Parser>::try_parse_from(&out).expect("parses");
+        let crate::cli::Command::Run(run) = cli.command else {
+            panic!("run")
+        };
+        assert!(run.sql.imports.expect("imports").contains("url_env"));
         let bad = |_: &str| Ok("prometheus:\n  querys: []\n".to_owned());
         let err = expand(os(&["edgemeter", "run", "--config", "f"]), &env, &bad).expect_err("typo");
         assert!(err.to_string().contains("prometheus.querys"), "{err}");

@@ -87,10 +87,10 @@ pub struct RunArgs {
     /// `terminationGracePeriodSeconds` (the chart: 25s of 30s).
     #[arg(long, env = "EDGEMETER_SHUTDOWN_TIMEOUT", default_value = "25s")]
     pub shutdown_timeout: String,
-    /// The sources to run, comma-separated: `kubernetes`, `runai`, `prometheus`. Default:
-    /// `runai` when RUNAI_URL is set, `prometheus` when PROMETHEUS_URL is set, `kubernetes`
-    /// unless one of those is set and no cluster is configured (neither in-cluster nor
-    /// KUBECONFIG nor ~/.kube/config).
+    /// The sources to run, comma-separated: `kubernetes`, `runai`, `prometheus`, `sql`.
+    /// Default: `runai` when RUNAI_URL is set, `prometheus` when PROMETHEUS_URL is set, `sql`
+    /// when SQL_IMPORTS is set, `kubernetes` unless one of those is set and no cluster is
+    /// configured (neither in-cluster nor KUBECONFIG nor ~/.kube/config).
     #[arg(
         long = "source",
         env = "EDGEMETER_SOURCES",
@@ -109,6 +109,8 @@ pub struct RunArgs {
     pub runai: RunaiArgs,
     #[command(flatten)]
     pub prometheus: crate::sources::prometheus::config::PrometheusArgs,
+    #[command(flatten)]
+    pub sql: crate::sources::sql::config::SqlArgs,
     #[command(flatten)]
     pub queue: QueueConfig,
     #[command(flatten)]
@@ -136,6 +138,8 @@ pub enum DaemonError {
     Runai(#[from] crate::sources::runai::ConfigError),
     #[error(transparent)]
     Prometheus(#[from] crate::sources::prometheus::config::ConfigError),
+    #[error(transparent)]
+    Sql(#[from] crate::sources::sql::config::ConfigError),
     #[error("failed to start the {source_name} source")]
     SourceStart {
         source_name: &'static str,
@@ -276,11 +280,17 @@ impl RunArgs {
                         .exists()
                 });
             let mut d = default_sources(self.runai.enabled(), cluster);
-            if self.prometheus.enabled() {
-                d.push(SourceChoice::Prometheus);
-                if !self.runai.enabled() && !cluster {
-                    d.retain(|c| *c == SourceChoice::Prometheus);
+            let polled = [
+                (self.prometheus.enabled(), SourceChoice::Prometheus),
+                (self.sql.enabled(), SourceChoice::Sql),
+            ];
+            for (enabled, choice) in polled {
+                if enabled {
+                    d.push(choice);
                 }
+            }
+            if polled.iter().any(|(e, _)| *e) && !self.runai.enabled() && !cluster {
+                d.retain(|c| polled.iter().any(|(e, p)| *e && p == c));
             }
             d
         } else {
@@ -304,6 +314,11 @@ impl RunArgs {
             SourceChoice::Prometheus => MapperArgs {
                 mapper: self.prometheus.mapper.clone(),
                 mapper_config: self.prometheus.mapper_config.clone(),
+                ..self.mapper.clone()
+            },
+            SourceChoice::Sql => MapperArgs {
+                mapper: self.sql.mapper.clone(),
+                mapper_config: self.sql.mapper_config.clone(),
                 ..self.mapper.clone()
             },
         }
@@ -358,6 +373,9 @@ pub fn run(args: RunArgs) -> Result<(), DaemonError> {
         }
         if choices.contains(&SourceChoice::Prometheus) {
             args.prometheus.validate()?;
+        }
+        if choices.contains(&SourceChoice::Sql) {
+            args.sql.validate()?;
         }
         let lease = args.lease_config()?;
         args.shutdown_timeout()?;
@@ -423,7 +441,8 @@ pub async fn run_with(
     if choices.is_empty() {
         return Err(DaemonError::Invalid {
             key: "EDGEMETER_SOURCES / --source",
-            reason: "no source chosen; name at least one of kubernetes, runai, prometheus".into(),
+            reason: "no source chosen; name at least one of kubernetes, runai, prometheus, sql"
+                .into(),
         });
     }
     let mut mappers = Vec::new();
@@ -511,6 +530,7 @@ pub async fn run_with(
             kubernetes: &args.kubernetes,
             runai: &args.runai,
             prometheus: &args.prometheus,
+            sql: &args.sql,
             pods: pods.clone(),
         };
         let source =

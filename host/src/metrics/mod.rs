@@ -209,6 +209,34 @@ pub struct PrometheusMetrics {
     pub series: Gauge,
 }
 
+/// The SQL source, per import.
+#[derive(Debug, Clone, Default)]
+pub struct SqlMetrics {
+    /// Reads by import and outcome (`ok`, `failed`).
+    pub reads: Family<ImportOutcomeLabels, Counter>,
+    /// Rows read and handed to billing, by import.
+    pub rows: Family<ImportLabels, Counter>,
+    /// `time` imports: rows found by the re-count after their span was read (committed later
+    /// than the lateness: missed).
+    pub late_rows: Family<ImportLabels, Counter>,
+    /// `sequence` imports: billed keys above the final cursor (kept until no open transaction
+    /// can still commit a lower key).
+    pub pending_keys: Family<ImportLabels, Gauge>,
+}
+
+/// One SQL import.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImportLabels {
+    pub import: String,
+}
+
+/// One SQL import and an outcome.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ImportOutcomeLabels {
+    pub import: String,
+    pub outcome: String,
+}
+
 /// The outcome of a watch resume.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -253,6 +281,7 @@ pub struct Metrics {
     pub billing: BillingMetrics,
     pub runai: RunaiMetrics,
     pub prometheus: PrometheusMetrics,
+    pub sql: SqlMetrics,
 }
 
 impl Default for Metrics {
@@ -488,6 +517,27 @@ impl Metrics {
             "Series the Prometheus source holds samples or carries of",
             prometheus.series.clone(),
         );
+        let sql = SqlMetrics::default();
+        registry.register(
+            "sql_reads",
+            "SQL source reads by import and outcome: ok, failed (the import's cursor stays; read again next round)",
+            sql.reads.clone(),
+        );
+        registry.register(
+            "sql_rows",
+            "Rows the SQL source read and handed to billing, by import",
+            sql.rows.clone(),
+        );
+        registry.register(
+            "sql_late_rows",
+            "Rows of time imports committed later than their lateness (found by the re-count; missed)",
+            sql.late_rows.clone(),
+        );
+        registry.register(
+            "sql_pending_keys",
+            "Billed keys of sequence imports above the final cursor (waiting for open transactions)",
+            sql.pending_keys.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             sink,
@@ -495,6 +545,7 @@ impl Metrics {
             billing,
             runai,
             prometheus,
+            sql,
         }
     }
 

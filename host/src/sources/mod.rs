@@ -4,6 +4,8 @@
 //!   per-UID ledger; [`kubernetes::source::KubernetesSource`] is its [`MeteredSource`].
 //! - [`runai`]: workloads, pods, metrics, projects and departments polled from the Run:ai
 //!   control-plane API in complete rounds; [`runai::source::RunaiSource`].
+//! - [`prometheus`]: raw samples of configured queries; [`prometheus::source::PrometheusSource`].
+//! - [`sql`]: rows of configured imports from PostgreSQL; [`sql::source::SqlSource`].
 //!
 //! A source is one folder here plus one line in [`start`] (and a [`SourceChoice`] value).
 //! What the biller needs of it is [`MeteredSource`]: a name (its
@@ -112,6 +114,8 @@ pub enum SourceChoice {
     Runai,
     /// Raw samples of configured queries read from a Prometheus server (`PROMETHEUS_URL`).
     Prometheus,
+    /// Rows of configured imports read from SQL databases (`SQL_IMPORTS`).
+    Sql,
 }
 
 impl SourceChoice {
@@ -121,6 +125,7 @@ impl SourceChoice {
             SourceChoice::Kubernetes => kubernetes::source::SOURCE_NAME,
             SourceChoice::Runai => runai::source::SOURCE_NAME,
             SourceChoice::Prometheus => prometheus::source::SOURCE_NAME,
+            SourceChoice::Sql => sql::source::SOURCE_NAME,
         }
     }
 }
@@ -140,6 +145,7 @@ pub struct StartContext<'a> {
     pub kubernetes: &'a kubernetes::KubernetesArgs,
     pub runai: &'a runai::RunaiArgs,
     pub prometheus: &'a prometheus::config::PrometheusArgs,
+    pub sql: &'a sql::config::SqlArgs,
     /// Pods' billing annotations, written by the Kubernetes source, read by the others;
     /// `None` when no source reads them (nothing is kept then).
     pub pods: Option<pods::PodDirectory>,
@@ -162,6 +168,8 @@ pub enum StartError {
     Prometheus(#[from] prometheus::config::ConfigError),
     #[error("failed to build the Prometheus client")]
     PrometheusClient(#[source] prometheus::client::ClientError),
+    #[error(transparent)]
+    Sql(#[from] sql::config::ConfigError),
 }
 
 /// Starts one source on the current runtime: one line per source.
@@ -170,5 +178,6 @@ pub fn start(choice: SourceChoice, ctx: StartContext<'_>) -> Result<Box<dyn Sour
         SourceChoice::Kubernetes => Box::new(kubernetes::source::start_source(ctx)?),
         SourceChoice::Runai => Box::new(runai::source::start_source(ctx)?),
         SourceChoice::Prometheus => Box::new(prometheus::source::start_source(ctx)?),
+        SourceChoice::Sql => Box::new(sql::source::start_source(ctx)?),
     })
 }

@@ -9,3 +9,4 @@
 pub mod config;
 pub mod cursor;
 pub mod pg;
+pub mod source;
