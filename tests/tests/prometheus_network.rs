@@ -151,7 +151,7 @@ fn documented_queries() -> Vec<Query> {
     let names: Vec<&str> = queries.iter().map(|q| q.name.as_str()).collect();
     assert_eq!(names, ["pod_network_receive", "pod_network_transmit"]);
     assert_eq!(
-        queries[0].selector,
+        queries[0].read.text(),
         r#"container_network_receive_bytes_total{container="", pod!=""}"#
     );
     queries

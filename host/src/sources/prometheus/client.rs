@@ -1,8 +1,10 @@
 //! Reading raw samples from the Prometheus HTTP API (I/O at the edge; decoding in [`super::api`]).
 //!
 //! [`PrometheusClient::raw_samples`] evaluates `SELECTOR[<len>s]` at `end − 1 ms`, which returns
-//! exactly the raw samples with timestamps in `[start, end)` (Prometheus' range selectors are
-//! left-open, `(t − len, t]`, and its timestamps are milliseconds).
+//! the raw samples with timestamps in `[start − 1 ms, end)`: Prometheus 2.x range selectors are
+//! closed, `[t − len, t]` (3.0 made them left-open, `(t − len, t]`), and its timestamps are
+//! milliseconds. A sample at `start − 1 ms` belongs to the previous window; the source
+//! windows samples by their timestamps, so it is never billed twice.
 //! [`PrometheusClient::evaluated`] evaluates an expression with `query_range` at the multiples
 //! of its step inside a window (at most [`MAX_POINTS`] per request). Authentication: an optional
 //! bearer token or basic auth, never logged nor shown by `Debug`.
