@@ -369,3 +369,84 @@ async fn the_source_bills_every_committed_row_once_across_crashes_and_a_database
     assert_eq!(got, expected, "billed rows differ from the committed ones");
     assert!(committed.len() > 500, "{} rows", committed.len());
 }
+
+/// TLS: a server with a certificate from a private CA is read with `sslmode=require` and
+/// the CA in `ca_file`; without the CA the certificate is refused (a clear error, retried),
+/// and `sslmode=require` against a server without TLS is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_verified_against_the_ca_file() {
+    let pg = postgres::Postgres::start();
+    let admin = postgres::connect(&pg.url()).await;
+    schema(&admin).await;
+    let tls_url = format!("{}&sslmode=require", pg.url());
+    let mut no_tls = PgReader::new(import(&tls_url, ""), Duration::from_secs(10));
+    let e = no_tls
+        .read_sequence(0)
+        .await
+        .expect_err("the server has no TLS yet");
+    assert!(matches!(e, SqlError::Connect { .. }), "{e}");
+
+    // A CA and a server certificate for 127.0.0.1, written into the data directory.
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".into()]).expect("params");
+    let cert = params.signed_by(&key, &ca, &ca_key).expect("cert");
+    let row = admin
+        .query_one("SHOW data_directory", &[])
+        .await
+        .expect("data dir");
+    let data: String = row.get(0);
+    let data = std::path::Path::new(&data);
+    std::fs::write(data.join("server.crt"), cert.pem()).expect("crt");
+    std::fs::write(data.join("server.key"), key.serialize_pem()).expect("key");
+    for f in ["server.crt", "server.key"] {
+        let _ = std::process::Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(data.join(f))
+            .status();
+        let _ = std::process::Command::new("chmod")
+            .arg("600")
+            .arg(data.join(f))
+            .status();
+    }
+    admin
+        .batch_execute("ALTER SYSTEM SET ssl = on")
+        .await
+        .expect("ssl on");
+    admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .expect("reload");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut unverified = PgReader::new(import(&tls_url, ""), Duration::from_secs(10));
+    let e = unverified.read_sequence(0).await.expect_err("unknown CA");
+    assert!(matches!(e, SqlError::Connect { .. }), "{e}");
+    let dir = tempfile::tempdir().expect("dir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("ca.pem");
+    let text = format!(
+        "- {{name: calls, url_env: DB, ca_file: {}, query: 'SELECT id, customer, tokens, at FROM calls WHERE id > $1 AND id <= $2', cursor: {{mode: sequence, column: id}}}}",
+        ca_file.display()
+    );
+    let url = tls_url.clone();
+    let import = parse_imports(&text, &move |_| Some(url.clone()), &|p| {
+        std::fs::read_to_string(p).ok()
+    })
+    .expect("import")
+    .remove(0);
+    let mut verified = PgReader::new(import, Duration::from_secs(10));
+    verified.read_sequence(0).await.expect("TLS with the CA");
+    let row = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl WHERE ssl AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("pg_stat_ssl");
+    let encrypted: i64 = row.get(0);
+    assert!(encrypted >= 1, "the reader's connection is encrypted");
+}

@@ -21,8 +21,10 @@
 //! The query binds the cursor as `$1` and `$2`: for `sequence` (a `bigint` key) the rows
 //! with `$1 < key <= $2` must be selected, for `time` (a `timestamptz`/`timestamp` column,
 //! read in UTC) those with `$1 <= column < $2`. The URL is a PostgreSQL connection string
-//! (`postgres://user:password@host:5432/db?sslmode=disable`); it is never logged, and errors
-//! name only its host and database.
+//! (`postgres://user:password@host:5432/db?sslmode=require`); it is never logged, and errors
+//! name only its host and database. TLS: `sslmode=prefer` (the default: TLS when the server
+//! offers it), `require` or `disable`; the server's certificate is verified against the
+//! Mozilla roots and, with `ca_file: /path/ca.pem`, the CAs in that PEM file.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -55,6 +57,8 @@ pub struct Import {
     pub page_size: u32,
     /// The most rows one round reads (a larger backlog takes several rounds).
     pub max_rows: u64,
+    /// PEM certificates to trust besides the Mozilla roots (`ca_file`), for TLS.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +79,8 @@ struct RawImport {
     page_size: Option<u32>,
     #[serde(default)]
     max_rows_per_round: Option<u64>,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,6 +150,15 @@ pub enum ConfigError {
     Timeout,
 }
 
+/// How many PEM certificates `pem` holds.
+fn pem_certificates(pem: &[u8]) -> usize {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem)
+        .filter(|c| c.is_ok())
+        .count()
+}
+
 /// A name usable as an event type and id namespace.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -167,7 +182,8 @@ fn target_of(config: &tokio_postgres::Config) -> String {
     format!("{host}/{}", config.get_dbname().unwrap_or("postgres"))
 }
 
-/// Parses and checks the imports; `env` and `read` look up `url_env` and `url_file`.
+/// Parses and checks the imports; `env` and `read` look up `url_env` and `url_file` (and
+/// `ca_file`).
 pub fn parse_imports(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
@@ -283,6 +299,23 @@ pub fn parse_imports(
         if max_rows == 0 {
             return Err(bad("max_rows_per_round must be at least 1".into()));
         }
+        let ca_pem = match &r.ca_file {
+            None => None,
+            Some(path) => {
+                let pem = read(path).ok_or_else(|| ConfigError::Url {
+                    name: r.name.clone(),
+                    what: format!("ca_file {}", path.display()),
+                    fix: "mount the CA bundle (PEM) there",
+                })?;
+                if pem_certificates(pem.as_bytes()) == 0 {
+                    return Err(bad(format!(
+                        "ca_file {} holds no PEM certificate",
+                        path.display()
+                    )));
+                }
+                Some(pem.into_bytes())
+            }
+        };
         out.push(Import {
             name: r.name,
             url,
@@ -293,6 +326,7 @@ pub fn parse_imports(
             key,
             page_size,
             max_rows,
+            ca_pem,
         });
     }
     Ok(out)

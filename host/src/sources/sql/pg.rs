@@ -19,8 +19,8 @@
 
 use std::time::Duration;
 
+use tokio_postgres::Client;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls};
 
 use super::config::Import;
 
@@ -76,6 +76,12 @@ pub enum SqlError {
         "import {import}: the database user cannot see other sessions' transactions, which a sequence cursor waits for; run GRANT pg_read_all_stats TO <the user> (or use cursor mode time)"
     )]
     Privilege { import: String },
+    #[error("import {import}: failed to configure TLS")]
+    Tls {
+        import: String,
+        #[source]
+        source: rustls::Error,
+    },
     #[error("import {import}: row {row} {problem}")]
     Row {
         import: String,
@@ -183,7 +189,11 @@ impl PgReader {
         {
             return Ok(self.client.insert(c));
         }
-        let connect = tokio_postgres::connect(&self.import.url, NoTls);
+        let tls = tls(self.import.ca_pem.as_deref()).map_err(|source| SqlError::Tls {
+            import: self.import.name.clone(),
+            source,
+        })?;
+        let connect = tokio_postgres::connect(&self.import.url, tls);
         let (client, connection) = match tokio::time::timeout(self.timeout, connect).await {
             Ok(Ok(c)) => c,
             Ok(Err(source)) => {
@@ -419,6 +429,29 @@ impl PgReader {
     }
 }
 
+/// The TLS connector: the Mozilla roots and the import's own CAs (`ca_file`); used as the
+/// URL's `sslmode` says (`prefer` by default).
+fn tls(ca_pem: Option<&[u8]>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, rustls::Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(pem) = ca_pem {
+        for cert in CertificateDer::pem_slice_iter(pem).flatten() {
+            if let Err(e) = roots.add(cert) {
+                tracing::warn!(error = %e, "a ca_file certificate was not added");
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
 /// Unix seconds as a `timestamptz` parameter.
 fn ts(seconds: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
@@ -461,6 +494,7 @@ mod tests {
             key: vec!["id".into()],
             page_size: 1,
             max_rows: 1,
+            ca_pem: None,
         };
         let sql = wrapped(&import);
         assert!(
