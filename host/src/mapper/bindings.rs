@@ -13,3 +13,25 @@ pub use self::edgemeter::mapper::types::{
     Allocation, CloudEvent, Diagnostic, Envelope, Extension, GpuAllocation, Item, ItemKind, Level,
     SourceKind, UsageIntegral,
 };
+
+impl Allocation {
+    /// No allocation: what items of sources that hold nothing carry (Prometheus series, SQL
+    /// rows): seconds 0, no resources.
+    pub fn none() -> Self {
+        Allocation {
+            seconds: 0,
+            allocated_from: None,
+            allocated_until: None,
+            estimated: false,
+            cpu_request_millicores: 0,
+            cpu_limit_millicores: None,
+            memory_request_bytes: 0,
+            memory_limit_bytes: None,
+            gpu: None,
+            storage_bytes: None,
+            storage_class: None,
+            node_name: None,
+            phase: None,
+        }
+    }
+}

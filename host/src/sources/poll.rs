@@ -144,6 +144,20 @@ impl<R: Send + 'static> Poller<R> {
         self.rx.try_recv().ok()
     }
 
+    /// Waits for the next input, then takes every other one already received (what a
+    /// source's `pump` applies); `None` once the task ended.
+    pub async fn batch(&mut self) -> Option<Vec<Input<R>>> {
+        let first = self.recv().await?;
+        let mut all = vec![first];
+        all.extend(self.ready());
+        Some(all)
+    }
+
+    /// Every input already received (what a source's `catch_up` applies).
+    pub fn ready(&mut self) -> Vec<Input<R>> {
+        std::iter::from_fn(|| self.try_recv()).collect()
+    }
+
     /// Stops the task.
     pub fn stop(&self) {
         self.stop.cancel();

@@ -243,7 +243,7 @@ impl PrometheusSource {
     }
 
     fn drain(&mut self) {
-        while let Some(input) = self.poller.try_recv() {
+        for input in self.poller.ready() {
             self.apply(input);
         }
     }
@@ -367,21 +367,7 @@ impl MeteredSource for PrometheusSource {
                     labels,
                     annotations,
                     object: String::new(),
-                    allocation: Allocation {
-                        seconds: 0,
-                        allocated_from: None,
-                        allocated_until: None,
-                        estimated: false,
-                        cpu_request_millicores: 0,
-                        cpu_limit_millicores: None,
-                        memory_request_bytes: 0,
-                        memory_limit_bytes: None,
-                        gpu: None,
-                        storage_bytes: None,
-                        storage_class: None,
-                        node_name: None,
-                        phase: None,
-                    },
+                    allocation: Allocation::none(),
                     usage: vec![UsageIntegral {
                         metric: query.name.clone(),
                         unit: query.unit.clone(),
@@ -498,14 +484,13 @@ impl Line {
 impl Source for PrometheusSource {
     fn pump(&mut self) -> futures::future::BoxFuture<'_, bool> {
         Box::pin(async move {
-            match self.poller.recv().await {
-                Some(input) => {
-                    self.apply(input);
-                    self.drain();
-                    true
-                }
-                None => false,
+            let Some(inputs) = self.poller.batch().await else {
+                return false;
+            };
+            for input in inputs {
+                self.apply(input);
             }
+            true
         })
     }
 

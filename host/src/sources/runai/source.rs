@@ -273,7 +273,7 @@ impl RunaiSource {
     }
 
     fn drain(&mut self) {
-        while let Some(input) = self.poller.try_recv() {
+        for input in self.poller.ready() {
             self.apply(input);
         }
     }
@@ -331,14 +331,13 @@ impl MeteredSource for RunaiSource {
 impl Source for RunaiSource {
     fn pump(&mut self) -> futures::future::BoxFuture<'_, bool> {
         Box::pin(async move {
-            match self.poller.recv().await {
-                Some(input) => {
-                    self.apply(input);
-                    self.drain();
-                    true
-                }
-                None => false,
+            let Some(inputs) = self.poller.batch().await else {
+                return false;
+            };
+            for input in inputs {
+                self.apply(input);
             }
+            true
         })
     }
 

@@ -240,7 +240,7 @@ impl SqlSource {
     }
 
     fn drain(&mut self) {
-        while let Some(input) = self.poller.try_recv() {
+        for input in self.poller.ready() {
             self.apply(input);
         }
     }
@@ -311,21 +311,7 @@ impl MeteredSource for SqlSource {
                 labels: vec![("cursor".to_owned(), cursor_text(&row.cursor))],
                 annotations: Vec::new(),
                 object: row.object.clone(),
-                allocation: Allocation {
-                    seconds: 0,
-                    allocated_from: None,
-                    allocated_until: None,
-                    estimated: false,
-                    cpu_request_millicores: 0,
-                    cpu_limit_millicores: None,
-                    memory_request_bytes: 0,
-                    memory_limit_bytes: None,
-                    gpu: None,
-                    storage_bytes: None,
-                    storage_class: None,
-                    node_name: None,
-                    phase: None,
-                },
+                allocation: Allocation::none(),
                 usage: Vec::new(),
             })
             .collect()
@@ -366,14 +352,13 @@ impl MeteredSource for SqlSource {
 impl Source for SqlSource {
     fn pump(&mut self) -> BoxFuture<'_, bool> {
         Box::pin(async move {
-            match self.poller.recv().await {
-                Some(input) => {
-                    self.apply(input);
-                    self.drain();
-                    true
-                }
-                None => false,
+            let Some(inputs) = self.poller.batch().await else {
+                return false;
+            };
+            for input in inputs {
+                self.apply(input);
             }
+            true
         })
     }
 
