@@ -205,3 +205,42 @@ fn bad_input_gets_a_clear_error_and_a_non_zero_exit() {
         );
     }
 }
+
+/// `edgemeter mapper check` loads a mapper as the daemon would and prints its declaration;
+/// a file that is not a component, or a config its `validate-config` refuses, exits non-zero
+/// with the reason.
+#[test]
+fn mapper_check_prints_the_declaration_or_the_reason_it_is_refused() {
+    let out = edgemeter(&["mapper", "check", "builtin:kubernetes", "--config", "{}"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "contract:          edgemeter:mapper@0.5.0",
+        "item kinds:        pod, persistent-volume-claim",
+        "imports:",
+        "accepted by validate-config",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+    fails_with(
+        &[
+            "mapper",
+            "check",
+            "builtin:kubernetes",
+            "--config",
+            r#"{"unitt": "minute"}"#,
+        ],
+        "unitt",
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm").expect("write");
+    fails_with(
+        &["mapper", "check", junk.to_str().expect("utf-8")],
+        "failed to compile mapper",
+    );
+}

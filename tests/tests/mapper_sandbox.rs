@@ -426,6 +426,36 @@ fn a_component_importing_anything_else_is_refused_at_load() {
     }
 }
 
+/// A component built against another version of the contract is refused at load, naming the
+/// import and the version this host implements, instead of failing later at link time (or
+/// not at all when the shapes happen to agree).
+#[test]
+fn a_component_of_another_contract_version_is_refused_at_load() {
+    let runtime = MapperRuntime::new(MapperLimits::default(), None).expect("runtime");
+    for import in [
+        "edgemeter:mapper/host@0.4.0",
+        "edgemeter:mapper/types@0.3.0",
+        "edgemeter:mapper/host",
+    ] {
+        let wasm = wat::parse_str(format!(r#"(component (import "{import}" (instance)))"#))
+            .expect("a component with one import");
+        match runtime.load("old", &wasm) {
+            Err(e @ MapperError::Contract { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains(import), "{text}");
+                assert!(
+                    text.contains(&format!(
+                        "edgemeter:mapper@{}",
+                        edgemeter::mapper::CONTRACT_VERSION
+                    )),
+                    "{text}"
+                );
+            }
+            other => panic!("{import}: expected Contract, got {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn the_sandbox_exposes_no_environment_and_no_files() {
     // The host process has environment variables (PATH at least); the guest must see none.

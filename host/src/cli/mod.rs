@@ -4,6 +4,7 @@
 //! error that `main` prints with its causes.
 
 pub mod map;
+pub mod mapper;
 pub mod mapper_args;
 pub mod probe;
 
@@ -44,6 +45,8 @@ pub enum Command {
     /// Turn Kubernetes objects from a file into CloudEvents (one JSON per line on stdout),
     /// through a mapper. This is also how mapper authors test a mapper.
     Map(Box<map::MapArgs>),
+    /// Mapper authors' tools: `edgemeter mapper check PATH.wasm [--config JSON]`.
+    Mapper(mapper::MapperArgs),
     /// See it work with no cluster: the real daemon against a simulated cluster, delivering
     /// to a loopback OpenMeter receiver that prints every event.
     Demo(Box<crate::daemon::demo::DemoArgs>),
@@ -68,6 +71,8 @@ pub enum CliError {
     Daemon(#[from] crate::daemon::run::DaemonError),
     #[error(transparent)]
     Probe(#[from] probe::ProbeError),
+    #[error(transparent)]
+    Mapper(#[from] mapper::MapperCommandError),
 }
 
 /// Runs the parsed command.
@@ -78,5 +83,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Run(args) => crate::daemon::run::run(*args).map_err(CliError::from),
         Command::Queue(args) => crate::queue::cli::run(args).map_err(CliError::from),
         Command::Probe(args) => probe::run(args).map_err(CliError::from),
+        Command::Mapper(args) => mapper::run(args).map_err(CliError::from),
     }
 }

@@ -32,6 +32,11 @@ use std::time::Duration;
 
 pub use runtime::{LoadedMapper, MapperLimits, MapperRuntime, MapperStats};
 
+/// The contract version this host implements (`package edgemeter:mapper@…` in
+/// `guest-sdk/wit/mapper.wit`); a mapper importing the contract's interfaces at another
+/// version was built against another contract and is refused at load.
+pub const CONTRACT_VERSION: &str = "0.5.0";
+
 /// Why a mapper could not be loaded or a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MapperError {
@@ -50,9 +55,17 @@ pub enum MapperError {
     )]
     Compile { mapper: String, reason: String },
     #[error(
-        "failed to load mapper {mapper}: it imports {import:?}, which mappers may not use (allowed: WASI cli/io/clocks/random and edgemeter:mapper/host)"
+        "failed to load mapper {mapper}: it imports {import:?}, which mappers may not use (allowed: wasi:cli, wasi:io, wasi:clocks, wasi:random, wasi:filesystem and wasi:sockets — linked, granting nothing — and edgemeter:mapper/*)"
     )]
     ForbiddenImport { mapper: String, import: String },
+    #[error(
+        "failed to load mapper {mapper}: it was built against another contract ({import:?}); this edgemeter implements edgemeter:mapper@{expected}: rebuild the mapper against guest-sdk/wit/mapper.wit of this version"
+    )]
+    Contract {
+        mapper: String,
+        import: String,
+        expected: &'static str,
+    },
     #[error(
         "failed to link mapper {mapper}: {reason} (does it implement world edgemeter:mapper/mapper@0.5.0?)"
     )]

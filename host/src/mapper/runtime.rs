@@ -275,6 +275,7 @@ impl MapperRuntime {
                 }
             })?;
         let ty = component.component_type();
+        let mut imports = Vec::new();
         for (import, _) in ty.imports(&self.engine) {
             if !ALLOWED_IMPORT_PREFIXES
                 .iter()
@@ -285,6 +286,16 @@ impl MapperRuntime {
                     import: import.to_owned(),
                 });
             }
+            if let Some(rest) = import.strip_prefix("edgemeter:mapper/")
+                && rest.split_once('@').map(|(_, v)| v) != Some(super::CONTRACT_VERSION)
+            {
+                return Err(MapperError::Contract {
+                    mapper: name.to_owned(),
+                    import: import.to_owned(),
+                    expected: super::CONTRACT_VERSION,
+                });
+            }
+            imports.push(import.to_owned());
         }
         let instance_pre =
             self.linker
@@ -308,6 +319,7 @@ impl MapperRuntime {
             pre,
             runtime: self.clone(),
             cache,
+            imports: Arc::new(imports),
             info: Arc::new(MapperInfo {
                 name: name.to_owned(),
                 version: String::new(),
@@ -384,6 +396,8 @@ pub struct LoadedMapper {
     pre: MapperPre<CallState>,
     runtime: MapperRuntime,
     cache: CacheOutcome,
+    /// The interfaces the component imports (all allowed; checked at load).
+    imports: Arc<Vec<String>>,
     info: Arc<MapperInfo>,
 }
 
@@ -420,6 +434,11 @@ impl LoadedMapper {
     /// Outcome counters shared with the runtime this mapper was loaded by.
     pub fn stats(&self) -> &Arc<MapperStats> {
         self.runtime.stats()
+    }
+
+    /// The interfaces the component imports, e.g. `edgemeter:mapper/host@0.5.0`.
+    pub fn imports(&self) -> &[String] {
+        &self.imports
     }
 
     /// Whether loading hit the compiled-component cache.
