@@ -322,11 +322,9 @@ impl MeteredSource for SqlSource {
     }
 
     fn ledger_writes(&mut self) -> LedgerWrites {
-        let start = self
-            .last_start
-            .get()
-            .or_else(|| self.cursors.keys().next_back().copied())
-            .unwrap_or(i64::MIN);
+        // No window's items built since the start: no round's rows are in this commit, so
+        // no cursor moves with it.
+        let start = self.last_start.get().unwrap_or(i64::MIN);
         self.pending_start = Some(start);
         let mut w = LedgerWrites::default();
         for (i, c) in self.cursors_until(start).iter().enumerate() {
