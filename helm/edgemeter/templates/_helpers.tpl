@@ -55,6 +55,41 @@ app.kubernetes.io/part-of: edgemeter
 {{- define "edgemeter.runaiCredentialsDir" -}}/etc/edgemeter/runai{{- end }}
 {{- define "edgemeter.runaiMapperDir" -}}/etc/edgemeter/runai-mappers{{- end }}
 
+{{/* Mount points of the SQL database URL files (one per import, named after it) and of a
+     custom SQL mapper. */}}
+{{- define "edgemeter.sqlUrlDir" -}}/etc/edgemeter/sql{{- end }}
+{{- define "edgemeter.sqlMapperDir" -}}/etc/edgemeter/sql-mappers{{- end }}
+{{- define "edgemeter.sqlCaDir" -}}/etc/edgemeter/sql-ca{{- end }}
+
+{{/* SQL_IMPORTS: sql.imports in the daemon's own keys (snake_case), each URL a url_file in
+     the mounted Secret volume, as JSON (no HTML escaping, so `<` and `>` stay readable).
+     Optional keys are left out when unset, so the daemon's defaults apply. */}}
+{{- define "edgemeter.sqlImports" -}}
+{{- $dir := include "edgemeter.sqlUrlDir" . }}
+{{- $ca := .Values.sql.caBundle }}
+{{- $out := list }}
+{{- range $i := .Values.sql.imports }}
+{{- $cursor := dict "mode" $i.cursor.mode "column" $i.cursor.column }}
+{{- if hasKey $i.cursor "lateness" }}{{ $_ := set $cursor "lateness" $i.cursor.lateness }}{{ end }}
+{{- $e := dict "name" $i.name "url_file" (printf "%s/%s" $dir $i.name) "query" $i.query "cursor" $cursor }}
+{{- with $i.key }}{{ $_ := set $e "key" . }}{{ end }}
+{{- if hasKey $i "pageSize" }}{{ $_ := set $e "page_size" (int64 $i.pageSize) }}{{ end }}
+{{- if hasKey $i "maxRowsPerRound" }}{{ $_ := set $e "max_rows_per_round" (int64 $i.maxRowsPerRound) }}{{ end }}
+{{- if or $ca.configMap $ca.secret }}{{ $_ := set $e "ca_file" (printf "%s/%s" (include "edgemeter.sqlCaDir" $) $ca.key) }}{{ end }}
+{{- $out = append $out $e }}
+{{- end }}
+{{- toRawJson $out }}
+{{- end }}
+
+{{/* The Secrets holding the SQL URLs, each once, in the order the imports name them. */}}
+{{- define "edgemeter.sqlSecrets" -}}
+{{- $names := list }}
+{{- range $i := .Values.sql.imports }}
+{{- $names = append $names (default $.Values.sql.existingSecret $i.existingSecret) }}
+{{- end }}
+{{- toYaml (uniq $names) }}
+{{- end }}
+
 {{/* Queue volume size: explicit, or 1.6 × queue.maxBytes rounded up to whole Mi. */}}
 {{- define "edgemeter.queueSize" -}}
 {{- if .Values.queue.persistence.size }}
@@ -69,6 +104,7 @@ app.kubernetes.io/part-of: edgemeter
 {{- define "edgemeter.validate" -}}
 {{- $k := .Values.sources.kubernetes }}
 {{- $r := .Values.runai }}
+{{- $s := .Values.sql }}
 {{- if and (eq .Values.sink "openmeter") (not .Values.openmeter.url) }}
 {{- fail "openmeter.url is required (the OpenMeter API base URL): --set openmeter.url=https://openmeter.cloud, or --set sink=stdout to try the chart without OpenMeter" }}
 {{- end }}
@@ -97,26 +133,73 @@ app.kubernetes.io/part-of: edgemeter
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if and $s.only (not $s.enabled) }}
+{{- fail "sql.only=true meters SQL without the Kubernetes source but sql.enabled is false: set sql.enabled=true (with sql.imports and sql.existingSecret), or sql.only=false" }}
+{{- end }}
+{{- if $s.enabled }}
+{{- if not $s.imports }}
+{{- fail "sql.enabled needs at least one import in sql.imports, e.g. {name: api_calls, query: 'SELECT * FROM api_calls WHERE id > $1 AND id <= $2', cursor: {mode: sequence, column: id}}" }}
+{{- end }}
+{{- $seen := dict }}
+{{- range $i := $s.imports }}
+{{- if hasKey $seen $i.name }}
+{{- fail (printf "sql.imports: the name %s is used twice; names must be unique (each is an event type and an id namespace)" $i.name) }}
+{{- end }}
+{{- $_ := set $seen $i.name true }}
+{{- if not (default $s.existingSecret $i.existingSecret) }}
+{{- fail (printf "sql.imports %s needs a Secret with its database URL: kubectl create secret generic billing-db --from-literal=%s=postgres://user:password@host:5432/db, then --set sql.existingSecret=billing-db (or set existingSecret on the import)" $i.name (default $i.name $i.existingSecretKey)) }}
+{{- end }}
+{{- end }}
+{{- if and $s.caBundle.configMap $s.caBundle.secret }}
+{{- fail "sql.caBundle: set configMap or secret, not both" }}
+{{- end }}
+{{- if and $s.only (eq .Values.mode "daemonset") }}
+{{- fail "sql.only runs no Kubernetes source, so mode daemonset would have no per-node collectors: use mode deployment (one StatefulSet whose Lease holder bills the SQL imports)" }}
+{{- end }}
+{{- if and (eq $s.mapper.type "configMap") (not $s.mapper.configMap.name) }}
+{{- fail "sql.mapper.type configMap needs sql.mapper.configMap.name (an existing ConfigMap holding the .wasm in binaryData)" }}
+{{- end }}
+{{- if eq $s.mapper.type "image" }}
+{{- if not $s.mapper.image.reference }}
+{{- fail "sql.mapper.type image needs sql.mapper.image.reference (the OCI image holding the .wasm)" }}
+{{- end }}
+{{- if semverCompare "<1.31.0-0" .Capabilities.KubeVersion.Version }}
+{{- fail (printf "sql.mapper.type image needs Kubernetes 1.31 or later (image volumes); this cluster is %s: use sql.mapper.type configMap" .Capabilities.KubeVersion.Version) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- /* Secrets come from Secrets: a literal Run:ai secret in extraEnv would sit in the release
        history and in the pod spec, and would conflict with the mounted credentials file. */}}
 {{- range .Values.extraEnv }}
 {{- if and (has .name (list "RUNAI_CLIENT_SECRET" "RUNAI_APP_SECRET")) (hasKey . "value") }}
 {{- fail (printf "extraEnv sets %s as a literal value: put the Run:ai credentials in a Secret and set runai.existingSecret (the chart mounts it as RUNAI_CREDENTIALS_FILE)" .name) }}
 {{- end }}
+{{- /* A database URL carries its password: it comes from a Secret file (sql.existingSecret),
+       never from a literal. SQL_IMPORTS is the chart's: it would reach every collector. */}}
+{{- if and (hasKey . "value") (regexMatch "(?i)^\\s*postgres(ql)?://" (toString .value)) }}
+{{- fail (printf "extraEnv sets %s to a literal database URL: put it in a Secret and set sql.existingSecret (the chart mounts it as a file each import reads with url_file)" .name) }}
 {{- end }}
-{{- if not (or $r.enabled (and (not $r.only) (or $k.pods $k.pvcs))) }}
-{{- fail "nothing to meter: enable sources.kubernetes.pods or sources.kubernetes.pvcs, or runai.enabled" }}
+{{- if eq .name "SQL_IMPORTS" }}
+{{- fail "extraEnv sets SQL_IMPORTS: list the imports in sql.imports (with sql.enabled=true), which renders SQL_IMPORTS for the one collector that bills them, with the URLs from sql.existingSecret" }}
+{{- end }}
+{{- end }}
+{{- if not (or $r.enabled $s.enabled (and (not $r.only) (not $s.only) (or $k.pods $k.pvcs))) }}
+{{- fail "nothing to meter: enable sources.kubernetes.pods or sources.kubernetes.pvcs, runai.enabled or sql.enabled" }}
 {{- end }}
 {{- if and (eq .Values.mode "daemonset") (not $k.pods) }}
-{{- fail "mode daemonset runs one collector per node for that node's pods: enable sources.kubernetes.pods, or use mode deployment to meter PVCs or Run:ai only" }}
+{{- fail "mode daemonset runs one collector per node for that node's pods: enable sources.kubernetes.pods, or use mode deployment to meter PVCs, Run:ai or SQL only" }}
 {{- end }}
 {{- if and (eq .Values.mode "deployment") (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) }}
 {{- fail (printf "replicas %d without leaderElection.enabled would bill every window %d times: set replicas=1 or leaderElection.enabled=true" (int .Values.replicas) (int .Values.replicas)) }}
 {{- end }}
-{{- if and (eq .Values.mode "daemonset") (or $k.pvcs $r.enabled) (gt (int .Values.daemonset.cluster.replicas) 1) (not .Values.leaderElection.enabled) }}
-{{- $what := ternary "PVC and Run:ai" "PVC" (and $k.pvcs $r.enabled) }}
-{{- if not $k.pvcs }}{{ $what = "Run:ai" }}{{ end }}
-{{- fail (printf "daemonset.cluster.replicas %d without leaderElection.enabled would bill every %s window %d times: set daemonset.cluster.replicas=1 or leaderElection.enabled=true" (int .Values.daemonset.cluster.replicas) $what (int .Values.daemonset.cluster.replicas)) }}
+{{- if and (eq .Values.mode "daemonset") (or $k.pvcs $r.enabled $s.enabled) (gt (int .Values.daemonset.cluster.replicas) 1) (not .Values.leaderElection.enabled) }}
+{{- $what := list }}
+{{- if $k.pvcs }}{{ $what = append $what "PVC" }}{{ end }}
+{{- if $r.enabled }}{{ $what = append $what "Run:ai" }}{{ end }}
+{{- if $s.enabled }}{{ $what = append $what "SQL" }}{{ end }}
+{{- $text := last $what }}
+{{- if gt (len $what) 1 }}{{ $text = printf "%s and %s" (join ", " (initial $what)) (last $what) }}{{ end }}
+{{- fail (printf "daemonset.cluster.replicas %d without leaderElection.enabled would bill every %s window %d times: set daemonset.cluster.replicas=1 or leaderElection.enabled=true" (int .Values.daemonset.cluster.replicas) $text (int .Values.daemonset.cluster.replicas)) }}
 {{- end }}
 {{- if and .Values.caBundle.configMap .Values.caBundle.secret }}
 {{- fail "caBundle: set configMap or secret, not both" }}
@@ -145,10 +228,12 @@ headless Service and (for StatefulSets) PodDisruptionBudget:
   name            object name
   component       app.kubernetes.io/component
   kinds           what its Kubernetes source meters (EDGEMETER_KINDS); empty: no Kubernetes source
-  sources         the sources it runs (EDGEMETER_SOURCES): kubernetes when kinds, runai
+  sources         the sources it runs (EDGEMETER_SOURCES): kubernetes when kinds, runai, sql
   runai           whether it runs the Run:ai source. Run:ai is cluster-wide: it runs only in
                   the workload billing cluster-wide things under the Lease (the StatefulSet,
                   or <fullname>-cluster in mode daemonset), never in the per-node DaemonSet
+  sql             whether it runs the SQL source: the same workload as Run:ai, for the same
+                  reason (a row billed per node would be billed once per node)
   leaderElection  whether it holds a Lease to bill
   replicas        StatefulSet replicas
   serviceAccount  ServiceAccount name
@@ -158,15 +243,17 @@ headless Service and (for StatefulSets) PodDisruptionBudget:
 {{- $sa := default $full .Values.serviceAccount.name }}
 {{- $k := .Values.sources.kubernetes }}
 {{- $runai := and .Values.runai.enabled true }}
-{{- $kube := not (and $runai .Values.runai.only) }}
+{{- $sql := and .Values.sql.enabled true }}
+{{- $kube := not (or (and $runai .Values.runai.only) (and $sql .Values.sql.only)) }}
 {{- $out := list }}
 {{- if eq .Values.mode "daemonset" }}
-{{- $out = append $out (dict "key" "collector" "kind" "DaemonSet" "name" $full "component" "collector" "kinds" (list "pods") "sources" (list "kubernetes") "runai" false "leaderElection" false "serviceAccount" $sa) }}
-{{- if or $k.pvcs $runai }}
+{{- $out = append $out (dict "key" "collector" "kind" "DaemonSet" "name" $full "component" "collector" "kinds" (list "pods") "sources" (list "kubernetes") "runai" false "sql" false "leaderElection" false "serviceAccount" $sa) }}
+{{- if or $k.pvcs $runai $sql }}
 {{- $kinds := ternary (list "pvcs") (list) (and $k.pvcs true) }}
 {{- $sources := ternary (list "kubernetes") (list) (and $k.pvcs true) }}
 {{- if $runai }}{{ $sources = append $sources "runai" }}{{ end }}
-{{- $out = append $out (dict "key" "cluster" "kind" "StatefulSet" "name" (printf "%s-cluster" $full) "component" "cluster-collector" "kinds" $kinds "sources" $sources "runai" $runai "leaderElection" (and .Values.leaderElection.enabled true) "replicas" (int .Values.daemonset.cluster.replicas) "serviceAccount" (printf "%s-cluster" $sa)) }}
+{{- if $sql }}{{ $sources = append $sources "sql" }}{{ end }}
+{{- $out = append $out (dict "key" "cluster" "kind" "StatefulSet" "name" (printf "%s-cluster" $full) "component" "cluster-collector" "kinds" $kinds "sources" $sources "runai" $runai "sql" $sql "leaderElection" (and .Values.leaderElection.enabled true) "replicas" (int .Values.daemonset.cluster.replicas) "serviceAccount" (printf "%s-cluster" $sa)) }}
 {{- end }}
 {{- else }}
 {{- $kinds := list }}
@@ -174,7 +261,8 @@ headless Service and (for StatefulSets) PodDisruptionBudget:
 {{- if and $kube $k.pvcs }}{{ $kinds = append $kinds "pvcs" }}{{ end }}
 {{- $sources := ternary (list "kubernetes") (list) (gt (len $kinds) 0) }}
 {{- if $runai }}{{ $sources = append $sources "runai" }}{{ end }}
-{{- $out = append $out (dict "key" "collector" "kind" "StatefulSet" "name" $full "component" "collector" "kinds" $kinds "sources" $sources "runai" $runai "leaderElection" (and .Values.leaderElection.enabled true) "replicas" (int .Values.replicas) "serviceAccount" $sa) }}
+{{- if $sql }}{{ $sources = append $sources "sql" }}{{ end }}
+{{- $out = append $out (dict "key" "collector" "kind" "StatefulSet" "name" $full "component" "collector" "kinds" $kinds "sources" $sources "runai" $runai "sql" $sql "leaderElection" (and .Values.leaderElection.enabled true) "replicas" (int .Values.replicas) "serviceAccount" $sa) }}
 {{- end }}
 {{- toYaml $out }}
 {{- end }}
@@ -212,8 +300,10 @@ seccompProfile:
 {{- $k := $v.sources.kubernetes }}
 {{- $mapperDir := include "edgemeter.mapperDir" $ }}
 {{- $runaiMapperDir := include "edgemeter.runaiMapperDir" $ }}
+{{- $sqlMapperDir := include "edgemeter.sqlMapperDir" $ }}
 {{- $kube := has "kubernetes" $w.sources }}
 {{- $r := $v.runai }}
+{{- $s := $v.sql }}
 metadata:
   labels:
     {{- include "edgemeter.selectorLabels" $ | nindent 4 }}
@@ -390,7 +480,7 @@ spec:
           value: {{ printf "builtin:%s" $v.mapper.builtin | quote }}
           {{- end }}
         - name: EDGEMETER_MAPPER_CONFIG
-          value: {{ toJson $v.mapper.config | quote }}
+          value: {{ toJson $v.mapper.config | replace "$" "$$" | quote }}
         {{- end }}
         {{- if $w.runai }}
         # Run:ai: credentials from the mounted Secret file, never from a literal value.
@@ -409,7 +499,7 @@ spec:
           value: {{ printf "builtin:%s" $r.mapper.builtin | quote }}
           {{- end }}
         - name: RUNAI_MAPPER_CONFIG
-          value: {{ toJson $r.mapperConfig | quote }}
+          value: {{ toJson $r.mapperConfig | replace "$" "$$" | quote }}
         - name: RUNAI_METRICS_DELAY
           value: {{ $r.metricsDelay | quote }}
         - name: RUNAI_SAMPLE_STEP
@@ -418,6 +508,25 @@ spec:
           value: {{ int $r.pageSize | quote }}
         - name: RUNAI_REQUEST_TIMEOUT
           value: {{ $r.requestTimeout | quote }}
+        {{- end }}
+        {{- if $w.sql }}
+        # SQL: the imports as JSON, each URL a file of the mounted Secret (url_file), never a
+        # value here. Every `$` is doubled: the kubelet expands $(VAR) in env values and turns
+        # $$ into $, so the daemon reads the queries' $1 and $2 (and any $) as written.
+        - name: SQL_IMPORTS
+          value: {{ include "edgemeter.sqlImports" $ | replace "$" "$$" | quote }}
+        - name: SQL_MAPPER
+          {{- if eq $s.mapper.type "configMap" }}
+          value: {{ printf "%s/%s" $sqlMapperDir $s.mapper.configMap.key | quote }}
+          {{- else if eq $s.mapper.type "image" }}
+          value: {{ printf "%s/%s" $sqlMapperDir $s.mapper.image.path | quote }}
+          {{- else }}
+          value: {{ printf "builtin:%s" $s.mapper.builtin | quote }}
+          {{- end }}
+        - name: SQL_MAPPER_CONFIG
+          value: {{ toJson $s.mapperConfig | replace "$" "$$" | quote }}
+        - name: SQL_REQUEST_TIMEOUT
+          value: {{ $s.requestTimeout | quote }}
         {{- end }}
         - name: EDGEMETER_MAPPER_MEMORY_MIB
           value: {{ $v.mapper.memoryMiB | quote }}
@@ -507,6 +616,21 @@ spec:
           readOnly: true
         {{- end }}
         {{- end }}
+        {{- if $w.sql }}
+        - name: sql-urls
+          mountPath: {{ include "edgemeter.sqlUrlDir" $ }}
+          readOnly: true
+        {{- if or $s.caBundle.configMap $s.caBundle.secret }}
+        - name: sql-ca
+          mountPath: {{ include "edgemeter.sqlCaDir" $ }}
+          readOnly: true
+        {{- end }}
+        {{- if ne $s.mapper.type "builtin" }}
+        - name: sql-mapper
+          mountPath: {{ $sqlMapperDir }}
+          readOnly: true
+        {{- end }}
+        {{- end }}
         {{- if or $v.caBundle.configMap $v.caBundle.secret }}
         - name: ca-bundle
           mountPath: /etc/edgemeter/ca
@@ -556,6 +680,53 @@ spec:
       image:
         reference: {{ $r.mapper.image.reference }}
         pullPolicy: {{ $r.mapper.image.pullPolicy }}
+    {{- end }}
+    {{- end }}
+    {{- if $w.sql }}
+    # The database URLs alone, read-only: each import's key as a file named after the import
+    # (the url_file of SQL_IMPORTS), root-owned, readable by group 65532 (fsGroup) only.
+    - name: sql-urls
+      projected:
+        defaultMode: 288  # 0440
+        sources:
+          {{- range $secret := include "edgemeter.sqlSecrets" $ | fromYamlArray }}
+          - secret:
+              name: {{ $secret }}
+              items:
+                {{- range $i := $s.imports }}
+                {{- if eq (default $s.existingSecret $i.existingSecret) $secret }}
+                - key: {{ default $i.name $i.existingSecretKey }}
+                  path: {{ $i.name }}
+                {{- end }}
+                {{- end }}
+          {{- end }}
+    {{- if $s.caBundle.configMap }}
+    - name: sql-ca
+      configMap:
+        name: {{ $s.caBundle.configMap }}
+        items:
+          - key: {{ $s.caBundle.key }}
+            path: {{ $s.caBundle.key }}
+    {{- else if $s.caBundle.secret }}
+    - name: sql-ca
+      secret:
+        secretName: {{ $s.caBundle.secret }}
+        items:
+          - key: {{ $s.caBundle.key }}
+            path: {{ $s.caBundle.key }}
+    {{- end }}
+    {{- if eq $s.mapper.type "configMap" }}
+    - name: sql-mapper
+      configMap:
+        name: {{ $s.mapper.configMap.name }}
+        items:
+          - key: {{ $s.mapper.configMap.key }}
+            path: {{ $s.mapper.configMap.key }}
+    {{- else if eq $s.mapper.type "image" }}
+    - name: sql-mapper
+      image:
+        reference: {{ $s.mapper.image.reference }}
+        pullPolicy: {{ $s.mapper.image.pullPolicy }}
     {{- end }}
     {{- end }}
     {{- if $v.caBundle.configMap }}

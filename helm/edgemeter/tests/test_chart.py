@@ -24,6 +24,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import unittest
 from pathlib import Path
 
@@ -59,12 +60,25 @@ EXPECTED = {
     "runai": {"edgemeter": (("pods",), None), "edgemeter-cluster": (("pvcs",), "edgemeter-cluster")},
     # Run:ai alone: no Kubernetes kinds, so nothing of the cluster is read but the Lease.
     "runai-only": {"edgemeter": ((), "edgemeter")},
+    # SQL reads a database, nothing of the cluster: the grants are the Kubernetes kinds' alone.
+    "sql": {"edgemeter": (("pods",), None), "edgemeter-cluster": (("pvcs",), "edgemeter-cluster")},
+    "sql-only": {"edgemeter": ((), "edgemeter")},
 }
 # Namespaces the pods/PVCs grants are limited to (cluster-wide otherwise).
 SCOPED = {"namespaced": ("team-a", "team-b")}
 # The one workload (by ServiceAccount) that runs the Run:ai source, per case: the cluster-wide
 # collector under a Lease, never the per-node DaemonSet. Cases not listed run no Run:ai.
-RUNAI = {"runai": "edgemeter-cluster", "runai-only": "edgemeter"}
+RUNAI = {"runai": "edgemeter-cluster", "runai-only": "edgemeter", "sql-only": "edgemeter"}
+# The same for the SQL source: the one collector, under a Lease, whose EDGEMETER_SOURCES has
+# `sql`, and the only one with SQL_* variables and the database URL volume.
+SQL = {"sql": "edgemeter-cluster", "sql-only": "edgemeter"}
+SQL_ENV = {"SQL_IMPORTS", "SQL_MAPPER", "SQL_MAPPER_CONFIG", "SQL_REQUEST_TIMEOUT"}
+# The keys of one import that `edgemeter run` reads (host/src/sources/sql/config.rs, RawImport;
+# it refuses others) and those the chart may write: a URL only as a file of the Secret volume.
+SQL_IMPORT_KEYS = {"name", "driver", "url_env", "url_file", "query", "cursor", "key", "page_size",
+                   "max_rows_per_round", "ca_file"}
+SQL_CHART_KEYS = {"name", "url_file", "query", "cursor", "key", "page_size", "max_rows_per_round", "ca_file"}
+SQL_URL_DIR = "/etc/edgemeter/sql"
 RUNAI_ENV = {"RUNAI_URL", "RUNAI_CREDENTIALS_FILE", "RUNAI_TOKEN_ENDPOINT", "RUNAI_MAPPER",
              "RUNAI_MAPPER_CONFIG", "RUNAI_METRICS_DELAY", "RUNAI_SAMPLE_STEP", "RUNAI_PAGE_SIZE",
              "RUNAI_REQUEST_TIMEOUT"}
@@ -149,7 +163,71 @@ def expected_sources(case: str, sa: str) -> str:
     sources = ["kubernetes"] if EXPECTED[case][sa][0] else []
     if RUNAI.get(case) == sa:
         sources.append("runai")
+    if SQL.get(case) == sa:
+        sources.append("sql")
     return ",".join(sources)
+
+
+def kubelet_expand(value: str, env: dict) -> str:
+    """An env `value` as the container sees it: the kubelet replaces $(NAME) of a variable
+    defined before it, leaves $(NAME) of an unknown one as written, and turns $$ into $
+    (k8s.io/kubernetes third_party/forked/golang/expansion)."""
+    out, i = [], 0
+    while i < len(value):
+        c = value[i]
+        if c == "$" and i + 1 < len(value):
+            nxt = value[i + 1]
+            if nxt == "$":
+                out.append("$")
+                i += 2
+                continue
+            if nxt == "(":
+                end = value.find(")", i + 2)
+                if end != -1:
+                    name = value[i + 2:end]
+                    out.append(env.get(name, f"$({name})"))
+                    i = end + 1
+                    continue
+                out.append("$(")
+                i += 2
+                continue
+            out.append("$" + nxt)
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def container_env(container: dict) -> dict:
+    """name → the value the process gets, for literal values (references stay out)."""
+    seen: dict = {}
+    for e in container.get("env", []):
+        if "value" in e:
+            seen[e["name"]] = kubelet_expand(e["value"], seen)
+    return seen
+
+
+def sql_imports(container: dict):
+    """SQL_IMPORTS as the daemon parses it: JSON once the kubelet has expanded it."""
+    raw = container_env(container).get("SQL_IMPORTS")
+    return None if raw is None else json.loads(raw)
+
+
+def expected_sql_imports(case: str) -> list:
+    """sql.imports of a case in the daemon's keys, translated here by hand."""
+    out = []
+    ca = values(case)["sql"].get("caBundle", {})
+    for i in values(case)["sql"]["imports"]:
+        e = {"name": i["name"], "url_file": f"{SQL_URL_DIR}/{i['name']}", "query": i["query"],
+             "cursor": dict(i["cursor"])}
+        for ours, theirs in (("key", "key"), ("pageSize", "page_size"), ("maxRowsPerRound", "max_rows_per_round")):
+            if ours in i:
+                e[theirs] = i[ours]
+        if ca.get("configMap") or ca.get("secret"):
+            e["ca_file"] = f"/etc/edgemeter/sql-ca/{ca.get('key', 'ca.crt')}"
+        out.append(e)
+    return out
 
 
 def grants(case: str) -> dict:
@@ -237,6 +315,15 @@ class TestLint(PerCase):
                 self.assertIn(values(case)["runai"]["url"], notes)
             else:
                 self.assertEqual(runai_lines, [])
+            sql_lines = [line for line in notes.splitlines() if "SQL imports" in line]
+            if case in SQL:
+                (line,) = [line for line in sql_lines if ": meters" in line]
+                self.assertIn(f"StatefulSet {one_named(case, SQL[case])}: meters", line)
+                names = ", ".join(i["name"] for i in values(case)["sql"]["imports"])
+                self.assertIn(f"SQL imports {names} are read", notes)
+                self.assertIn(f"statefulset/{one_named(case, SQL[case])} bills them", notes)
+            else:
+                self.assertEqual(sql_lines, [])
             pre_create = "Pre-create it on every node"
             initchown = values(case).get("daemonset", {}).get("hostPath", {}).get("initChown", {}).get("enabled")
             self.assertEqual(pre_create in notes, values(case).get("mode") == "daemonset" and not initchown)
@@ -318,7 +405,8 @@ class TestSecurity(PerCase):
                 self.assertNotIn("serviceAccountName", p["spec"])
 
     def test_only_volumes_the_collector_needs(self):
-        allowed = {"queue", "mapper-cache", "mapper", "ca-bundle", "runai-credentials", "runai-mapper"}
+        allowed = {"queue", "mapper-cache", "mapper", "ca-bundle", "runai-credentials", "runai-mapper",
+                   "sql-urls", "sql-ca", "sql-mapper"}
         for case in self.each_case():
             for name, spec in pod_specs(case):
                 for v in spec.get("volumes", []):
@@ -329,7 +417,8 @@ class TestSecurity(PerCase):
                         self.assertEqual(v["hostPath"]["type"], "DirectoryOrCreate")
                 for c in spec["containers"]:
                     for m in c.get("volumeMounts", []):
-                        if m["name"] in ("mapper", "ca-bundle", "runai-credentials", "runai-mapper"):
+                        if m["name"] in ("mapper", "ca-bundle", "runai-credentials", "runai-mapper",
+                                         "sql-urls", "sql-ca", "sql-mapper"):
                             self.assertIs(m.get("readOnly"), True, f"{name}: {m}")
 
 
@@ -424,8 +513,9 @@ class TestWorkloads(PerCase):
             self.assertEqual(env_value(c, "EDGEMETER_SOURCES"), "kubernetes")
             pvcs = v.get("sources", {}).get("kubernetes", {}).get("pvcs", True)
             runai = v.get("runai", {}).get("enabled", False)
+            sql = v.get("sql", {}).get("enabled", False)
             statefulsets = of_kind(case, "StatefulSet")
-            self.assertEqual([s["metadata"]["name"] for s in statefulsets], ["edgemeter-cluster"] if pvcs or runai else [])
+            self.assertEqual([s["metadata"]["name"] for s in statefulsets], ["edgemeter-cluster"] if pvcs or runai or sql else [])
             for s in statefulsets:
                 cc = collector(s)
                 self.assertEqual(s["spec"]["replicas"], 2)
@@ -578,7 +668,7 @@ class TestRunai(PerCase):
                     continue
                 c = collector(w)
                 where = f"{case} {w['kind']}/{w['metadata']['name']}"
-                self.assertEqual(env_value(c, "EDGEMETER_SOURCES"), "kubernetes", where)
+                self.assertNotIn("runai", env_value(c, "EDGEMETER_SOURCES").split(","), where)
                 self.assertEqual({n for n in env(c) if n.startswith("RUNAI_")}, set(), where)
                 vols = {x["name"] for x in w["spec"]["template"]["spec"]["volumes"]}
                 self.assertEqual(vols & {"runai-credentials", "runai-mapper"}, set(), where)
@@ -663,11 +753,160 @@ class TestRunai(PerCase):
                 self.assertTrue(all(rule["resources"] for rule in r["rules"]), r["metadata"]["name"])
 
 
+# --- SQL ---------------------------------------------------------------------------------
+
+def sql_values(case: str) -> dict:
+    return values(case).get("sql", {})
+
+
+def sql_collector(case: str) -> dict:
+    return one(case, "StatefulSet", one_named(case, SQL[case]))
+
+
+class TestSql(PerCase):
+    def test_only_the_cluster_wide_collector_under_a_lease_runs_sql(self):
+        for case in self.each_case():
+            runs = [w for w in workloads(case) if "sql" in (env_value(collector(w), "EDGEMETER_SOURCES") or "").split(",")]
+            self.assertEqual([service_account(w) for w in runs], [SQL[case]] if case in SQL else [])
+            for w in runs:
+                # One biller: a StatefulSet whose Lease holder alone bills (or a single replica),
+                # not bound to a node.
+                self.assertEqual(w["kind"], "StatefulSet")
+                c = collector(w)
+                self.assertTrue(env_value(c, "EDGEMETER_LEADER_ELECTION") == "true" or w["spec"]["replicas"] == 1)
+                self.assertNotIn("SCRAPE_NODE_NAME", env(c))
+            for w in workloads(case):
+                if w in runs:
+                    continue
+                c = collector(w)
+                where = f"{case} {w['kind']}/{w['metadata']['name']}"
+                self.assertNotIn("sql", env_value(c, "EDGEMETER_SOURCES").split(","), where)
+                self.assertEqual({n for n in env(c) if n.startswith("SQL_")}, set(), where)
+                vols = {x["name"] for x in w["spec"]["template"]["spec"]["volumes"]}
+                self.assertEqual(vols & {"sql-urls", "sql-ca", "sql-mapper"}, set(), where)
+                self.assertEqual({m["name"] for m in c["volumeMounts"]} & {"sql-urls", "sql-ca", "sql-mapper"}, set(), where)
+            # Every per-node collector runs exactly the Kubernetes source, whatever is enabled.
+            for d in of_kind(case, "DaemonSet"):
+                self.assertEqual(env_value(collector(d), "EDGEMETER_SOURCES"), "kubernetes", case)
+
+    def test_sql_imports_is_json_in_the_daemons_keys(self):
+        for case in self.each_case():
+            if case not in SQL:
+                continue
+            w = sql_collector(case)
+            c = collector(w)
+            self.assertEqual({n for n in env(c) if n.startswith("SQL_")}, SQL_ENV)
+            for name in SQL_ENV:
+                self.assertEqual(set(env(c)[name]), {"name", "value"}, f"{name}: a literal, non-secret value")
+            try:
+                imports = sql_imports(c)
+            except json.JSONDecodeError as e:
+                self.fail(f"{case}: SQL_IMPORTS is not JSON once the kubelet expanded it: {e}")
+            self.assertEqual(imports, expected_sql_imports(case))
+            for i in imports:
+                self.assertLessEqual(set(i), SQL_CHART_KEYS, i["name"])
+                self.assertLessEqual(set(i), SQL_IMPORT_KEYS, i["name"])
+                self.assertLessEqual(set(i["cursor"]), {"mode", "column", "lateness"})
+            # The kubelet rewrites $$ to $ and expands $(VAR): the rendered value doubles
+            # every `$`, so none is left alone.
+            raw = env_value(c, "SQL_IMPORTS")
+            self.assertNotIn("$", raw.replace("$$", ""), "a `$` that the kubelet would rewrite")
+            self.assertEqual(json.loads(container_env(c)["SQL_MAPPER_CONFIG"]), sql_values(case).get("mapperConfig", {}))
+            self.assertEqual(env_value(c, "SQL_REQUEST_TIMEOUT"), sql_values(case).get("requestTimeout", "30s"))
+            mapper = sql_values(case).get("mapper", {})
+            mounts = {m["name"]: m for m in c["volumeMounts"]}
+            vols = {x["name"]: x for x in w["spec"]["template"]["spec"]["volumes"]}
+            if mapper.get("type", "builtin") == "builtin":
+                self.assertEqual(env_value(c, "SQL_MAPPER"), f"builtin:{mapper.get('builtin', 'sql')}")
+                self.assertNotIn("sql-mapper", vols)
+            else:
+                self.assertEqual(mounts["sql-mapper"],
+                                 {"name": "sql-mapper", "mountPath": "/etc/edgemeter/sql-mappers", "readOnly": True})
+                cm = mapper["configMap"]
+                self.assertEqual(env_value(c, "SQL_MAPPER"), f"/etc/edgemeter/sql-mappers/{cm['key']}")
+                self.assertEqual(vols["sql-mapper"]["configMap"],
+                                 {"name": cm["name"], "items": [{"key": cm["key"], "path": cm["key"]}]})
+
+    def test_each_url_file_is_its_secret_key_mounted_read_only(self):
+        for case in self.each_case():
+            if case not in SQL:
+                continue
+            s = sql_values(case)
+            w = sql_collector(case)
+            c = collector(w)
+            spec = w["spec"]["template"]["spec"]
+            (mount,) = [m for m in c["volumeMounts"] if m["name"] == "sql-urls"]
+            self.assertEqual(mount, {"name": "sql-urls", "mountPath": SQL_URL_DIR, "readOnly": True})
+            (vol,) = [v for v in spec["volumes"] if v["name"] == "sql-urls"]
+            # Only the imports' keys, each under its import's name, 0440 to group 65532.
+            self.assertEqual(set(vol), {"name", "projected"})
+            self.assertEqual(vol["projected"]["defaultMode"], 0o440)
+            self.assertEqual(spec["securityContext"]["fsGroup"], UID)
+            files = {}
+            for src in vol["projected"]["sources"]:
+                self.assertEqual(set(src), {"secret"}, "only Secrets hold database URLs")
+                self.assertEqual(set(src["secret"]), {"name", "items"})
+                for item in src["secret"]["items"]:
+                    self.assertEqual(set(item), {"key", "path"})
+                    files[f"{SQL_URL_DIR}/{item['path']}"] = (src["secret"]["name"], item["key"])
+            want = {f"{SQL_URL_DIR}/{i['name']}": (i.get("existingSecret", s.get("existingSecret")),
+                                                   i.get("existingSecretKey", i["name"]))
+                    for i in s["imports"]}
+            self.assertEqual(files, want)
+            self.assertEqual(sorted(i["url_file"] for i in sql_imports(c)), sorted(want))
+            # The CA bundle, when given, is its own read-only volume that every import trusts.
+            ca = s.get("caBundle", {})
+            vols = {v["name"]: v for v in spec["volumes"]}
+            mounts = {m["name"]: m for m in c["volumeMounts"]}
+            if ca.get("configMap") or ca.get("secret"):
+                key = ca.get("key", "ca.crt")
+                self.assertEqual(mounts["sql-ca"], {"name": "sql-ca", "mountPath": "/etc/edgemeter/sql-ca", "readOnly": True})
+                items = [{"key": key, "path": key}]
+                self.assertEqual(vols["sql-ca"], {"name": "sql-ca", **(
+                    {"configMap": {"name": ca["configMap"], "items": items}} if ca.get("configMap")
+                    else {"secret": {"secretName": ca["secret"], "items": items}})})
+                self.assertEqual({i["ca_file"] for i in sql_imports(c)}, {f"/etc/edgemeter/sql-ca/{key}"})
+            else:
+                self.assertNotIn("sql-ca", vols)
+                self.assertFalse(any("ca_file" in i for i in sql_imports(c)))
+
+    def test_no_database_url_or_secret_reference_outside_the_volume(self):
+        for case in self.each_case():
+            text = rendered(case)
+            self.assertIsNone(re.search(r"(?i)postgres(ql)?://", text), f"{case}: a database URL in the manifests")
+            self.assertEqual(of_kind(case, "ConfigMap"), [], f"{case}: the chart renders no ConfigMap")
+            for s in of_kind(case, "Secret"):
+                self.assertEqual(set(s.get("data", {})), {"token"}, "only the OpenMeter token Secret")
+            if case not in SQL:
+                continue
+            s = sql_values(case)
+            secrets = {i.get("existingSecret", s.get("existingSecret")) for i in s["imports"]}
+            for w in workloads(case):
+                c = collector(w)
+                for e in c.get("env", []):
+                    ref = e.get("valueFrom", {}).get("secretKeyRef", {})
+                    self.assertNotIn(ref.get("name"), secrets, f"{case}: a URL Secret as env: {e}")
+                    self.assertNotIn("url_env", e.get("value", ""))
+                self.assertNotIn("envFrom", c)
+                for v in w["spec"]["template"]["spec"]["volumes"]:
+                    if v["name"] == "sql-urls":
+                        continue
+                    self.assertNotIn(v.get("secret", {}).get("secretName"), secrets, f"{case}: {v}")
+
+
 # --- values.schema.json and the templates' own checks ------------------------------------
 
 URL = ["--set", "openmeter.url=https://openmeter.cloud"]
 RUNAI_ON = ["--set", "runai.enabled=true", "--set", "runai.url=https://acme.run.ai",
             "--set", "runai.existingSecret=runai-credentials"]
+SQL_ON = ["--set", "sql.enabled=true", "--set", "sql.existingSecret=billing-db",
+          "--set", "sql.imports[0].name=calls",
+          "--set", "sql.imports[0].query=SELECT * FROM calls WHERE id > $1 AND id <= $2",
+          "--set", "sql.imports[0].cursor.mode=sequence", "--set", "sql.imports[0].cursor.column=id"]
+SQL_TIME = ["--set", "sql.enabled=true", "--set", "sql.existingSecret=billing-db",
+            "--set", "sql.imports[0].name=calls",
+            "--set", "sql.imports[0].query=SELECT * FROM calls WHERE t >= $1 AND t < $2",
+            "--set", "sql.imports[0].cursor.mode=time", "--set", "sql.imports[0].cursor.column=t"]
 
 
 class TestSchema(unittest.TestCase):
@@ -683,7 +922,8 @@ class TestSchema(unittest.TestCase):
     def test_unknown_keys_are_refused_at_every_level(self):
         for key in ("bogus", "openmeter.bogus", "sources.kubernetes.bogus", "daemonset.hostPath.initChown.image.bogus",
                     "mapper.image.bogus", "queue.persistence.bogus", "resources.bogus", "affinity.bogus",
-                    "runai.bogus", "runai.mapper.bogus", "runai.mapper.image.bogus"):
+                    "runai.bogus", "runai.mapper.bogus", "runai.mapper.image.bogus", "sql.bogus",
+                    "sql.mapper.bogus", "sql.mapper.configMap.bogus", "sql.caBundle.bogus"):
             with self.subTest(key=key):
                 self.refused(*URL, "--set", f"{key}=1", expect="additional properties 'bogus' not allowed")
 
@@ -703,7 +943,7 @@ class TestSchema(unittest.TestCase):
 
     def test_free_form_only_where_documented(self):
         schema = json.loads((CHART / "values.schema.json").read_text())
-        free = {"/mapper/config", "/runai/mapperConfig", "/affinity/nodeAffinity", "/affinity/podAffinity",
+        free = {"/mapper/config", "/runai/mapperConfig", "/sql/mapperConfig", "/affinity/nodeAffinity", "/affinity/podAffinity",
                 "/affinity/podAntiAffinity"}
         seen = set()
 
@@ -836,6 +1076,140 @@ class TestSchema(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn("needs Kubernetes 1.31 or later", p.stderr)
 
+    def sql_render(self, *args: str) -> list:
+        p = helm_template(*URL, *SQL_ON, *args)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return [d for d in yaml.safe_load_all(p.stdout) if d]
+
+    def test_sql_values_are_validated_by_the_schema(self):
+        for setting in ("sql.enabled=yes", "sql.only=yes", "sql.existingSecret=Billing_DB",
+                        "sql.requestTimeout=0s", "sql.requestTimeout=30 seconds", "sql.mapper.builtin=acme",
+                        "sql.mapper.type=wasi", "sql.mapper.configMap.key=mapper.js",
+                        "sql.imports[0].name=API-calls", "sql.imports[0].name=" + "a" * 65,
+                        "sql.imports[0].query=SELECT 1 FROM t WHERE id > $1",
+                        "sql.imports[0].query=SELECT 1 FROM t WHERE id > $1 AND id <= $2 AND x = $3",
+                        "sql.imports[0].cursor.mode=offset", "sql.imports[0].cursor.lateness=1m",
+                        "sql.imports[0].cursor.column= ",
+                        "sql.imports[0].pageSize=0", "sql.imports[0].pageSize=100001",
+                        "sql.imports[0].maxRowsPerRound=0", "sql.imports[0].existingSecretKey=a/b",
+                        "sql.imports[0].existingSecret=Other_DB", "sql.caBundle.key=../ca.pem"):
+            with self.subTest(setting=setting):
+                self.refused(*URL, *SQL_ON, "--set", setting, expect="values don't meet the specifications of the schema")
+        # A time cursor's lateness is whole seconds.
+        self.refused(*URL, *SQL_TIME, "--set", "sql.imports[0].cursor.lateness=1.5s",
+                     expect="values don't meet the specifications of the schema")
+        p = helm_template(*URL, *SQL_TIME, "--set", "sql.imports[0].cursor.lateness=1m30s")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # Enabled without an import: the schema names the key.
+        p = helm_template(*URL, "--set", "sql.enabled=true", "--set", "sql.existingSecret=db")
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("at '/sql'", p.stderr)
+        self.assertIn("imports", p.stderr)
+
+    def test_no_sql_value_takes_a_url(self):
+        for key in ("url", "url_env", "url_file", "urlEnv", "password", "dsn"):
+            with self.subTest(key=key):
+                self.refused(*URL, *SQL_ON, "--set", f"sql.imports[0].{key}=postgres://u:p@db/x",
+                             expect=f"additional properties '{key}' not allowed")
+        for key in ("url", "password", "urls"):
+            with self.subTest(key=key):
+                self.refused(*URL, *SQL_ON, "--set", f"sql.{key}=postgres://u:p@db/x",
+                             expect=f"additional properties '{key}' not allowed")
+        self.refused(*URL, *SQL_ON, "--set", "sql.imports[0].cursor.bogus=1",
+                     expect="additional properties 'bogus' not allowed")
+        # A literal database URL or SQL_IMPORTS in extraEnv is refused by the templates (a
+        # Secret reference is not a literal, and other variables pass).
+        for name, value in (("BILLING_DATABASE_URL", "postgres://u:p@db/x"), ("DB", "PostgreSQL://u:p@db/x"),
+                            ("SQL_IMPORTS", "[]")):
+            with self.subTest(name=name):
+                self.refused(*URL, "--set", f"extraEnv[0].name={name}", "--set-string", f"extraEnv[0].value={value}",
+                             expect=f"extraEnv sets {name}")
+        p = helm_template(*URL, *SQL_ON, "--set", "extraEnv[0].name=PGAPPNAME", "--set", "extraEnv[0].value=edgemeter",
+                          "--set", "extraEnv[1].name=BILLING_DATABASE_URL",
+                          "--set", "extraEnv[1].valueFrom.secretKeyRef.name=s",
+                          "--set", "extraEnv[1].valueFrom.secretKeyRef.key=k")
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_sql_template_checks_name_the_fix(self):
+        cases = [
+            ((*URL, "--set", "sql.only=true"), "sql.only=true meters SQL without the Kubernetes source but sql.enabled is false"),
+            ((*URL, *SQL_ON, "--set", "sql.only=true", "--set", "mode=daemonset"),
+             "sql.only runs no Kubernetes source, so mode daemonset would have no per-node collectors"),
+            ((*URL, *SQL_ON, "--set", "sql.existingSecret="), "sql.imports calls needs a Secret with its database URL"),
+            ((*URL, *SQL_ON, "--set", "sql.imports[1].name=calls", "--set", "sql.imports[1].query=SELECT 1 WHERE $1 < $2",
+              "--set", "sql.imports[1].cursor.mode=sequence", "--set", "sql.imports[1].cursor.column=id"),
+             "the name calls is used twice"),
+            ((*URL, *SQL_ON, "--set", "mode=daemonset", "--set", "leaderElection.enabled=false"),
+             "would bill every PVC and SQL window 2 times"),
+            ((*URL, *SQL_ON, *RUNAI_ON, "--set", "mode=daemonset", "--set", "leaderElection.enabled=false"),
+             "would bill every PVC, Run:ai and SQL window 2 times"),
+            ((*URL, *SQL_ON, "--set", "mode=daemonset", "--set", "leaderElection.enabled=false",
+              "--set", "sources.kubernetes.pvcs=false"), "would bill every SQL window 2 times"),
+            ((*URL, *SQL_ON, "--set", "sql.only=true", "--set", "leaderElection.enabled=false"),
+             "replicas 2 without leaderElection.enabled"),
+            ((*URL, *SQL_ON, "--set", "sql.mapper.type=configMap"), "needs sql.mapper.configMap.name"),
+            ((*URL, *SQL_ON, "--set", "sql.caBundle.configMap=a", "--set", "sql.caBundle.secret=b"),
+             "sql.caBundle: set configMap or secret, not both"),
+            ((*URL, *SQL_ON, "--set", "sql.mapper.type=image"), "needs sql.mapper.image.reference"),
+            ((*URL, "--set", "sources.kubernetes.pods=false", "--set", "sources.kubernetes.pvcs=false"),
+             "runai.enabled or sql.enabled"),
+            # The schema refuses this first; without it the templates still do.
+            ((*URL, "--skip-schema-validation", "--set", "sql.enabled=true"), "sql.enabled needs at least one import"),
+        ]
+        for args, expect in cases:
+            with self.subTest(expect=expect):
+                self.refused(*args, expect=expect)
+        image = ["--set", "sql.mapper.type=image", "--set", "sql.mapper.image.reference=ghcr.io/acme/m:1"]
+        p = run([HELM, "template", RELEASE, CHART_REL, "-n", NAMESPACE, "--kube-version", "1.30.0", *URL, *SQL_ON, *image])
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("sql.mapper.type image needs Kubernetes 1.31 or later", p.stderr)
+        (s,) = [d for d in self.sql_render(*image) if d["kind"] == "StatefulSet"]
+        vols = {v["name"]: v for v in s["spec"]["template"]["spec"]["volumes"]}
+        self.assertEqual(vols["sql-mapper"]["image"], {"reference": "ghcr.io/acme/m:1", "pullPolicy": "IfNotPresent"})
+        self.assertEqual(env_value(collector(s), "SQL_MAPPER"), "/etc/edgemeter/sql-mappers/mapper.wasm")
+
+    def test_sql_alone_and_beside_pods_only_in_daemonset_mode(self):
+        ds = self.sql_render("--set", "sources.kubernetes.pods=false", "--set", "sources.kubernetes.pvcs=false")
+        (s,) = [d for d in ds if d["kind"] == "StatefulSet"]
+        self.assertEqual(env_value(collector(s), "EDGEMETER_SOURCES"), "sql")
+        self.assertEqual([d for d in ds if d["kind"] == "ClusterRole"], [])
+        ds = self.sql_render("--set", "mode=daemonset", "--set", "sources.kubernetes.pvcs=false")
+        (d,) = [x for x in ds if x["kind"] == "DaemonSet"]
+        (s,) = [x for x in ds if x["kind"] == "StatefulSet"]
+        self.assertEqual(s["metadata"]["name"], "edgemeter-cluster")
+        self.assertEqual(env_value(collector(d), "EDGEMETER_SOURCES"), "kubernetes")
+        self.assertEqual({n for n in env(collector(d)) if n.startswith("SQL_")}, set())
+        self.assertEqual(env_value(collector(s), "EDGEMETER_SOURCES"), "sql")
+        self.assertIsNone(env_value(collector(s), "EDGEMETER_KINDS"))
+        # Its ServiceAccount reads nothing of the cluster but its Lease.
+        roles = [x for x in ds if x["kind"] in ("ClusterRole", "Role") and x["metadata"]["name"].endswith("edgemeter-cluster")]
+        self.assertEqual(roles, [])
+
+    def test_queries_reach_the_daemon_as_written(self):
+        # Whatever a query holds — dollar quotes, a $(NAME) the kubelet would expand, quotes,
+        # newlines, commas, < and > — SQL_IMPORTS parses back to it.
+        query = ("SELECT id, $$it's$$ AS a, \"x\", $tag$b$tag$ FROM t\n"
+                 "WHERE id > $1 AND id <= $2 AND note <> '$(POD_NAME)' AND n <> '$$(X)' AND m <> '$'")
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            yaml.safe_dump({"sql": {"enabled": True, "existingSecret": "billing-db", "imports": [
+                {"name": "calls", "query": query, "cursor": {"mode": "sequence", "column": "id"}}]}}, f)
+        try:
+            p = helm_template(*URL, "-f", f.name)
+        finally:
+            os.unlink(f.name)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        (s,) = [d for d in yaml.safe_load_all(p.stdout) if d and d["kind"] == "StatefulSet"]
+        c = collector(s)
+        (i,) = sql_imports(c)
+        self.assertEqual(i["query"], query)
+        self.assertNotIn("\\u003c", env_value(c, "SQL_IMPORTS"), "< and > are written as they are")
+
+    def test_builtin_sql_is_accepted_where_builtins_are_listed(self):
+        p = helm_template(*URL, "--set", "mapper.builtin=sql")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        (s,) = [d for d in self.sql_render("--set", "sql.mapper.builtin=prometheus") if d["kind"] == "StatefulSet"]
+        self.assertEqual(env_value(collector(s), "SQL_MAPPER"), "builtin:prometheus")
+
     def test_sink_stdout_needs_no_url_and_sets_no_openmeter_env(self):
         p = helm_template("--set", "sink=stdout", "--set", "replicas=1", "--set", "leaderElection.enabled=false")
         self.assertEqual(p.returncode, 0, p.stderr)
@@ -855,7 +1229,8 @@ class TestSchema(unittest.TestCase):
 # --- docs --------------------------------------------------------------------------------
 
 OPAQUE = {"resources", "daemonset.resources", "nodeSelector", "affinity", "podAnnotations", "podLabels",
-          "mapper.config", "runai.mapperConfig", "serviceAccount.annotations", "serviceMonitor.labels"}
+          "mapper.config", "runai.mapperConfig", "sql.mapperConfig", "serviceAccount.annotations",
+          "serviceMonitor.labels"}
 
 
 def leaves(d: dict, prefix: str = ""):
