@@ -75,7 +75,9 @@ impl ImportCursor {
 #[derive(Debug, Clone)]
 pub struct PollPlan {
     pub interval: u64,
-    /// Wait after a failed round (a round fails only as a whole when no import was read).
+    /// Wait after a failed round. (Rounds do not fail as a whole: an import that cannot be
+    /// read keeps its cursor and the round completes for the others; watch
+    /// `edgemeter_sql_reads_total{outcome="failed"}`: readiness does not show it.)
     pub retry: Duration,
 }
 
@@ -174,8 +176,13 @@ impl SqlSource {
                     CursorMode::Sequence => {
                         ImportCursor::Sequence(SequenceCursor::starting_after(i64::MIN))
                     }
-                    // Rows from where billing begins.
-                    CursorMode::Time { .. } => ImportCursor::Time { until: from },
+                    // Rows from where billing begins, less the lateness: a leader taking
+                    // over from `from` (the Lease's watermark) without this import's cursor
+                    // starts at or before where the old one had read (`now − lateness`,
+                    // now ≥ its watermark); the overlap is read again, with the same ids.
+                    CursorMode::Time { lateness } => ImportCursor::Time {
+                        until: from.saturating_sub(i64::try_from(lateness).unwrap_or(0)),
+                    },
                 })
             })
             .collect();
