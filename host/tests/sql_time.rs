@@ -1,0 +1,257 @@
+//! A `time` import against a real PostgreSQL (Debian's 15), read by the SQL source itself
+//! ([`SqlSource`], as the daemon runs it) on an injected clock: a row committed later than
+//! its timestamp but inside the lateness is billed; rows committed beyond the lateness,
+//! after the range holding their timestamp was read, are not billed and are counted —
+//! `edgemeter_sql_late_rows_total{import="snaps"}` in the exposition `/metrics` serves
+//! ([`Metrics::encode`]) and a WARN naming the import and the range.
+//!
+//! Why the library and not the binary: whether a late row is counted depends on where its
+//! commit falls between two reads (the re-count looks at the previous read's range once), so
+//! the test decides when each round reads by moving the source's clock, instead of racing
+//! the daemon's wall-clock rounds. The source, its poller, the PostgreSQL reads and the
+//! metrics are the daemon's own; only the biller is the test's loop. Loopback only; every
+//! wait bounded.
+
+mod postgres;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use edgemeter::metrics::Metrics;
+use edgemeter::sources::sql::config::{SqlConfig, parse_imports};
+use edgemeter::sources::sql::source::{PollPlan, SqlSource};
+use edgemeter::sources::{MeteredSource, Source};
+use edgemeter::window::Window;
+
+/// The import's lateness, seconds.
+const LATENESS: i64 = 3;
+
+/// A log sink the test reads (the source's tracing output).
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Log {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Log {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    }
+}
+
+/// The source with the test as its biller: rounds are read when the clock moves.
+struct Billing {
+    source: SqlSource,
+    clock: Arc<AtomicI64>,
+    watermark: i64,
+    /// Row key → the row as billed.
+    billed: BTreeMap<String, serde_json::Value>,
+}
+
+impl Billing {
+    /// Moves the clock to `t`, waits (bounded) for the round read then, and bills the windows
+    /// it made ready; the keys billed by it.
+    async fn round_at(&mut self, t: i64) -> Vec<String> {
+        self.clock.store(t, Ordering::SeqCst);
+        let pumped = tokio::time::timeout(Duration::from_secs(30), self.source.pump()).await;
+        assert_eq!(pumped.ok(), Some(true), "no round at {t}");
+        self.source.catch_up();
+        assert_eq!(
+            self.source.ready_until(),
+            Some(t),
+            "the round at {t} failed or did not cover up to {t}"
+        );
+        let mut keys = Vec::new();
+        while self.watermark < t {
+            let w = Window::new(self.watermark, self.watermark + 1).expect("window");
+            for item in self.source.items(&w) {
+                assert_eq!(item.name, "snaps");
+                let row: serde_json::Value = serde_json::from_str(&item.object).expect("row");
+                assert!(
+                    self.billed.insert(item.uid.clone(), row).is_none(),
+                    "{} billed twice",
+                    item.uid
+                );
+                keys.push(item.uid);
+            }
+            let _ = self.source.ledger_writes();
+            self.source.ledger_committed();
+            self.watermark = w.end();
+            self.source.forget_billed(self.watermark);
+        }
+        keys
+    }
+}
+
+async fn insert(client: &impl tokio_postgres::GenericClient, name: &str, at: i64) -> i64 {
+    let row = client
+        .query_one(
+            "INSERT INTO snaps (name, at) VALUES ($1, to_timestamp($2::bigint)) RETURNING id",
+            &[&name, &at],
+        )
+        .await
+        .expect("insert");
+    row.get(0)
+}
+
+// Current-thread runtime: the source's poller runs on this thread, where the log capture is
+// the default subscriber.
+#[tokio::test]
+async fn late_commits_inside_the_lateness_are_billed_and_beyond_it_counted_as_missed() {
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let pg = postgres::Postgres::start();
+    let url = pg.url();
+    let db = postgres::connect(&url).await;
+    db.batch_execute(
+        "CREATE TABLE snaps (id bigserial PRIMARY KEY, name text NOT NULL, at timestamptz NOT NULL)",
+    )
+    .await
+    .expect("schema");
+    let text = format!(
+        "- {{name: snaps, url_env: DB, query: 'SELECT id, name, at FROM snaps WHERE at >= $1 AND at < $2', cursor: {{mode: time, column: at, lateness: {LATENESS}s}}, key: [id]}}"
+    );
+    let config = SqlConfig {
+        imports: parse_imports(&text, &|_| Some(url.clone()), &|_| None).expect("import"),
+        request_timeout: Duration::from_secs(10),
+    };
+
+    // The clock: whole seconds on the 10 s grid, near the wall clock (any time would do:
+    // the rows' timestamps are written explicitly, relative to it).
+    let t0 = jiff::Timestamp::now().as_second() / 10 * 10;
+    let clock = Arc::new(AtomicI64::new(t0));
+    let read = clock.clone();
+    let on_time = insert(&db, "on-time", t0 - 8).await;
+
+    // Round 1 at t0 (at the start): [t0 − 10, t0 − 3) holds the on-time row.
+    let source = SqlSource::start(
+        &config,
+        PollPlan {
+            interval: 1,
+            retry: Duration::from_millis(200),
+        },
+        t0 - 10,
+        Arc::new(move || read.load(Ordering::SeqCst)),
+        Vec::<(Vec<u8>, Vec<u8>)>::new(),
+    );
+    let mut b = Billing {
+        source,
+        clock: clock.clone(),
+        watermark: t0 - 10,
+        billed: BTreeMap::new(),
+    };
+    let key = |id: i64| format!("[{id}]");
+    // The first round is read at once; `round_at(t0)` only waits for it.
+    assert_eq!(b.round_at(t0).await, [key(on_time)]);
+
+    // Two writers open transactions: one stamps its row t0 (commits at t0 + 1: inside the
+    // lateness), the other t0 + 2 (commits at t0 + 10: 8 s late, beyond it).
+    let mut inside_client = postgres::connect(&url).await;
+    let inside_tx = inside_client.transaction().await.expect("begin");
+    let inside = insert(&inside_tx, "inside", t0).await;
+    let mut beyond_client = postgres::connect(&url).await;
+    let beyond_tx = beyond_client.transaction().await.expect("begin");
+    let beyond = insert(&beyond_tx, "beyond", t0 + 2).await;
+
+    // Round 2 at t0 + 1 reads [t0 − 3, t0 − 2); then the first commits, 1 s after its time.
+    assert!(b.round_at(t0 + 1).await.is_empty());
+    inside_tx.commit().await.expect("commit");
+
+    // Round 3 at t0 + 10 reads [t0 − 2, t0 + 7): the row committed 1 s late is billed; the
+    // other is not committed yet.
+    assert_eq!(b.round_at(t0 + 10).await, [key(inside)]);
+
+    // Now, at t0 + 10, rows stamped inside that range commit: the open transaction's (8 s
+    // late) and a plain insert stamped t0 + 4 (6 s late); beside them a row stamped t0 + 9,
+    // 1 s late, inside the lateness.
+    beyond_tx.commit().await.expect("commit");
+    let beyond_insert = insert(&db, "beyond-insert", t0 + 4).await;
+    let late_inside = insert(&db, "late-inside", t0 + 9).await;
+
+    // Round 4 at t0 + 11 re-counts [t0 − 2, t0 + 7): two rows more than were read, missed.
+    assert!(b.round_at(t0 + 11).await.is_empty());
+    // Round 5 at t0 + 20 reads [t0 + 8, t0 + 17): the row 1 s late is billed.
+    assert_eq!(b.round_at(t0 + 20).await, [key(late_inside)]);
+    // Rounds 6 and 7: nothing new, nothing more counted.
+    assert!(b.round_at(t0 + 21).await.is_empty());
+    assert!(b.round_at(t0 + 30).await.is_empty());
+
+    let billed: BTreeSet<&str> = b
+        .billed
+        .values()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(billed, BTreeSet::from(["on-time", "inside", "late-inside"]));
+    for missed in [beyond, beyond_insert] {
+        assert!(!b.billed.contains_key(&key(missed)), "row {missed} billed");
+    }
+    assert_eq!(
+        b.billed[&key(inside)]["at"].as_str(),
+        Some(
+            edgemeter::window::rfc3339(t0)
+                .replace('Z', "+00:00")
+                .as_str()
+        ),
+        "timestamps as PostgreSQL writes them, in UTC"
+    );
+
+    // The count, as /metrics shows it.
+    let metrics = Metrics::new();
+    b.source.publish_metrics(&metrics);
+    let exposition = metrics.encode().expect("encode");
+    let late: Vec<&str> = exposition
+        .lines()
+        .filter(|l| l.starts_with("edgemeter_sql_late_rows_total{"))
+        .collect();
+    assert_eq!(
+        late,
+        ["edgemeter_sql_late_rows_total{import=\"snaps\"} 2"],
+        "{exposition}"
+    );
+    assert!(
+        exposition.contains("edgemeter_sql_reads_total{import=\"snaps\",outcome=\"ok\"} 7"),
+        "{exposition}"
+    );
+    // And the WARN: the import, the range re-counted, how many.
+    let text = log.text();
+    let warns: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("raise cursor.lateness"))
+        .collect();
+    assert_eq!(warns.len(), 1, "{text}");
+    let range = format!(
+        "from={} until={}",
+        edgemeter::window::rfc3339(t0 - 2),
+        edgemeter::window::rfc3339(t0 + 7)
+    );
+    assert!(
+        warns[0].contains("import=snaps")
+            && warns[0].contains("rows=2")
+            && warns[0].contains(&range),
+        "{}",
+        warns[0]
+    );
+    eprintln!("billed {billed:?}; missed and counted: {}", warns[0]);
+    b.source.stop();
+}
