@@ -450,3 +450,98 @@ async fn tls_is_verified_against_the_ca_file() {
     let encrypted: i64 = row.get(0);
     assert!(encrypted >= 1, "the reader's connection is encrypted");
 }
+
+/// A standby (leader election) reads nothing, and a replica that loses the lease starts over
+/// from its committed cursor: rows it had read but not committed are read again once it
+/// bills, none is lost (mutation: without the reset, the rows read before the lease was lost
+/// stay "billed" in the reader's cursor and are never billed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_reads_nothing_and_losing_the_lease_loses_no_row() {
+    use edgemeter::sources::sql::source::{PollPlan, SqlSource};
+    use edgemeter::sources::{MeteredSource, Source};
+    let pg = postgres::Postgres::start();
+    let url = pg.url();
+    let client = postgres::connect(&url).await;
+    schema(&client).await;
+    let insert = |n: i64| {
+        let client = &client;
+        async move {
+            for _ in 0..n {
+                client
+                    .execute("INSERT INTO calls (customer, tokens) VALUES ('c', 1)", &[])
+                    .await
+                    .expect("insert");
+            }
+        }
+    };
+    let config = edgemeter::sources::sql::config::SqlConfig {
+        imports: vec![import(&url, "")],
+        request_timeout: Duration::from_secs(5),
+    };
+    let mut watermark = jiff::Timestamp::now().as_second() - 1;
+    let mut source = SqlSource::start(
+        &config,
+        PollPlan {
+            interval: 1,
+            retry: Duration::from_millis(200),
+        },
+        watermark,
+        Arc::new(|| jiff::Timestamp::now().as_second()),
+        Vec::<(Vec<u8>, Vec<u8>)>::new(),
+    );
+    let mut billed: BTreeMap<String, String> = BTreeMap::new();
+    // Pumps for `secs`, then bills (or, as a standby, only follows) every ready window.
+    async fn run(
+        source: &mut SqlSource,
+        watermark: &mut i64,
+        billed: &mut BTreeMap<String, String>,
+        secs: u64,
+        commit: bool,
+    ) -> usize {
+        let until = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < until {
+            let _ = tokio::time::timeout(Duration::from_millis(300), source.pump()).await;
+        }
+        source.catch_up();
+        let mut seen = 0;
+        while source.ready_until().is_some_and(|r| r > *watermark) {
+            let w = edgemeter::window::Window::new(*watermark, *watermark + 1).expect("window");
+            let items = source.items(&w);
+            seen += items.len();
+            if commit {
+                for item in items {
+                    let old = billed.insert(item.uid.clone(), item.object.clone());
+                    assert!(old.is_none_or(|o| o == item.object), "two bodies");
+                }
+                let _ = source.ledger_writes();
+                source.ledger_committed();
+            }
+            *watermark = w.end();
+            source.forget_billed(*watermark);
+        }
+        seen
+    }
+    insert(20).await;
+    run(&mut source, &mut watermark, &mut billed, 3, true).await;
+    assert_eq!(billed.len(), 20, "the leader billed the first rows");
+    // Rows read but not committed, then the lease is lost: they are dropped with the reset.
+    insert(10).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), source.pump()).await;
+    source.set_billing(false);
+    insert(10).await;
+    let standby = run(&mut source, &mut watermark, &mut billed, 3, false).await;
+    assert_eq!(standby, 0, "a standby reads no row");
+    // The lease is back: every row is billed, the 20 new ones once.
+    source.set_billing(true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while billed.len() < 40 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} rows billed",
+            billed.len()
+        );
+        run(&mut source, &mut watermark, &mut billed, 1, true).await;
+    }
+    source.stop();
+    assert_eq!(billed.len(), 40);
+}

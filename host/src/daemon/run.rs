@@ -654,6 +654,7 @@ pub async fn run_with(
                 for b in &mut billed {
                     // Each source's own catch-up right before its tick: a window never ends
                     // after an input that was already received.
+                    b.source.set_billing(leader);
                     b.source.catch_up();
                     follow_lease(&status_rx, b);
                     b.source.publish_metrics(&metrics);

@@ -68,6 +68,12 @@ pub trait MeteredSource {
     }
     /// Everything that ended at or before `watermark` has been billed and may be forgotten.
     fn forget_billed(&mut self, watermark: i64);
+    /// Whether this replica bills (false: a standby of leader election, following the
+    /// holder's watermark). Called before every tick. Default: nothing to do (a source whose
+    /// state is rebuilt from its input, not advanced by what it billed).
+    fn set_billing(&mut self, billing: bool) {
+        let _ = billing;
+    }
     /// State records changed since the last [`MeteredSource::ledger_committed`], to write in
     /// the same transaction as the next window (keys relative to the source). Calling it again
     /// before `ledger_committed` returns them again, with any newer changes. Default: none (a

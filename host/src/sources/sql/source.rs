@@ -18,6 +18,15 @@
 //! a row's event carries its own time and an id from its key (the mapper's), so the window it
 //! lands in does not change the event, and a re-read after a crash gives the same events.
 //!
+//! # A standby (leader election)
+//!
+//! A replica that does not bill reads nothing: its cursors would move past rows only the
+//! holder bills. When it stops billing (the lease lost), its reading starts over from its
+//! last committed cursors, and rows read since are dropped; when it starts billing (taking
+//! over), it reads from there, `time` imports from the holder's watermark less the lateness
+//! when that is later. Rows the old holder billed after this replica's last commit are then
+//! billed again, with the same ids (OpenMeter deduplicates them within its window).
+//!
 //! # Stored with each commit
 //!
 //! Per import (key: its name), `0x01` then the JSON of its cursor as of the committed window
@@ -84,6 +93,7 @@ pub struct PollPlan {
 /// One round: per import, the rows read and the cursor after them (`None`: not read).
 pub struct Round {
     span: Window,
+    generation: u64,
     imports: Vec<Option<(Vec<SqlRow>, ImportCursor)>>,
 }
 
@@ -103,10 +113,29 @@ struct Counts {
     pending: u64,
 }
 
+/// What the source and its reader share.
+#[derive(Debug)]
+struct Shared {
+    /// Whether this replica bills (a standby reads nothing).
+    billing: std::sync::atomic::AtomicBool,
+    /// The reader's cursors: ahead of the committed ones by the rounds not committed yet;
+    /// with the generation they belong to (a reset starts a new one, and rounds read in an
+    /// older one are dropped).
+    cursors: Mutex<(u64, Vec<ImportCursor>)>,
+}
+
 /// The SQL source.
 #[derive(Debug)]
 pub struct SqlSource {
     names: Vec<String>,
+    /// Per import, its lateness (`time` imports) or `None` (`sequence`).
+    lateness: Vec<Option<i64>>,
+    /// The cursors a first start begins with (no stored one).
+    initial: Vec<ImportCursor>,
+    shared: Arc<Shared>,
+    billing: bool,
+    /// The newest watermark adopted while not billing (the holder's).
+    adopted: Option<i64>,
     /// Rows per window start, per import.
     rows: BTreeMap<i64, Vec<(usize, SqlRow)>>,
     /// Per round's window start, the cursors it read up to (per import, when read).
@@ -190,13 +219,24 @@ impl SqlSource {
             tracing::info!(import = %import.name, database = %import.target, cursor = %describe(c), "SQL import reading");
         }
         let counts = Arc::new(Mutex::new(vec![Counts::default(); names.len()]));
+        let initial: Vec<ImportCursor> = config
+            .imports
+            .iter()
+            .zip(&cursors)
+            .zip(&stored)
+            .map(|((_, c), s)| s.clone().unwrap_or_else(|| c.clone()))
+            .collect();
+        let shared = Arc::new(Shared {
+            billing: std::sync::atomic::AtomicBool::new(true),
+            cursors: Mutex::new((0, cursors)),
+        });
         let reader = ImportReader {
             readers: config
                 .imports
                 .iter()
                 .map(|i| PgReader::new(i.clone(), config.request_timeout))
                 .collect(),
-            cursors,
+            shared: shared.clone(),
             recount: vec![None; names.len()],
             counts: counts.clone(),
         };
@@ -206,8 +246,21 @@ impl SqlSource {
             max_span: MAX_SPAN,
             retry: plan.retry,
         };
+        let lateness = config
+            .imports
+            .iter()
+            .map(|i| match i.mode {
+                CursorMode::Time { lateness } => Some(i64::try_from(lateness).unwrap_or(0)),
+                CursorMode::Sequence => None,
+            })
+            .collect();
         SqlSource {
             names,
+            lateness,
+            initial,
+            shared,
+            billing: true,
+            adopted: None,
             rows: BTreeMap::new(),
             cursors: BTreeMap::new(),
             stored,
@@ -224,6 +277,13 @@ impl SqlSource {
         match input {
             Input::Failed => self.coverage.failed(),
             Input::Round(round) => {
+                let current = self.shared.cursors.lock().map(|c| c.0).unwrap_or(0);
+                if round.generation != current {
+                    // Read before a reset (the lease changed hands): read again from the
+                    // committed cursors.
+                    self.coverage.complete(&round.span);
+                    return;
+                }
                 let at = round.span.start();
                 let mut after = Vec::with_capacity(round.imports.len());
                 for (i, read) in round.imports.into_iter().enumerate() {
@@ -325,7 +385,47 @@ impl MeteredSource for SqlSource {
     }
 
     fn forget_billed(&mut self, watermark: i64) {
+        if !self.billing {
+            self.adopted = Some(self.adopted.map_or(watermark, |a| a.max(watermark)));
+        }
         self.rows = self.rows.split_off(&watermark);
+    }
+
+    fn set_billing(&mut self, billing: bool) {
+        if billing == self.billing {
+            return;
+        }
+        self.billing = billing;
+        // Start over from the committed cursors: what was read since is dropped (not
+        // billed by this replica), and read again once it bills.
+        let mut restart: Vec<ImportCursor> = self
+            .stored
+            .iter()
+            .zip(&self.initial)
+            .map(|(s, i)| s.clone().unwrap_or_else(|| i.clone()))
+            .collect();
+        if billing && let Some(w) = self.adopted.take() {
+            // Taking over from the holder's watermark: a time import need not go further
+            // back than it less the lateness (where the holder had read up to at least).
+            for (c, lateness) in restart.iter_mut().zip(&self.lateness) {
+                if let (ImportCursor::Time { until }, Some(l)) = (&mut *c, lateness) {
+                    *until = (*until).max(w.saturating_sub(*l));
+                }
+            }
+        }
+        self.rows.clear();
+        self.cursors.clear();
+        if let Ok(mut c) = self.shared.cursors.lock() {
+            c.0 += 1;
+            c.1 = restart;
+        }
+        self.shared
+            .billing
+            .store(billing, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(
+            billing,
+            "SQL source: reading starts over from the committed cursors"
+        );
     }
 
     fn ledger_writes(&mut self) -> LedgerWrites {
@@ -429,7 +529,7 @@ pub fn start_source(
 /// one by the rounds not committed yet).
 struct ImportReader {
     readers: Vec<PgReader>,
-    cursors: Vec<ImportCursor>,
+    shared: Arc<Shared>,
     /// `time` imports: the last read's range and row count, re-counted once next round.
     recount: Vec<Option<(i64, i64, u64)>>,
     counts: Arc<Mutex<Vec<Counts>>>,
@@ -441,8 +541,25 @@ impl Reader for ImportReader {
     fn read(&mut self, span: Window, now: i64, _first: bool) -> BoxFuture<'_, Result<Round, ()>> {
         Box::pin(async move {
             let mut imports = Vec::with_capacity(self.readers.len());
+            let (generation, mut cursors) = match self.shared.cursors.lock() {
+                Ok(c) => (c.0, c.1.clone()),
+                Err(_) => return Err(()),
+            };
+            if !self
+                .shared
+                .billing
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                // A standby reads nothing (its cursors stay where its commits left them).
+                imports.resize_with(self.readers.len(), || None);
+                return Ok(Round {
+                    span,
+                    generation,
+                    imports,
+                });
+            }
             for i in 0..self.readers.len() {
-                let read = self.read_import(i, now).await;
+                let read = self.read_import(i, &mut cursors[i], now).await;
                 let mut counts = self.counts.lock().ok();
                 let c = counts.as_mut().and_then(|c| c.get_mut(i));
                 match read {
@@ -467,7 +584,17 @@ impl Reader for ImportReader {
                     }
                 }
             }
-            Ok(Round { span, imports })
+            // Kept only if no reset happened meanwhile (else this round is dropped).
+            if let Ok(mut c) = self.shared.cursors.lock()
+                && c.0 == generation
+            {
+                c.1 = cursors;
+            }
+            Ok(Round {
+                span,
+                generation,
+                imports,
+            })
         })
     }
 }
@@ -477,10 +604,11 @@ impl ImportReader {
     async fn read_import(
         &mut self,
         i: usize,
+        working: &mut ImportCursor,
         now: i64,
     ) -> Result<(Vec<SqlRow>, u64, ImportCursor), super::pg::SqlError> {
         let reader = &mut self.readers[i];
-        match self.cursors[i].clone() {
+        match working.clone() {
             ImportCursor::Sequence(mut cursor) => {
                 let read = reader.read_sequence(cursor.low()).await?;
                 let highest = read.rows.last().map(|(k, _)| *k);
@@ -494,7 +622,7 @@ impl ImportReader {
                 cursor.checkpoint(read.read_at_us, highest);
                 cursor.settle(read.oldest_open_us);
                 let cursor = ImportCursor::Sequence(cursor);
-                self.cursors[i] = cursor.clone();
+                *working = cursor.clone();
                 Ok((rows, 0, cursor))
             }
             ImportCursor::Time { until } => {
@@ -518,7 +646,7 @@ impl ImportReader {
                 let rows = reader.read_time(until, to).await?;
                 self.recount[i] = Some((until, to, u64::try_from(rows.len()).unwrap_or(0)));
                 let cursor = ImportCursor::Time { until: to };
-                self.cursors[i] = cursor.clone();
+                *working = cursor.clone();
                 Ok((rows.into_iter().map(|(_, r)| r).collect(), late, cursor))
             }
         }
