@@ -132,7 +132,10 @@ mod tests {
             out.contains("contract:          edgemeter:mapper@0.5.0"),
             "{out}"
         );
-        assert!(out.contains("item kinds:        prometheus-series"), "{out}");
+        assert!(
+            out.contains("item kinds:        prometheus-series"),
+            "{out}"
+        );
         assert!(out.contains("accepted by validate-config"), "{out}");
         assert!(
             m.imports()

@@ -558,8 +558,8 @@ impl Reader for ImportReader {
                     imports,
                 });
             }
-            for i in 0..self.readers.len() {
-                let read = self.read_import(i, &mut cursors[i], now).await;
+            for (i, working) in cursors.iter_mut().enumerate() {
+                let read = self.read_import(i, working, now).await;
                 let mut counts = self.counts.lock().ok();
                 let c = counts.as_mut().and_then(|c| c.get_mut(i));
                 match read {
