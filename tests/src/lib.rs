@@ -320,6 +320,37 @@ pub fn fixture_text(rel: &str) -> String {
     std::fs::read_to_string(fixture(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"))
 }
 
+/// The CloudEvents 1.0 and the OpenMeter ingest `Event` schemas (from `tests/fixtures/`),
+/// compiled, with their names.
+pub fn schema_validators() -> Vec<(&'static str, jsonschema::Validator)> {
+    let ce: serde_json::Value =
+        serde_json::from_str(&fixture_text("cloudevents/cloudevents.spec.json")).expect("json");
+    let om: serde_json::Value =
+        serde_json::from_str(&fixture_text("openmeter/ingest-openapi.json")).expect("json");
+    vec![
+        (
+            "cloudevents",
+            jsonschema::validator_for(&ce).expect("CloudEvents schema compiles"),
+        ),
+        (
+            "openmeter Event",
+            jsonschema::validator_for(&om["schemas"]["Event"]).expect("Event schema compiles"),
+        ),
+    ]
+}
+
+/// Asserts `events` is not empty and every event validates against both schemas.
+pub fn assert_schema_valid(events: &[edgemeter::event::CloudEvent]) {
+    assert!(!events.is_empty());
+    for (name, v) in schema_validators() {
+        for e in events {
+            let instance = serde_json::to_value(e).expect("serializes");
+            let errors: Vec<String> = v.iter_errors(&instance).map(|e| e.to_string()).collect();
+            assert!(errors.is_empty(), "{name}: {errors:?} in {instance}");
+        }
+    }
+}
+
 /// The test-only hostile mapper component, built by `tests/build.rs`.
 pub fn hostile_wasm() -> Vec<u8> {
     std::fs::read(env!("EDGEMETER_HOSTILE_WASM")).expect("hostile mapper was built by build.rs")

@@ -13,24 +13,6 @@ use edgemeter::window::Window;
 use edgemeter_tests::{fixture_text, shared_cache_dir, ts};
 use serde_json::{Value, json};
 
-fn validators() -> Vec<(&'static str, jsonschema::Validator)> {
-    let ce: Value =
-        serde_json::from_str(&fixture_text("cloudevents/cloudevents.spec.json")).expect("json");
-    let om: Value =
-        serde_json::from_str(&fixture_text("openmeter/ingest-openapi.json")).expect("json");
-    let event = om["schemas"]["Event"].clone();
-    vec![
-        (
-            "cloudevents",
-            jsonschema::validator_for(&ce).expect("CloudEvents schema compiles"),
-        ),
-        (
-            "openmeter Event",
-            jsonschema::validator_for(&event).expect("Event schema compiles"),
-        ),
-    ]
-}
-
 fn mapper() -> LoadedMapper {
     MapperRuntime::new(MapperLimits::default(), Some(shared_cache_dir()))
         .expect("runtime")
@@ -57,17 +39,6 @@ fn map(
     );
     assert!(skipped.is_empty(), "{skipped:?}");
     m.map_events(&snap, 64 * 1024).expect("maps")
-}
-
-fn assert_valid(events: &[CloudEvent]) {
-    assert!(!events.is_empty());
-    for (name, v) in validators() {
-        for e in events {
-            let instance = serde_json::to_value(e).expect("serializes");
-            let errors: Vec<String> = v.iter_errors(&instance).map(|e| e.to_string()).collect();
-            assert!(errors.is_empty(), "{name}: {errors:?} in {instance}");
-        }
-    }
 }
 
 fn synthetic() -> input::Objects {
@@ -106,7 +77,7 @@ fn fixture_events_validate_against_both_schemas() {
     let w = Window::new(ts("2026-06-15T04:00:00Z"), ts("2026-06-15T05:00:00Z")).expect("window");
     let events = map(&m, &podlist, w, "{}");
     assert_eq!(events.len(), 8);
-    assert_valid(&events);
+    edgemeter_tests::assert_schema_valid(&events);
 
     let failed = input::parse(
         "failed",
@@ -116,7 +87,7 @@ fn fixture_events_validate_against_both_schemas() {
     let events = map(&m, &failed, w, r#"{"unit": "minute"}"#);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].data["duration_seconds"], 2);
-    assert_valid(&events);
+    edgemeter_tests::assert_schema_valid(&events);
 }
 
 #[test]
@@ -125,7 +96,7 @@ fn synthetic_events_carry_every_documented_field() {
     let objects = synthetic();
     let w = Window::new(ts("2026-01-01T00:00:00Z"), ts("2026-01-01T00:01:00Z")).expect("window");
     let events = map(&m, &objects, w, "{}");
-    assert_valid(&events);
+    edgemeter_tests::assert_schema_valid(&events);
     let by_name: BTreeMap<String, &CloudEvent> = events
         .iter()
         .map(|e| (e.data["pod_name"].as_str().expect("pod_name").to_owned(), e))
@@ -178,7 +149,7 @@ fn synthetic_events_carry_every_documented_field() {
 
     // Units: per_minute = value × duration / 60; per_hour = / 3600 (fractional when needed).
     let minute = map(&m, &objects, w, r#"{"unit": "minute"}"#);
-    assert_valid(&minute);
+    edgemeter_tests::assert_schema_valid(&minute);
     let t = minute
         .iter()
         .find(|e| e.data["pod_name"] == "trainer")
@@ -438,7 +409,7 @@ fn map_pvcs(
         items,
     };
     let events = m.map_events(&snap, 64 * 1024).expect("maps");
-    assert_valid(&events);
+    edgemeter_tests::assert_schema_valid(&events);
     let by_name: BTreeMap<String, CloudEvent> = events
         .into_iter()
         .map(|e| (e.data["pvc_name"].as_str().expect("pvc_name").to_owned(), e))

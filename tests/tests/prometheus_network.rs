@@ -52,8 +52,7 @@ use edgemeter::sources::prometheus::config::{PrometheusConfig, Query, parse_quer
 use edgemeter::sources::prometheus::source::{PollPlan, PrometheusSource};
 use edgemeter::sources::{MeteredSource, Source};
 use edgemeter::window::Window;
-use edgemeter_tests::{fixture, fixture_text, shared_cache_dir, ts};
-use serde_json::Value;
+use edgemeter_tests::{fixture, shared_cache_dir, ts};
 
 /// The fixture's billing start, 2026-11-02T10:00:00Z.
 const T: i64 = 1_793_613_600;
@@ -155,23 +154,6 @@ fn documented_queries() -> Vec<Query> {
         r#"container_network_receive_bytes_total{container="", pod!=""}"#
     );
     queries
-}
-
-fn validators() -> Vec<(&'static str, jsonschema::Validator)> {
-    let ce: Value =
-        serde_json::from_str(&fixture_text("cloudevents/cloudevents.spec.json")).expect("json");
-    let om: Value =
-        serde_json::from_str(&fixture_text("openmeter/ingest-openapi.json")).expect("json");
-    vec![
-        (
-            "cloudevents",
-            jsonschema::validator_for(&ce).expect("CloudEvents schema compiles"),
-        ),
-        (
-            "openmeter Event",
-            jsonschema::validator_for(&om["schemas"]["Event"]).expect("Event schema compiles"),
-        ),
-    ]
 }
 
 fn mapper() -> LoadedMapper {
@@ -276,7 +258,7 @@ async fn pod_network_preset_bills_recorded_cadvisor_counters_per_pod_and_subject
     let dir = tempfile::tempdir().expect("dir");
     let (_server, url) = serve(dir.path()).await;
     let m = mapper();
-    let validators = validators();
+    let validators = edgemeter_tests::schema_validators();
 
     // The node's own series are in the fixture (a selector without `pod!=""` reads them):
     // three interfaces, none of a pod.

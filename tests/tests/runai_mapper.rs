@@ -15,39 +15,10 @@ use edgemeter::mapper::bindings::{
 use edgemeter::mapper::{LoadedMapper, MapperLimits, MapperRuntime, builtin, validate};
 use edgemeter::snapshot::{self, Identity};
 use edgemeter::window::Window;
-use edgemeter_tests::{fixture_text, shared_cache_dir, ts};
+use edgemeter_tests::{shared_cache_dir, ts};
 use serde_json::{Value, json};
 
 const GI: u64 = 1 << 30;
-
-fn validators() -> Vec<(&'static str, jsonschema::Validator)> {
-    let ce: Value =
-        serde_json::from_str(&fixture_text("cloudevents/cloudevents.spec.json")).expect("json");
-    let om: Value =
-        serde_json::from_str(&fixture_text("openmeter/ingest-openapi.json")).expect("json");
-    let event = om["schemas"]["Event"].clone();
-    vec![
-        (
-            "cloudevents",
-            jsonschema::validator_for(&ce).expect("CloudEvents schema compiles"),
-        ),
-        (
-            "openmeter Event",
-            jsonschema::validator_for(&event).expect("Event schema compiles"),
-        ),
-    ]
-}
-
-fn assert_valid(events: &[CloudEvent]) {
-    assert!(!events.is_empty());
-    for (name, v) in validators() {
-        for e in events {
-            let instance = serde_json::to_value(e).expect("serializes");
-            let errors: Vec<String> = v.iter_errors(&instance).map(|e| e.to_string()).collect();
-            assert!(errors.is_empty(), "{name}: {errors:?} in {instance}");
-        }
-    }
-}
 
 fn mapper() -> LoadedMapper {
     let (name, wasm) = builtin::resolve("builtin:runai").expect("embedded");
@@ -269,7 +240,7 @@ fn run(m: &LoadedMapper, window: Window, config: &str) -> (Snapshot, Vec<CloudEv
     let events = m
         .map_events(&snap, 64 * 1024)
         .expect("maps, every event valid");
-    assert_valid(&events);
+    edgemeter_tests::assert_schema_valid(&events);
     (snap, events)
 }
 
