@@ -12,6 +12,7 @@
 //! metrics are the daemon's own; only the biller is the test's loop. Loopback only; every
 //! wait bounded.
 
+mod clickhouse;
 mod postgres;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,6 +51,40 @@ impl Write for Log {
 impl Log {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    }
+}
+
+/// Captures this thread's tracing output (INFO and up) until the guard drops.
+fn capture_log() -> (Log, tracing::subscriber::DefaultGuard) {
+    let log = Log::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    (log, tracing::subscriber::set_default(subscriber))
+}
+
+/// Starts the source on `config` at `t0 − 10` on a clock the test moves, `t0` now.
+fn billing(config: &SqlConfig, t0: i64) -> Billing {
+    let clock = Arc::new(AtomicI64::new(t0));
+    let read = clock.clone();
+    let source = SqlSource::start(
+        config,
+        PollPlan {
+            interval: 1,
+            retry: Duration::from_millis(200),
+        },
+        t0 - 10,
+        Arc::new(move || read.load(Ordering::SeqCst)),
+        Vec::<(Vec<u8>, Vec<u8>)>::new(),
+    );
+    Billing {
+        source,
+        clock,
+        watermark: t0 - 10,
+        billed: BTreeMap::new(),
     }
 }
 
@@ -108,18 +143,53 @@ async fn insert(client: &impl tokio_postgres::GenericClient, name: &str, at: i64
     row.get(0)
 }
 
+/// Two rows missed in `[t0 − 2, t0 + 7)` are counted: the metric as /metrics shows it
+/// (after 7 reads), and one WARN naming the import, the range and the count (returned).
+fn assert_two_missed_counted(source: &mut SqlSource, log: &Log, t0: i64) -> String {
+    // The count, as /metrics shows it.
+    let metrics = Metrics::new();
+    source.publish_metrics(&metrics);
+    let exposition = metrics.encode().expect("encode");
+    let late: Vec<&str> = exposition
+        .lines()
+        .filter(|l| l.starts_with("edgemeter_sql_late_rows_total{"))
+        .collect();
+    assert_eq!(
+        late,
+        ["edgemeter_sql_late_rows_total{import=\"snaps\"} 2"],
+        "{exposition}"
+    );
+    assert!(
+        exposition.contains("edgemeter_sql_reads_total{import=\"snaps\",outcome=\"ok\"} 7"),
+        "{exposition}"
+    );
+    // And the WARN: the import, the range re-counted, how many.
+    let text = log.text();
+    let warns: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("raise cursor.lateness"))
+        .collect();
+    assert_eq!(warns.len(), 1, "{text}");
+    let range = format!(
+        "from={} until={}",
+        edgemeter::window::rfc3339(t0 - 2),
+        edgemeter::window::rfc3339(t0 + 7)
+    );
+    assert!(
+        warns[0].contains("import=snaps")
+            && warns[0].contains("rows=2")
+            && warns[0].contains(&range),
+        "{}",
+        warns[0]
+    );
+    warns[0].to_owned()
+}
+
 // Current-thread runtime: the source's poller runs on this thread, where the log capture is
 // the default subscriber.
 #[tokio::test]
 async fn late_commits_inside_the_lateness_are_billed_and_beyond_it_counted_as_missed() {
-    let log = Log::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = capture_log();
 
     let pg = postgres::Postgres::start();
     let url = pg.url();
@@ -140,27 +210,10 @@ async fn late_commits_inside_the_lateness_are_billed_and_beyond_it_counted_as_mi
     // The clock: whole seconds on the 10 s grid, near the wall clock (any time would do:
     // the rows' timestamps are written explicitly, relative to it).
     let t0 = jiff::Timestamp::now().as_second() / 10 * 10;
-    let clock = Arc::new(AtomicI64::new(t0));
-    let read = clock.clone();
     let on_time = insert(&db, "on-time", t0 - 8).await;
 
     // Round 1 at t0 (at the start): [t0 − 10, t0 − 3) holds the on-time row.
-    let source = SqlSource::start(
-        &config,
-        PollPlan {
-            interval: 1,
-            retry: Duration::from_millis(200),
-        },
-        t0 - 10,
-        Arc::new(move || read.load(Ordering::SeqCst)),
-        Vec::<(Vec<u8>, Vec<u8>)>::new(),
-    );
-    let mut b = Billing {
-        source,
-        clock: clock.clone(),
-        watermark: t0 - 10,
-        billed: BTreeMap::new(),
-    };
+    let mut b = billing(&config, t0);
     let key = |id: i64| format!("[{id}]");
     // The first round is read at once; `round_at(t0)` only waits for it.
     assert_eq!(b.round_at(t0).await, [key(on_time)]);
@@ -216,42 +269,64 @@ async fn late_commits_inside_the_lateness_are_billed_and_beyond_it_counted_as_mi
         "timestamps as PostgreSQL writes them, in UTC"
     );
 
-    // The count, as /metrics shows it.
-    let metrics = Metrics::new();
-    b.source.publish_metrics(&metrics);
-    let exposition = metrics.encode().expect("encode");
-    let late: Vec<&str> = exposition
-        .lines()
-        .filter(|l| l.starts_with("edgemeter_sql_late_rows_total{"))
+    let warn = assert_two_missed_counted(&mut b.source, &log, t0);
+    eprintln!("billed {billed:?}; missed and counted: {warn}");
+    b.source.stop();
+}
+
+/// The same rounds against ClickHouse (Debian's 18.16), where a row is late because its
+/// insert is (no transactions): inserted 1 s after its time, inside the lateness, billed;
+/// inserted 6 and 8 s after, once their range was read, missed and counted.
+#[tokio::test]
+async fn clickhouse_late_inserts_inside_the_lateness_are_billed_and_beyond_it_counted() {
+    let (log, _guard) = capture_log();
+    let ch = clickhouse::ClickHouse::start();
+    ch.exec(
+        "CREATE TABLE snaps (id UInt64, name String, at DateTime) ENGINE = MergeTree ORDER BY id",
+    )
+    .await;
+    let url = ch.url();
+    let text = format!(
+        "- {{name: snaps, driver: clickhouse, url_env: DB, query: 'SELECT id, name, at FROM snaps WHERE at >= $1 AND at < $2', cursor: {{mode: time, column: at, lateness: {LATENESS}s}}, key: [id]}}"
+    );
+    let config = SqlConfig {
+        imports: parse_imports(&text, &|_| Some(url.clone()), &|_| None).expect("import"),
+        request_timeout: Duration::from_secs(10),
+    };
+    let insert = |id: u64, name: &str, at: i64| {
+        format!("INSERT INTO snaps VALUES ({id}, '{name}', toDateTime({at}))")
+    };
+    let key = |id: u64| format!("[{id}]");
+    let t0 = jiff::Timestamp::now().as_second() / 10 * 10;
+    ch.exec(&insert(1, "on-time", t0 - 8)).await;
+    let mut b = billing(&config, t0);
+    assert_eq!(b.round_at(t0).await, [key(1)]);
+    // Round 2 at t0 + 1 reads [t0 − 3, t0 − 2); then a row stamped t0 lands, 1 s late.
+    assert!(b.round_at(t0 + 1).await.is_empty());
+    ch.exec(&insert(2, "inside", t0)).await;
+    // Round 3 at t0 + 10 reads [t0 − 2, t0 + 7): the late row inside the lateness is billed.
+    assert_eq!(b.round_at(t0 + 10).await, [key(2)]);
+    // Rows stamped inside that range land now, 8 and 6 s late; one stamped t0 + 9, 1 s late.
+    ch.exec(&insert(3, "beyond", t0 + 2)).await;
+    ch.exec(&insert(4, "beyond-insert", t0 + 4)).await;
+    ch.exec(&insert(5, "late-inside", t0 + 9)).await;
+    // Round 4 at t0 + 11 re-counts [t0 − 2, t0 + 7): two rows more than were read, missed.
+    assert!(b.round_at(t0 + 11).await.is_empty());
+    assert_eq!(b.round_at(t0 + 20).await, [key(5)]);
+    assert!(b.round_at(t0 + 21).await.is_empty());
+    assert!(b.round_at(t0 + 30).await.is_empty());
+    let billed: BTreeSet<&str> = b
+        .billed
+        .values()
+        .map(|r| r["name"].as_str().expect("name"))
         .collect();
+    assert_eq!(billed, BTreeSet::from(["on-time", "inside", "late-inside"]));
     assert_eq!(
-        late,
-        ["edgemeter_sql_late_rows_total{import=\"snaps\"} 2"],
-        "{exposition}"
+        b.billed[&key(2)]["at"].as_str(),
+        Some(edgemeter::window::rfc3339(t0).as_str()),
+        "DateTime converted to RFC 3339 in UTC"
     );
-    assert!(
-        exposition.contains("edgemeter_sql_reads_total{import=\"snaps\",outcome=\"ok\"} 7"),
-        "{exposition}"
-    );
-    // And the WARN: the import, the range re-counted, how many.
-    let text = log.text();
-    let warns: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("WARN") && l.contains("raise cursor.lateness"))
-        .collect();
-    assert_eq!(warns.len(), 1, "{text}");
-    let range = format!(
-        "from={} until={}",
-        edgemeter::window::rfc3339(t0 - 2),
-        edgemeter::window::rfc3339(t0 + 7)
-    );
-    assert!(
-        warns[0].contains("import=snaps")
-            && warns[0].contains("rows=2")
-            && warns[0].contains(&range),
-        "{}",
-        warns[0]
-    );
-    eprintln!("billed {billed:?}; missed and counted: {}", warns[0]);
+    let warn = assert_two_missed_counted(&mut b.source, &log, t0);
+    eprintln!("billed {billed:?}; missed and counted: {warn}");
     b.source.stop();
 }

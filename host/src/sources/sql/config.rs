@@ -16,6 +16,11 @@
 //!   query: SELECT * FROM snapshots WHERE taken_at >= $1 AND taken_at < $2
 //!   cursor: {mode: time, column: taken_at, lateness: 2m}
 //!   key: [volume, taken_at]
+//! - name: tokens
+//!   driver: clickhouse                # postgres (the default) or clickhouse
+//!   url_env: CLICKHOUSE_URL           # http(s)://user:password@host:8123/database
+//!   query: SELECT id, org, tokens, ts FROM llm_usage WHERE id > $1 AND id <= $2
+//!   cursor: {mode: sequence, column: id, lateness: 1m}
 //! ```
 //!
 //! The query binds the cursor as `$1` and `$2`: for `sequence` (a `bigint` key) the rows
@@ -25,18 +30,34 @@
 //! name only its host and database. TLS: `sslmode=prefer` (the default: TLS when the server
 //! offers it), `require` or `disable`; the server's certificate is verified against the
 //! Mozilla roots and, with `ca_file: /path/ca.pem`, the CAs in that PEM file.
+//!
+//! With `driver: clickhouse` the URL is ClickHouse's HTTP interface (`https://` for TLS, the
+//! same roots and `ca_file`), `$1`/`$2` are written into the query as literals
+//! ([`super::ch`]), a time cursor is a `DateTime` column and a sequence cursor an integer
+//! one; a sequence cursor takes a `lateness` too (default 1m), since ClickHouse has no open
+//! transactions to wait for: a key inserted later than that after a higher one is missed.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+/// The database an import reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// PostgreSQL (`tokio-postgres`), the default.
+    Postgres,
+    /// ClickHouse over HTTP (the `clickhouse` crate).
+    ClickHouse,
+}
+
 /// How an import's rows are cut.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CursorMode {
-    /// An increasing `bigint` key (`bigserial`, identity): exact with concurrent writers
-    /// (see [`super::cursor`]).
-    Sequence,
+    /// An increasing integer key (`bigserial`, identity): exact with concurrent writers
+    /// (see [`super::cursor`]). `lateness` (ClickHouse, which has no transactions to wait
+    /// for): how long after a higher key is visible a lower one may still appear.
+    Sequence { lateness: Option<u64> },
     /// A timestamp column: windows `[watermark, now − lateness)`; a row committed later than
     /// `lateness` after its timestamp is missed (and counted).
     Time { lateness: u64 },
@@ -46,7 +67,8 @@ pub enum CursorMode {
 #[derive(Debug, Clone)]
 pub struct Import {
     pub name: String,
-    /// The PostgreSQL connection string (a secret: never logged).
+    pub driver: Driver,
+    /// The connection string or URL (a secret: never logged).
     pub url: String,
     /// `host/database` of the URL, for logs and errors.
     pub target: String,
@@ -210,24 +232,34 @@ pub fn parse_imports(
         if !seen.insert(r.name.clone()) {
             return Err(bad("name is used twice; names must be unique".into()));
         }
-        match r.driver.as_deref() {
-            None | Some("postgres") | Some("postgresql") => {}
+        let driver = match r.driver.as_deref() {
+            None | Some("postgres") | Some("postgresql") => Driver::Postgres,
+            Some("clickhouse") => Driver::ClickHouse,
             Some(other) => {
                 return Err(bad(format!(
-                    "driver {other:?} is not supported by this version; use postgres (ClickHouse is not implemented yet)"
+                    "driver {other:?} is not supported; use postgres or clickhouse"
                 )));
             }
-        }
+        };
+        let example = match driver {
+            Driver::Postgres => "postgres://user:password@host:5432/db",
+            Driver::ClickHouse => "http://user:password@host:8123/db",
+        };
         let url = match (&r.url_env, &r.url_file) {
-            (Some(var), None) => {
-                env(var)
-                    .filter(|v| !v.trim().is_empty())
-                    .ok_or_else(|| ConfigError::Url {
-                        name: r.name.clone(),
-                        what: format!("the environment variable {var}"),
-                        fix: "set it (e.g. from a Secret) to postgres://user:password@host:5432/db",
-                    })?
-            }
+            (Some(var), None) => env(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                ConfigError::Url {
+                    name: r.name.clone(),
+                    what: format!("the environment variable {var}"),
+                    fix: match driver {
+                        Driver::Postgres => {
+                            "set it (e.g. from a Secret) to postgres://user:password@host:5432/db"
+                        }
+                        Driver::ClickHouse => {
+                            "set it (e.g. from a Secret) to http://user:password@host:8123/db"
+                        }
+                    },
+                }
+            })?,
             (None, Some(path)) => {
                 read(path)
                     .filter(|v| !v.trim().is_empty())
@@ -244,10 +276,24 @@ pub fn parse_imports(
             }
         };
         let url = url.trim().to_owned();
-        let parsed: tokio_postgres::Config = url.parse().map_err(|_| {
-            bad("the database URL does not parse as a PostgreSQL connection string; write postgres://user:password@host:5432/db".into())
-        })?;
-        let target = target_of(&parsed);
+        let target = match driver {
+            Driver::Postgres => {
+                let parsed: tokio_postgres::Config = url.parse().map_err(|_| {
+                    bad(format!("the database URL does not parse as a PostgreSQL connection string; write {example}"))
+                })?;
+                target_of(&parsed)
+            }
+            Driver::ClickHouse => {
+                let parsed = super::ch::parse_url(&url).ok_or_else(|| {
+                    bad(format!("the database URL is not a ClickHouse HTTP URL; write {example} (https:// for TLS)"))
+                })?;
+                format!(
+                    "{}/{}",
+                    parsed.base,
+                    parsed.database.as_deref().unwrap_or("default")
+                )
+            }
+        };
         if !(r.query.contains("$1") && r.query.contains("$2")) {
             return Err(bad(
                 "query must bind the cursor as $1 and $2 (sequence: WHERE key > $1 AND key <= $2; time: WHERE column >= $1 AND column < $2)".into(),
@@ -259,28 +305,31 @@ pub fn parse_imports(
         if r.cursor.column.trim().is_empty() {
             return Err(bad("cursor.column must name the cursor column".into()));
         }
-        let mode = match (r.cursor.mode.as_str(), &r.cursor.lateness) {
-            ("sequence", None) => CursorMode::Sequence,
-            ("sequence", Some(_)) => {
+        let lateness = |text: &str| {
+            humantime::parse_duration(text)
+                .ok()
+                .filter(|d| d.subsec_nanos() == 0)
+                .map(|d| d.as_secs())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "cursor.lateness {text:?} must be whole seconds, e.g. 2m"
+                    ))
+                })
+        };
+        let mode = match (r.cursor.mode.as_str(), &r.cursor.lateness, driver) {
+            ("sequence", None, Driver::Postgres) => CursorMode::Sequence { lateness: None },
+            ("sequence", Some(_), Driver::Postgres) => {
                 return Err(bad(
-                    "cursor.lateness goes with mode time; a sequence cursor waits for open transactions instead".into(),
+                    "cursor.lateness goes with mode time on PostgreSQL; a sequence cursor waits for open transactions instead".into(),
                 ));
             }
-            ("time", lateness) => {
-                let text = lateness.as_deref().unwrap_or("1m");
-                let d = humantime::parse_duration(text)
-                    .ok()
-                    .filter(|d| d.subsec_nanos() == 0)
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "cursor.lateness {text:?} must be whole seconds, e.g. 2m"
-                        ))
-                    })?;
-                CursorMode::Time {
-                    lateness: d.as_secs(),
-                }
-            }
-            (other, _) => {
+            ("sequence", text, Driver::ClickHouse) => CursorMode::Sequence {
+                lateness: Some(lateness(text.as_deref().unwrap_or("1m"))?),
+            },
+            ("time", text, _) => CursorMode::Time {
+                lateness: lateness(text.as_deref().unwrap_or("1m"))?,
+            },
+            (other, _, _) => {
                 return Err(bad(format!(
                     "cursor.mode must be sequence or time, got {other:?}"
                 )));
@@ -318,6 +367,7 @@ pub fn parse_imports(
         };
         out.push(Import {
             name: r.name,
+            driver,
             url,
             target,
             query: r.query,
@@ -389,13 +439,35 @@ mod tests {
              - {name: snaps, url_file: /secret/url, query: 'SELECT * FROM s WHERE t >= $1 AND t < $2', cursor: {mode: time, column: t, lateness: 2m}, key: [vol, t], page_size: 50}\n",
         )
         .expect("valid");
-        assert_eq!(i[0].mode, CursorMode::Sequence);
+        assert_eq!(i[0].mode, CursorMode::Sequence { lateness: None });
+        assert_eq!(i[0].driver, Driver::Postgres);
         assert_eq!(i[0].key, ["id"]);
         assert_eq!(i[0].target, "db.example/billing");
         assert_eq!((i[0].page_size, i[0].max_rows), (1000, 100_000));
         assert_eq!(i[1].mode, CursorMode::Time { lateness: 120 });
         assert_eq!(i[1].url, "postgres://u:p@h/d");
         assert_eq!(i[1].key, ["vol", "t"]);
+    }
+
+    #[test]
+    fn a_clickhouse_import_takes_a_lateness_for_its_sequence_cursor() {
+        let env = |k: &str| (k == "CH").then(|| "http://u:s3cret@ch.example:8123/usage".to_owned());
+        let i = parse_imports(
+            "- {name: t, driver: clickhouse, url_env: CH, query: 'SELECT * FROM u WHERE id > $1 AND id <= $2', cursor: {mode: sequence, column: id}}\n\
+             - {name: s, driver: clickhouse, url_env: CH, query: 'SELECT * FROM u WHERE ts >= $1 AND ts < $2', cursor: {mode: sequence, column: id, lateness: 5m}}\n",
+            &env,
+            &|_| None,
+        )
+        .expect("valid");
+        assert_eq!(i[0].driver, Driver::ClickHouse);
+        assert_eq!(i[0].mode, CursorMode::Sequence { lateness: Some(60) });
+        assert_eq!(
+            i[1].mode,
+            CursorMode::Sequence {
+                lateness: Some(300)
+            }
+        );
+        assert_eq!(i[0].target, "http://ch.example:8123/usage");
     }
 
     #[test]
@@ -441,9 +513,15 @@ mod tests {
             ),
             (
                 format!(
-                    "- {{name: a, url_env: DB, driver: clickhouse, {q}, cursor: {{mode: time, column: t}}}}"
+                    "- {{name: a, url_env: DB, driver: mysql, {q}, cursor: {{mode: time, column: t}}}}"
                 ),
                 "not supported",
+            ),
+            (
+                format!(
+                    "- {{name: a, url_env: DB, driver: clickhouse, {q}, cursor: {{mode: time, column: t}}}}"
+                ),
+                "not a ClickHouse HTTP URL",
             ),
             (
                 format!("- {{name: A, url_env: DB, {q}, cursor: {{mode: time, column: t}}}}"),

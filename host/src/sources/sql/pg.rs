@@ -24,71 +24,7 @@ use tokio_postgres::types::Type;
 
 use super::config::Import;
 
-/// One row read.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SqlRow {
-    /// The key columns' values as a JSON array (`[42]`, `["vol-1", "2026-…"]`).
-    pub key: String,
-    /// The cursor column's value.
-    pub cursor: serde_json::Value,
-    /// The row as a JSON object (text).
-    pub object: String,
-}
-
-/// What a `sequence` read saw.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SequenceRead {
-    /// The start of the oldest transaction open before the read (or the server's clock then,
-    /// with none open), µs since the epoch.
-    pub oldest_open_us: i64,
-    /// Rows with a key above the cursor, in key order, at most `max_rows`.
-    pub rows: Vec<(i64, SqlRow)>,
-    /// The server's clock after the read, µs.
-    pub read_at_us: i64,
-}
-
-/// Why a read failed; every variant is retried by the source (its windows wait).
-#[derive(Debug, thiserror::Error)]
-pub enum SqlError {
-    #[error("failed to connect to PostgreSQL {target} for import {import}")]
-    Connect {
-        import: String,
-        target: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    #[error("PostgreSQL {target} (import {import}) failed the query")]
-    Query {
-        import: String,
-        target: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    #[error(
-        "PostgreSQL {target} (import {import}) did not answer within {timeout:?}; raise SQL_REQUEST_TIMEOUT if the query is slow"
-    )]
-    Timeout {
-        import: String,
-        target: String,
-        timeout: Duration,
-    },
-    #[error(
-        "import {import}: the database user cannot see other sessions' transactions, which a sequence cursor waits for; run GRANT pg_read_all_stats TO <the user> (or use cursor mode time)"
-    )]
-    Privilege { import: String },
-    #[error("import {import}: failed to configure TLS")]
-    Tls {
-        import: String,
-        #[source]
-        source: rustls::Error,
-    },
-    #[error("import {import}: row {row} {problem}")]
-    Row {
-        import: String,
-        row: String,
-        problem: String,
-    },
-}
+pub use super::read::{SequenceRead, SqlError, SqlRow, parse_time};
 
 /// A PostgreSQL reader of one import (reconnects when its connection ended).
 pub struct PgReader {
@@ -217,36 +153,6 @@ impl PgReader {
         Ok(self.client.insert(client))
     }
 
-    /// Parses one row's JSON into its key and cursor.
-    fn row(&self, object: String) -> Result<SqlRow, SqlError> {
-        let value: serde_json::Value =
-            serde_json::from_str(&object).map_err(|e| SqlError::Row {
-                import: self.import.name.clone(),
-                row: object.chars().take(200).collect(),
-                problem: format!("is not a JSON object: {e}"),
-            })?;
-        let missing = |column: &str| SqlError::Row {
-            import: self.import.name.clone(),
-            row: object.chars().take(200).collect(),
-            problem: format!(
-                "has no column {column:?}; the query must select the key and cursor columns"
-            ),
-        };
-        let mut key = Vec::with_capacity(self.import.key.len());
-        for k in &self.import.key {
-            key.push(value.get(k).cloned().ok_or_else(|| missing(k))?);
-        }
-        let cursor = value
-            .get(&self.import.cursor_column)
-            .cloned()
-            .ok_or_else(|| missing(&self.import.cursor_column))?;
-        Ok(SqlRow {
-            key: serde_json::Value::Array(key).to_string(),
-            cursor,
-            object,
-        })
-    }
-
     /// Reads the rows with a key above `low` (a `sequence` import).
     pub async fn read_sequence(&mut self, low: i64) -> Result<SequenceRead, SqlError> {
         let sql = wrapped(&self.import);
@@ -323,7 +229,7 @@ impl PgReader {
         };
         let mut rows = Vec::with_capacity(objects.len());
         for object in objects {
-            let row = self.row(object)?;
+            let row = super::read::parse_row(&self.import, object)?;
             let key = row.cursor.as_i64().ok_or_else(|| SqlError::Row {
                 import: self.import.name.clone(),
                 row: row.key.clone(),
@@ -389,7 +295,7 @@ impl PgReader {
         };
         let mut rows = Vec::with_capacity(objects.len());
         for object in objects {
-            let row = self.row(object)?;
+            let row = super::read::parse_row(&self.import, object)?;
             let at = row
                 .cursor
                 .as_str()
@@ -432,6 +338,13 @@ impl PgReader {
 /// The TLS connector: the Mozilla roots and the import's own CAs (`ca_file`); used as the
 /// URL's `sslmode` says (`prefer` by default).
 fn tls(ca_pem: Option<&[u8]>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, rustls::Error> {
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(
+        rustls_config(ca_pem)?,
+    ))
+}
+
+/// The TLS client configuration of an import: the Mozilla roots and the CAs of its `ca_file`.
+pub fn rustls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, rustls::Error> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore {
@@ -445,29 +358,15 @@ fn tls(ca_pem: Option<&[u8]>) -> Result<tokio_postgres_rustls::MakeRustlsConnect
         }
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+        .with_no_client_auth())
 }
 
 /// Unix seconds as a `timestamptz` parameter.
 fn ts(seconds: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
-}
-
-/// A timestamp as `to_jsonb` writes it (RFC 3339, or ISO 8601 without offset: UTC) → Unix
-/// seconds (rounded down).
-pub fn parse_time(text: &str) -> Option<i64> {
-    if let Ok(t) = text.parse::<jiff::Timestamp>() {
-        return Some(t.as_second());
-    }
-    let civil: jiff::civil::DateTime = text.parse().ok()?;
-    civil
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp().as_second())
 }
 
 #[cfg(test)]
@@ -489,7 +388,8 @@ mod tests {
             url: String::new(),
             target: String::new(),
             query: "SELECT * FROM t WHERE id > $1 AND id <= $2;".into(),
-            mode: super::super::config::CursorMode::Sequence,
+            driver: super::super::config::Driver::Postgres,
+            mode: super::super::config::CursorMode::Sequence { lateness: None },
             cursor_column: "we\"ird".into(),
             key: vec!["id".into()],
             page_size: 1,

@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{CursorMode, SqlConfig};
 use super::cursor::SequenceCursor;
-use super::pg::{PgReader, SqlRow};
+use super::read::{DbReader, SqlError, SqlRow};
 use crate::mapper::bindings::{Allocation, Item, ItemKind, SourceKind};
 use crate::metrics::Metrics;
 use crate::queue::LedgerWrites;
@@ -74,7 +74,7 @@ impl ImportCursor {
     fn fits(&self, mode: &CursorMode) -> bool {
         matches!(
             (self, mode),
-            (ImportCursor::Sequence(_), CursorMode::Sequence)
+            (ImportCursor::Sequence(_), CursorMode::Sequence { .. })
                 | (ImportCursor::Time { .. }, CursorMode::Time { .. })
         )
     }
@@ -202,7 +202,7 @@ impl SqlSource {
             .map(|(import, s)| {
                 s.clone().unwrap_or(match import.mode {
                     // Every row of the table, from the first key.
-                    CursorMode::Sequence => {
+                    CursorMode::Sequence { .. } => {
                         ImportCursor::Sequence(SequenceCursor::starting_after(i64::MIN))
                     }
                     // Rows from where billing begins, less the lateness: a leader taking
@@ -234,7 +234,7 @@ impl SqlSource {
             readers: config
                 .imports
                 .iter()
-                .map(|i| PgReader::new(i.clone(), config.request_timeout))
+                .map(|i| DbReader::new(i.clone(), config.request_timeout))
                 .collect(),
             shared: shared.clone(),
             recount: vec![None; names.len()],
@@ -251,7 +251,7 @@ impl SqlSource {
             .iter()
             .map(|i| match i.mode {
                 CursorMode::Time { lateness } => Some(i64::try_from(lateness).unwrap_or(0)),
-                CursorMode::Sequence => None,
+                CursorMode::Sequence { .. } => None,
             })
             .collect();
         SqlSource {
@@ -528,7 +528,7 @@ pub fn start_source(
 /// Reads a round: each import on its own, with its working cursor (ahead of the committed
 /// one by the rounds not committed yet).
 struct ImportReader {
-    readers: Vec<PgReader>,
+    readers: Vec<DbReader>,
     shared: Arc<Shared>,
     /// `time` imports: the last read's range and row count, re-counted once next round.
     recount: Vec<Option<(i64, i64, u64)>>,
@@ -606,7 +606,7 @@ impl ImportReader {
         i: usize,
         working: &mut ImportCursor,
         now: i64,
-    ) -> Result<(Vec<SqlRow>, u64, ImportCursor), super::pg::SqlError> {
+    ) -> Result<(Vec<SqlRow>, u64, ImportCursor), SqlError> {
         let reader = &mut self.readers[i];
         match working.clone() {
             ImportCursor::Sequence(mut cursor) => {
@@ -628,7 +628,7 @@ impl ImportReader {
             ImportCursor::Time { until } => {
                 let lateness = match reader.import().mode {
                     CursorMode::Time { lateness } => i64::try_from(lateness).unwrap_or(0),
-                    CursorMode::Sequence => 0,
+                    CursorMode::Sequence { .. } => 0,
                 };
                 let mut late = 0;
                 if let Some((a, b, n)) = self.recount[i] {
