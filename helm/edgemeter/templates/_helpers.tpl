@@ -72,6 +72,7 @@ app.kubernetes.io/part-of: edgemeter
 {{- $cursor := dict "mode" $i.cursor.mode "column" $i.cursor.column }}
 {{- if hasKey $i.cursor "lateness" }}{{ $_ := set $cursor "lateness" $i.cursor.lateness }}{{ end }}
 {{- $e := dict "name" $i.name "url_file" (printf "%s/%s" $dir $i.name) "query" $i.query "cursor" $cursor }}
+{{- with $i.driver }}{{ $_ := set $e "driver" . }}{{ end }}
 {{- with $i.key }}{{ $_ := set $e "key" . }}{{ end }}
 {{- if hasKey $i "pageSize" }}{{ $_ := set $e "page_size" (int64 $i.pageSize) }}{{ end }}
 {{- if hasKey $i "maxRowsPerRound" }}{{ $_ := set $e "max_rows_per_round" (int64 $i.maxRowsPerRound) }}{{ end }}

@@ -77,7 +77,7 @@ SQL_ENV = {"SQL_IMPORTS", "SQL_MAPPER", "SQL_MAPPER_CONFIG", "SQL_REQUEST_TIMEOU
 # it refuses others) and those the chart may write: a URL only as a file of the Secret volume.
 SQL_IMPORT_KEYS = {"name", "driver", "url_env", "url_file", "query", "cursor", "key", "page_size",
                    "max_rows_per_round", "ca_file"}
-SQL_CHART_KEYS = {"name", "url_file", "query", "cursor", "key", "page_size", "max_rows_per_round", "ca_file"}
+SQL_CHART_KEYS = {"name", "driver", "url_file", "query", "cursor", "key", "page_size", "max_rows_per_round", "ca_file"}
 SQL_URL_DIR = "/etc/edgemeter/sql"
 RUNAI_ENV = {"RUNAI_URL", "RUNAI_CREDENTIALS_FILE", "RUNAI_TOKEN_ENDPOINT", "RUNAI_MAPPER",
              "RUNAI_MAPPER_CONFIG", "RUNAI_METRICS_DELAY", "RUNAI_SAMPLE_STEP", "RUNAI_PAGE_SIZE",
@@ -221,7 +221,8 @@ def expected_sql_imports(case: str) -> list:
     for i in values(case)["sql"]["imports"]:
         e = {"name": i["name"], "url_file": f"{SQL_URL_DIR}/{i['name']}", "query": i["query"],
              "cursor": dict(i["cursor"])}
-        for ours, theirs in (("key", "key"), ("pageSize", "page_size"), ("maxRowsPerRound", "max_rows_per_round")):
+        for ours, theirs in (("driver", "driver"), ("key", "key"), ("pageSize", "page_size"),
+                             ("maxRowsPerRound", "max_rows_per_round")):
             if ours in i:
                 e[theirs] = i[ours]
         if ca.get("configMap") or ca.get("secret"):
@@ -1100,6 +1101,15 @@ class TestSchema(unittest.TestCase):
                      expect="values don't meet the specifications of the schema")
         p = helm_template(*URL, *SQL_TIME, "--set", "sql.imports[0].cursor.lateness=1m30s")
         self.assertEqual(p.returncode, 0, p.stderr)
+        # A driver is postgres or clickhouse; a ClickHouse sequence cursor takes a lateness
+        # (no transactions to wait for), a PostgreSQL one does not.
+        self.refused(*URL, *SQL_ON, "--set", "sql.imports[0].driver=mysql",
+                     expect="values don't meet the specifications of the schema")
+        for driver, ok in (("clickhouse", True), ("postgres", False)):
+            with self.subTest(driver=driver):
+                p = helm_template(*URL, *SQL_ON, "--set", f"sql.imports[0].driver={driver}",
+                                  "--set", "sql.imports[0].cursor.lateness=30s")
+                self.assertEqual(p.returncode == 0, ok, p.stderr)
         # Enabled without an import: the schema names the key.
         p = helm_template(*URL, "--set", "sql.enabled=true", "--set", "sql.existingSecret=db")
         self.assertNotEqual(p.returncode, 0)
