@@ -1,7 +1,7 @@
-//! A real PostgreSQL server for tests (Debian's `postgresql` 15, installed by `.ci/run`): a
-//! fresh cluster in a temporary directory on a loopback port, run as the unprivileged
-//! `postgres` user when the tests run as root (PostgreSQL refuses root). Stopped (immediate
-//! shutdown) when dropped; every wait bounded.
+//! A real PostgreSQL server for tests and `benches/sql.rs` (Debian's `postgresql` 15, installed
+//! by `.ci/run`): a fresh cluster in a temporary directory on a loopback port, run as the
+//! unprivileged `postgres` user when the tests run as root (PostgreSQL refuses root). Stopped
+//! (immediate shutdown) when dropped; every wait bounded.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -105,6 +105,15 @@ impl Postgres {
             "postgres://edgemeter@127.0.0.1:{}/postgres?connect_timeout=5",
             self.port
         )
+    }
+
+    /// The cluster's data directory (its `postmaster.pid` names the server process).
+    #[allow(
+        dead_code,
+        reason = "used by benches/sql.rs (its CPU figures), not by every test"
+    )]
+    pub fn data_dir(&self) -> &Path {
+        &self.data
     }
 
     /// Starts the (stopped) server and waits until it accepts connections.

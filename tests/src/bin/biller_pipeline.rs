@@ -24,7 +24,7 @@ use edgemeter::daemon::{Biller, MeteredSource, Plan, TickOutcome};
 use edgemeter::mapper::bindings::{Allocation, Item, ItemKind, SourceKind};
 use edgemeter::mapper::{MapperLimits, MapperRuntime, builtin};
 use edgemeter::metrics::Metrics;
-use edgemeter::queue::{LedgerWrites, Queue, QueueConfig};
+use edgemeter::queue::{CorruptionPolicy, LedgerWrites, Queue, QueueConfig};
 use edgemeter::sinks::openmeter::{self, OpenMeterConfig};
 use edgemeter::snapshot::Identity;
 use edgemeter::window::Window;
@@ -123,7 +123,11 @@ async fn main() -> anyhow::Result<()> {
     let items: usize = args[4].parse().context("ITEMS")?;
     let run: u32 = args[5].parse().context("RUN")?;
 
-    let queue = Queue::open(&QueueConfig::new(queue_dir))?;
+    // A corrupt queue must fail the run, not be moved aside: an empty queue would re-bill from
+    // window 0 and the test would blame the pipeline for what sled reported.
+    let mut queue_config = QueueConfig::new(queue_dir);
+    queue_config.on_corruption = CorruptionPolicy::Fail;
+    let queue = Queue::open(&queue_config).context("opening the queue")?;
     let mut config = OpenMeterConfig::new(url);
     config.batch_size = 20;
     config.batch_period = Duration::from_millis(20);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use edgemeter::metrics::Metrics;
-use edgemeter::queue::{CommitOutcome, Queue, QueueConfig};
+use edgemeter::queue::{CommitOutcome, CorruptionPolicy, Queue, QueueConfig};
 use edgemeter::sinks::openmeter::{self, OpenMeterConfig};
 use edgemeter_tests::{SYNTHETIC_SOURCE, WINDOW_SECONDS, synthetic_event};
 use tokio_util::sync::CancellationToken;
@@ -31,7 +31,11 @@ async fn main() -> anyhow::Result<()> {
     let per_window: usize = args[4].parse().context("EVENTS_PER_WINDOW")?;
     let run: u32 = args[5].parse().context("RUN")?;
 
-    let queue = Queue::open(&QueueConfig::new(queue_dir))?;
+    // A corrupt queue must fail the run, not be moved aside: an empty queue would re-bill from
+    // window 0 and the test would blame the pipeline for what sled reported.
+    let mut queue_config = QueueConfig::new(queue_dir);
+    queue_config.on_corruption = CorruptionPolicy::Fail;
+    let queue = Queue::open(&queue_config).context("opening the queue")?;
     let mut config = OpenMeterConfig::new(url);
     config.batch_size = 20;
     config.batch_period = Duration::from_millis(20);
