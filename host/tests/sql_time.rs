@@ -85,6 +85,7 @@ fn billing(config: &SqlConfig, t0: i64) -> Billing {
         clock,
         watermark: t0 - 10,
         billed: BTreeMap::new(),
+        dead: Vec::new(),
     }
 }
 
@@ -95,6 +96,8 @@ struct Billing {
     watermark: i64,
     /// Row key → the row as billed.
     billed: BTreeMap<String, serde_json::Value>,
+    /// The dead letters of the windows billed: (reason, letter).
+    dead: Vec<(String, serde_json::Value)>,
 }
 
 impl Billing {
@@ -123,6 +126,7 @@ impl Billing {
                 );
                 keys.push(item.uid);
             }
+            self.dead.extend(self.source.dead_letters(&w));
             let _ = self.source.ledger_writes();
             self.source.ledger_committed();
             self.watermark = w.end();
@@ -328,5 +332,57 @@ async fn clickhouse_late_inserts_inside_the_lateness_are_billed_and_beyond_it_co
     );
     let warn = assert_two_missed_counted(&mut b.source, &log, t0);
     eprintln!("billed {billed:?}; missed and counted: {warn}");
+    b.source.stop();
+}
+
+/// A row whose value does not convert — ClickHouse's zero `DateTime`, `0000-00-00 00:00:00`,
+/// which is no instant — is not billed and does not stop the import: it is a dead letter of
+/// its window (the reason naming the import, the row and the column; the row as read), the
+/// rows beside it are billed and the cursor moves past it.
+#[tokio::test]
+async fn a_row_that_does_not_convert_is_a_dead_letter_and_the_import_goes_on() {
+    let ch = clickhouse::ClickHouse::start();
+    ch.exec(
+        "CREATE TABLE jobs (id UInt64, name String, at DateTime, ended DateTime) ENGINE = MergeTree ORDER BY id",
+    )
+    .await;
+    let url = ch.url();
+    let text = format!(
+        "- {{name: snaps, driver: clickhouse, url_env: DB, query: 'SELECT id, name, at, ended FROM jobs WHERE at >= $1 AND at < $2', cursor: {{mode: time, column: at, lateness: {LATENESS}s}}, key: [id]}}"
+    );
+    let config = SqlConfig {
+        imports: parse_imports(&text, &|_| Some(url.clone()), &|_| None).expect("import"),
+        request_timeout: Duration::from_secs(10),
+    };
+    let t0 = jiff::Timestamp::now().as_second() / 10 * 10;
+    ch.exec(&format!(
+        "INSERT INTO jobs VALUES (1, 'a', toDateTime({a}), toDateTime({a})), (2, 'zero', toDateTime({a}), toDateTime(0)), (3, 'c', toDateTime({b}), toDateTime({b}))",
+        a = t0 - 8,
+        b = t0 - 5
+    ))
+    .await;
+    let mut b = billing(&config, t0);
+    assert_eq!(b.round_at(t0).await, ["[1]", "[3]"]);
+    assert_eq!(b.dead.len(), 1, "{:?}", b.dead);
+    let (reason, letter) = &b.dead[0];
+    assert!(
+        reason.contains("snaps") && reason.contains("[2]") && reason.contains("\"ended\""),
+        "{reason}"
+    );
+    assert_eq!(letter["import"], "snaps");
+    assert_eq!(letter["key"], serde_json::json!([2]));
+    assert_eq!(
+        letter["row"]["ended"], "0000-00-00 00:00:00",
+        "the value as read"
+    );
+    assert_eq!(letter["row"]["name"], "zero");
+    // The next rows are read as usual: the import is not stuck on the bad one.
+    ch.exec(&format!(
+        "INSERT INTO jobs VALUES (4, 'd', toDateTime({t}), toDateTime({t}))",
+        t = t0 - 2
+    ))
+    .await;
+    assert_eq!(b.round_at(t0 + 2).await, ["[4]"]);
+    assert_eq!(b.dead.len(), 1);
     b.source.stop();
 }

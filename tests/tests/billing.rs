@@ -59,6 +59,8 @@ struct FixedSource {
     pods: Vec<PodObject>,
     in_sync: bool,
     forgotten: Vec<String>,
+    /// Per window start, inputs the source could not turn into items.
+    unreadable: BTreeMap<i64, Vec<(String, serde_json::Value)>>,
 }
 
 impl MeteredSource for FixedSource {
@@ -76,6 +78,12 @@ impl MeteredSource for FixedSource {
         snapshot::pod_snapshot(env, &self.pods, &BTreeMap::new(), false)
             .0
             .items
+    }
+    fn dead_letters(&self, window: &Window) -> Vec<(String, serde_json::Value)> {
+        self.unreadable
+            .get(&window.start())
+            .cloned()
+            .unwrap_or_default()
     }
     fn forget_billed(&mut self, watermark: i64) {
         let (gone, kept): (Vec<PodObject>, Vec<PodObject>) = self.pods.drain(..).partition(|p| {
@@ -101,6 +109,7 @@ fn source() -> FixedSource {
         ],
         in_sync: true,
         forgotten: vec![],
+        unreadable: BTreeMap::new(),
     }
 }
 
@@ -842,6 +851,52 @@ fn an_invalid_event_of_one_item_is_dead_lettered_and_the_window_commits() {
             .skip(1)
             .all(|l| l.contains("\t-\thostile\t") && l.contains("rejected at billing")),
         "{table}"
+    );
+}
+
+/// What a source read but could not turn into items (a database row whose value did not
+/// convert) is kept as dead letters in the commit of its window, beside that window's events,
+/// and counted; the windows around it commit as usual.
+#[test]
+fn a_sources_unreadable_inputs_are_dead_letters_of_their_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let queue = Queue::open(&QueueConfig::new(dir.path())).expect("queue");
+    let mut b = biller(&queue, builtin_mapper(), "{}");
+    let metrics = Metrics::new();
+    b.set_items_rejected(metrics.billing.items_rejected.clone());
+    let mut src = source();
+    let row = json!({"import": "calls", "key": [2], "row": {"id": 2, "at": "0000-00-00 00:00:00"}});
+    src.unreadable.insert(
+        T0 + 15,
+        vec![(
+            "SQL import calls: row [2] could not be read: column \"at\"".into(),
+            row.clone(),
+        )],
+    );
+    match b.tick(&mut src, T0 + 45) {
+        TickOutcome::Billed {
+            windows: 3,
+            watermark,
+            ..
+        } => assert_eq!(watermark, T0 + 45),
+        other => panic!("{other:?}"),
+    }
+    let letters = queue.dead_letters().expect("dead letters");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event, row, "the input as the source read it");
+    assert!(
+        letters[0].reason.contains("row [2]"),
+        "{}",
+        letters[0].reason
+    );
+    let text = metrics.encode().expect("metrics");
+    assert!(
+        text.contains(r#"edgemeter_items_rejected_total{reason="unreadable_input"} 1"#),
+        "{text}"
+    );
+    assert!(
+        !committed(&queue).is_empty(),
+        "the windows' events committed"
     );
 }
 

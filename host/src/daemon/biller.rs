@@ -107,6 +107,8 @@ struct Rejections {
     invalid_event: u64,
     invalid_event_dropped: u64,
     allocation_incomplete: u64,
+    unreadable_input: u64,
+    unreadable_input_dropped: u64,
 }
 
 impl Rejections {
@@ -115,6 +117,8 @@ impl Rejections {
             ("invalid_event", self.invalid_event),
             ("invalid_event_dropped", self.invalid_event_dropped),
             ("allocation_incomplete", self.allocation_incomplete),
+            ("unreadable_input", self.unreadable_input),
+            ("unreadable_input_dropped", self.unreadable_input_dropped),
         ] {
             if n > 0 {
                 family
@@ -494,6 +498,17 @@ impl Biller {
                 ) {
                     return fail(f, self.watermark);
                 }
+            }
+            // What the source could not turn into items, kept with the window.
+            match staged.stage_dead_letters(&source.dead_letters(&window)) {
+                Ok(kept) => {
+                    rejections.unreadable_input += kept.kept as u64;
+                    rejections.unreadable_input_dropped += kept.dropped as u64;
+                    if kept.dropped > 0 {
+                        tracing::error!(%window, dropped = kept.dropped, "unreadable inputs not kept: the dead letters are at EDGEMETER_QUEUE_MAX_DEAD_BYTES (fix the source's data, then empty the dead letters: `edgemeter queue dead-letters`)");
+                    }
+                }
+                Err(e) => return TickOutcome::QueueFailed(e),
             }
             if !may_commit() {
                 break;

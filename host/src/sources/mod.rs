@@ -66,6 +66,14 @@ pub trait MeteredSource {
         all.truncate(end);
         (all.split_off(cursor), Some(end))
     }
+    /// Inputs of `window` the source read but could not turn into items (a database row
+    /// whose value did not convert): `(reason, the input as read)`, kept as dead letters in
+    /// the window's commit, so they are neither lost nor blocking (each logged here). Default:
+    /// none.
+    fn dead_letters(&self, window: &Window) -> Vec<(String, serde_json::Value)> {
+        let _ = window;
+        Vec::new()
+    }
     /// Everything that ended at or before `watermark` has been billed and may be forgotten.
     fn forget_billed(&mut self, watermark: i64);
     /// Whether this replica bills (false: a standby of leader election, following the

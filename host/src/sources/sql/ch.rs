@@ -46,7 +46,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::config::{CursorMode, Import};
-use super::read::{SequenceRead, SqlError, SqlRow, parse_row, parse_time};
+use super::read::{SequenceRead, SqlError, SqlRow, parse_row};
 
 /// A ClickHouse reader of one import.
 pub struct ChReader {
@@ -240,6 +240,9 @@ pub fn convert(raw: &RawValue, ty: &str, server: &jiff::tz::TimeZone) -> Result<
                 None => server.clone(),
             };
             let s = unquoted()?;
+            if s == "0000-00-00 00:00:00" {
+                return Err("ClickHouse's zero DateTime (unset: no instant to bill)".into());
+            }
             let civil: jiff::civil::DateTime = s
                 .parse()
                 .map_err(|e| format!("{s:?} is not a DateTime: {e}"))?;
@@ -253,8 +256,13 @@ pub fn convert(raw: &RawValue, ty: &str, server: &jiff::tz::TimeZone) -> Result<
     }
 }
 
-/// A `JSONCompact` answer as row objects (text, columns in order).
-fn objects(body: &[u8], server: &jiff::tz::TimeZone) -> Result<Vec<String>, String> {
+/// A `JSONCompact` answer as row objects (text, columns in order), each with what could not
+/// be converted (that value is then kept as its raw text, a string: the row becomes a dead
+/// letter, not a failed read).
+fn objects(
+    body: &[u8],
+    server: &jiff::tz::TimeZone,
+) -> Result<Vec<(String, Option<String>)>, String> {
     let answer: Compact<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(answer.data.len());
     for values in &answer.data {
@@ -266,18 +274,30 @@ fn objects(body: &[u8], server: &jiff::tz::TimeZone) -> Result<Vec<String>, Stri
             ));
         }
         let mut object = String::from("{");
+        let mut problems = Vec::new();
         for (i, (column, raw)) in answer.meta.iter().zip(values).enumerate() {
             if i > 0 {
                 object.push(',');
             }
             object.push_str(&serde_json::to_string(&*column.name).map_err(|e| e.to_string())?);
             object.push(':');
-            let value = convert(raw, &column.ty, server)
-                .map_err(|e| format!("column {:?}: {e}", column.name))?;
-            object.push_str(&value);
+            match convert(raw, &column.ty, server) {
+                Ok(value) => object.push_str(&value),
+                Err(e) => {
+                    problems.push(format!("column {:?} ({}): {e}", column.name, column.ty));
+                    // As read: a string stays that string, anything else becomes its text.
+                    if raw.get().starts_with('"') {
+                        object.push_str(raw.get());
+                    } else {
+                        object.push_str(
+                            &serde_json::to_string(raw.get()).map_err(|e| e.to_string())?,
+                        );
+                    }
+                }
+            }
         }
         object.push('}');
-        out.push(object);
+        out.push((object, (!problems.is_empty()).then(|| problems.join("; "))));
     }
     Ok(out)
 }
@@ -418,7 +438,11 @@ impl ChReader {
         let objects = objects(&body, &zone).map_err(|e| self.decode_error(e))?;
         objects
             .into_iter()
-            .map(|o| parse_row(&self.import, o))
+            .map(|(o, problem)| {
+                let mut row = parse_row(&self.import, o)?;
+                row.problem = problem;
+                Ok(row)
+            })
             .collect()
     }
 
@@ -477,23 +501,10 @@ impl ChReader {
     pub async fn read_time(&mut self, from: i64, to: i64) -> Result<Vec<(i64, SqlRow)>, SqlError> {
         let sql = wrapped(&self.import, &datetime(from), &datetime(to), None);
         let rows = self.rows(&sql).await?;
-        rows.into_iter()
-            .map(|row| {
-                let at = row
-                    .cursor
-                    .as_str()
-                    .and_then(parse_time)
-                    .ok_or_else(|| SqlError::Row {
-                        import: self.import.name.clone(),
-                        row: row.key.clone(),
-                        problem: format!(
-                            "has cursor {} = {}, not a timestamp; a time cursor is a DateTime column",
-                            self.import.cursor_column, row.cursor
-                        ),
-                    })?;
-                Ok((at, row))
-            })
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|row| super::read::time_cursor(&self.import, row, from))
+            .collect())
     }
 
     /// How many rows the query selects for `[from, to)` now.
@@ -554,6 +565,7 @@ mod tests {
             );
         }
         assert!(convert(&raw("\"x\""), "Int64", &utc).is_err());
+        assert!(convert(&raw("\"0000-00-00 00:00:00\""), "DateTime", &utc).is_err());
         assert!(
             convert(
                 &raw("\"2023-11-14 22:13:20\""),

@@ -296,19 +296,7 @@ impl PgReader {
         let mut rows = Vec::with_capacity(objects.len());
         for object in objects {
             let row = super::read::parse_row(&self.import, object)?;
-            let at = row
-                .cursor
-                .as_str()
-                .and_then(parse_time)
-                .ok_or_else(|| SqlError::Row {
-                    import: self.import.name.clone(),
-                    row: row.key.clone(),
-                    problem: format!(
-                        "has cursor {} = {}, not a timestamp; a time cursor is a timestamptz or timestamp column",
-                        self.import.cursor_column, row.cursor
-                    ),
-                })?;
-            rows.push((at, row));
+            rows.push(super::read::time_cursor(&self.import, row, from));
         }
         Ok(rows)
     }

@@ -17,6 +17,9 @@ pub struct SqlRow {
     pub cursor: serde_json::Value,
     /// The row as a JSON object (text).
     pub object: String,
+    /// Why the row cannot be billed (a value that did not convert, a cursor that is not a
+    /// timestamp): it is kept as a dead letter with its window's commit instead.
+    pub problem: Option<String>,
 }
 
 /// What a `sequence` read saw.
@@ -116,7 +119,28 @@ pub fn parse_row(import: &Import, object: String) -> Result<SqlRow, SqlError> {
         key: serde_json::Value::Array(key).to_string(),
         cursor,
         object,
+        problem: None,
     })
+}
+
+/// A `time` read's row with its cursor as Unix seconds; a cursor that is not a timestamp
+/// (one row's value: the query selected it for the range, so it is of this read) makes the
+/// row a dead letter, placed at `from`.
+pub fn time_cursor(import: &Import, mut row: SqlRow, from: i64) -> (i64, SqlRow) {
+    match row.cursor.as_str().and_then(parse_time) {
+        Some(at) => (at, row),
+        None => {
+            let problem = format!(
+                "cursor {} = {} is not a timestamp",
+                import.cursor_column, row.cursor
+            );
+            row.problem = Some(match row.problem.take() {
+                Some(p) => format!("{p}; {problem}"),
+                None => problem,
+            });
+            (from, row)
+        }
+    }
 }
 
 /// A timestamp as PostgreSQL's `to_jsonb` or the ClickHouse reader writes it (RFC 3339, or ISO 8601 without offset: UTC) → Unix

@@ -138,6 +138,9 @@ pub struct SqlSource {
     adopted: Option<i64>,
     /// Rows per window start, per import.
     rows: BTreeMap<i64, Vec<(usize, SqlRow)>>,
+    /// Rows that cannot be billed (a value that did not convert), per window start: dead
+    /// letters of that window's commit.
+    dead: BTreeMap<i64, Vec<(usize, SqlRow)>>,
     /// Per round's window start, the cursors it read up to (per import, when read).
     cursors: BTreeMap<i64, Vec<Option<ImportCursor>>>,
     /// Cursors written with the last commit.
@@ -262,6 +265,7 @@ impl SqlSource {
             billing: true,
             adopted: None,
             rows: BTreeMap::new(),
+            dead: BTreeMap::new(),
             cursors: BTreeMap::new(),
             stored,
             stale,
@@ -289,11 +293,13 @@ impl SqlSource {
                 for (i, read) in round.imports.into_iter().enumerate() {
                     match read {
                         Some((rows, cursor)) => {
-                            if !rows.is_empty() {
-                                self.rows
-                                    .entry(at)
-                                    .or_default()
-                                    .extend(rows.into_iter().map(|r| (i, r)));
+                            for row in rows {
+                                let to = if row.problem.is_some() {
+                                    &mut self.dead
+                                } else {
+                                    &mut self.rows
+                                };
+                                to.entry(at).or_default().push((i, row));
                             }
                             after.push(Some(cursor));
                         }
@@ -399,6 +405,30 @@ impl MeteredSource for SqlSource {
             self.adopted = Some(self.adopted.map_or(watermark, |a| a.max(watermark)));
         }
         self.rows = self.rows.split_off(&watermark);
+        self.dead = self.dead.split_off(&watermark);
+    }
+
+    fn dead_letters(&self, window: &Window) -> Vec<(String, serde_json::Value)> {
+        let Some(rows) = self.dead.get(&window.start()) else {
+            return Vec::new();
+        };
+        rows.iter()
+            .map(|(i, row)| {
+                let import = &self.names[*i];
+                let problem = row.problem.as_deref().unwrap_or("unreadable");
+                tracing::error!(import = %import, key = %row.key, %window, problem, "SQL row not billed: kept as a dead letter with the window's commit (`edgemeter queue dead-letters`); the import's other rows are billed");
+                let letter = serde_json::json!({
+                    "import": import,
+                    "key": serde_json::from_str::<serde_json::Value>(&row.key).unwrap_or_else(|_| row.key.clone().into()),
+                    "cursor": row.cursor,
+                    "row": serde_json::from_str::<serde_json::Value>(&row.object).unwrap_or_else(|_| row.object.clone().into()),
+                });
+                (
+                    format!("SQL import {import}: row {} could not be read: {problem}", row.key),
+                    letter,
+                )
+            })
+            .collect()
     }
 
     fn set_billing(&mut self, billing: bool) {
