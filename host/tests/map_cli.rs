@@ -244,3 +244,96 @@ fn mapper_check_prints_the_declaration_or_the_reason_it_is_refused() {
         "failed to compile mapper",
     );
 }
+
+/// The built-in mapper's events for the recorded kube-system PodList over one hour, as
+/// `edgemeter mapper test --update` wrote them (`tests/fixtures/golden/`).
+const GOLDEN: &str = "golden/kube-system-hour.builtin-kubernetes.jsonl";
+
+/// `edgemeter mapper test` as an author runs it: the golden file matches (exit 0); an edited
+/// field is a readable difference naming the event, the field and both values (exit 1, the
+/// fix on stderr); a missing golden file says to create it with `--update`, which writes the
+/// events the next run matches.
+#[test]
+fn mapper_test_compares_events_with_a_golden_file_field_by_field() {
+    let test = |golden: &str, extra: &[&str]| {
+        let mut args = vec!["mapper", "test", "builtin:kubernetes", "--input"];
+        let input = fixture(PODLIST);
+        args.push(&input);
+        args.extend(["--window", HOUR, "--expect", golden]);
+        args.extend(extra);
+        edgemeter(&args)
+    };
+    let out = test(&fixture(GOLDEN), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n = std::fs::read_to_string(fixture(GOLDEN))
+        .expect("golden")
+        .lines()
+        .count();
+    assert!(n > 3, "{n} events");
+    assert_eq!(
+        stdout,
+        format!("ok: {n} event(s) match {}\n", fixture(GOLDEN))
+    );
+
+    // One field edited, one event removed.
+    let dir = tempfile::tempdir().expect("dir");
+    let edited = dir.path().join("edited.jsonl");
+    let text = std::fs::read_to_string(fixture(GOLDEN)).expect("golden");
+    let mut events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let id = events[1]["id"].as_str().expect("id").to_owned();
+    let subject = events[1]["subject"].clone();
+    events[1]["subject"] = "someone-else".into();
+    events.pop();
+    let body: String = events.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(&edited, body).expect("write");
+    let path = edited.to_str().expect("utf-8");
+    let out = test(path, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!(
+            "event 2 (id {id}): subject: expected \"someone-else\", emitted {subject}"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("event {n} (id ")) && stdout.contains("emitted, not expected"),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("2 difference(s)") && stderr.contains("--update"),
+        "{stderr}"
+    );
+
+    // No golden file yet: the error says how to make one; --update writes it.
+    let fresh = dir.path().join("fresh.jsonl");
+    let fresh = fresh.to_str().expect("utf-8");
+    fails_with_args_of(test(fresh, &[]), "create it with --update");
+    let out = test(fresh, &["--update"]);
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("wrote {n} event(s) to {fresh}\n")
+    );
+    assert!(test(fresh, &[]).status.success());
+    assert_eq!(
+        std::fs::read_to_string(fresh).expect("fresh"),
+        text,
+        "--update writes what the committed golden file holds"
+    );
+}
+
+fn fails_with_args_of(out: Output, needle: &str) {
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(needle), "{needle}: {stderr}");
+}

@@ -70,6 +70,11 @@ pub enum MapCommandError {
 
 /// Runs `edgemeter map`.
 pub fn run(args: MapArgs) -> Result<(), MapCommandError> {
+    print(&events(&args)?)
+}
+
+/// The events `edgemeter map` prints for `args` (also what `edgemeter mapper test` compares).
+pub fn events(args: &MapArgs) -> Result<Vec<crate::event::CloudEvent>, MapCommandError> {
     let window = match &args.window {
         Some(w) => w.parse::<Window>().map_err(MapCommandError::Window)?,
         None => {
@@ -102,11 +107,10 @@ pub fn run(args: MapArgs) -> Result<(), MapCommandError> {
         let items = recording::items(rec, &window);
         if items.is_empty() {
             tracing::info!(%window, workloads, "no Run:ai workload held anything in the window");
-            return Ok(());
+            return Ok(Vec::new());
         }
         let snap = crate::mapper::bindings::Snapshot { envelope, items };
-        let events = mapper.map_events(&snap, DEFAULT_MAX_EVENT_BYTES)?;
-        return print(&events);
+        return Ok(mapper.map_events(&snap, DEFAULT_MAX_EVENT_BYTES)?);
     }
     let objects = input::parse(&name, &text)?;
     for (kind, n) in &objects.skipped_kinds {
@@ -130,10 +134,9 @@ pub fn run(args: MapArgs) -> Result<(), MapCommandError> {
     }
     if snap.items.is_empty() {
         tracing::info!(%window, pods = objects.pods.len(), "no pod has allocated time in the window");
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let events = mapper.map_events(&snap, DEFAULT_MAX_EVENT_BYTES)?;
-    print(&events)
+    Ok(mapper.map_events(&snap, DEFAULT_MAX_EVENT_BYTES)?)
 }
 
 /// One event per line on stdout (a closed pipe ends quietly).

@@ -1,6 +1,13 @@
-//! `edgemeter mapper check`: what a mapper author runs on a freshly built component before
-//! deploying it — the host loads it exactly as the daemon would (compile, import policy,
-//! contract version, `describe`) and, with `--config`, runs its `validate-config`.
+//! Mapper authors' tools.
+//!
+//! - `edgemeter mapper check PATH.wasm [--config JSON]`: what to run on a freshly built
+//!   component before deploying it — the host loads it exactly as the daemon would (compile,
+//!   import policy, contract version, `describe`) and, with `--config`, runs its
+//!   `validate-config`.
+//! - `edgemeter mapper test PATH.wasm --input OBJECTS --window START/END --expect
+//!   GOLDEN.jsonl [--mapper-config JSON] [--update]`: maps the recorded objects as `edgemeter
+//!   map` does and compares the events with the golden file field by field, ids and times
+//!   included ([`super::golden`]); exit 1 with the differences, `--update` rewrites the file.
 
 use crate::mapper::{MapperError, MapperLimits, MapperRuntime, builtin};
 
@@ -17,6 +24,25 @@ pub enum MapperCommand {
     /// contract it was built against and the interfaces it imports. Exits non-zero, naming
     /// the reason, when the daemon would refuse it.
     Check(CheckArgs),
+    /// Map recorded objects (as `edgemeter map` does) and compare the events with a golden
+    /// file, one event per line, field by field; exits 1 listing the differences.
+    /// `--update` writes the events as the new golden file.
+    Test(Box<TestArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// The component (`.wasm`), or a built-in (`builtin:kubernetes`, …); it replaces
+    /// `--mapper`.
+    pub component: String,
+    /// The golden file: the expected events, one CloudEvent JSON per line.
+    #[arg(long)]
+    pub expect: std::path::PathBuf,
+    /// Write the events emitted now as the golden file instead of comparing.
+    #[arg(long)]
+    pub update: bool,
+    #[command(flatten)]
+    pub map: super::map::MapArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -28,11 +54,33 @@ pub struct CheckArgs {
     pub config: Option<String>,
 }
 
-/// Why the check failed.
+/// Why the check or the test failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MapperCommandError {
     #[error(transparent)]
     Mapper(#[from] MapperError),
+    #[error(transparent)]
+    Map(#[from] super::map::MapCommandError),
+    #[error("failed to read the golden file {path}; create it with --update")]
+    ReadGolden {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the golden file {path} is not one event per line: {problem}")]
+    BadGolden { path: String, problem: String },
+    #[error("failed to write the golden file {path}")]
+    WriteGolden {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{count} difference(s) from {path} (listed above); fix the mapper, or accept the new events with --update"
+    )]
+    Mismatch { count: usize, path: String },
+    #[error("--window is required: the golden file holds the events of one window")]
+    NoWindow,
     #[error("--config is not a JSON object: {reason}; pass e.g. '{{\"unit\": \"minute\"}}'")]
     Config { reason: String },
 }
@@ -111,7 +159,56 @@ pub fn run(args: MapperArgs) -> Result<(), MapperCommandError> {
             print!("{}", report(&mapper, check.config.as_deref())?);
             Ok(())
         }
+        MapperCommand::Test(test) => {
+            let out = self::test(*test)?;
+            print!("{out}");
+            Ok(())
+        }
     }
+}
+
+/// Runs `mapper test`: what it prints when the events match (or were written); the
+/// differences are printed on stdout before the [`MapperCommandError::Mismatch`].
+pub fn test(mut args: TestArgs) -> Result<String, MapperCommandError> {
+    if args.map.window.is_none() {
+        return Err(MapperCommandError::NoWindow);
+    }
+    args.map.mapper.mapper = args.component.clone();
+    let got: Vec<serde_json::Value> = super::map::events(&args.map)?
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap_or(serde_json::Value::Null))
+        .collect();
+    let path = args.expect.display().to_string();
+    if args.update {
+        std::fs::write(&args.expect, super::golden::render(&got)).map_err(|source| {
+            MapperCommandError::WriteGolden {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        return Ok(format!("wrote {} event(s) to {path}\n", got.len()));
+    }
+    let text =
+        std::fs::read_to_string(&args.expect).map_err(|source| MapperCommandError::ReadGolden {
+            path: path.clone(),
+            source,
+        })?;
+    let expected =
+        super::golden::parse(&text).map_err(|problem| MapperCommandError::BadGolden {
+            path: path.clone(),
+            problem,
+        })?;
+    let differences = super::golden::diff(&expected, &got);
+    if differences.is_empty() {
+        return Ok(format!("ok: {} event(s) match {path}\n", got.len()));
+    }
+    for d in &differences {
+        println!("{d}");
+    }
+    Err(MapperCommandError::Mismatch {
+        count: differences.len(),
+        path,
+    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! Parsing (clap) and dispatch only; each command lives in its own file and returns a typed
 //! error that `main` prints with its causes.
 
+pub mod golden;
 pub mod map;
 pub mod mapper;
 pub mod mapper_args;
@@ -45,7 +46,8 @@ pub enum Command {
     /// Turn Kubernetes objects from a file into CloudEvents (one JSON per line on stdout),
     /// through a mapper. This is also how mapper authors test a mapper.
     Map(Box<map::MapArgs>),
-    /// Mapper authors' tools: `edgemeter mapper check PATH.wasm [--config JSON]`.
+    /// Mapper authors' tools: `edgemeter mapper check PATH.wasm [--config JSON]`, `edgemeter
+    /// mapper test PATH.wasm --input OBJECTS --window START/END --expect GOLDEN.jsonl`.
     Mapper(mapper::MapperArgs),
     /// See it work with no cluster: the real daemon against a simulated cluster, delivering
     /// to a loopback OpenMeter receiver that prints every event.
