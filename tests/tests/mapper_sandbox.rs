@@ -273,7 +273,14 @@ fn a_trap_is_reported_and_contained() {
     let m = hostile();
     match m.map_snapshot(&snapshot("trap")) {
         Err(e @ MapperError::Trap { .. }) => {
-            assert!(e.to_string().contains("map-snapshot"), "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains("map-snapshot"), "{msg}");
+            // The guest's panic message is in the error itself, not only in an INFO log.
+            assert!(
+                msg.contains("the mapper's last output: [stderr]")
+                    && msg.contains("hostile mapper traps on purpose"),
+                "{msg}"
+            );
         }
         other => panic!("expected a trap, got {other:?}"),
     }

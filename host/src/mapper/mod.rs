@@ -38,6 +38,15 @@ pub use runtime::{LoadedMapper, MapperLimits, MapperRuntime, MapperStats};
 pub const CONTRACT_VERSION: &str = "0.5.0";
 
 /// Why a mapper could not be loaded or a call failed.
+/// The guest's last lines, as the end of an error message.
+fn last_output(lines: &[String]) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!("; the mapper's last output: {}", lines.join(" | "))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MapperError {
     #[error("failed to set up the WebAssembly engine: {0}")]
@@ -105,11 +114,14 @@ pub enum MapperError {
         limit: usize,
         items: usize,
     },
-    #[error("mapper {mapper} trapped in {call}: {reason}")]
+    #[error("mapper {mapper} trapped in {call}: {reason}{}", last_output(.output))]
     Trap {
         mapper: String,
         call: &'static str,
         reason: String,
+        /// The guest's last lines before the trap (stderr, stdout, its log): a panic's or an
+        /// exception's message is there, not in `reason` (`wasm trap: unreachable`).
+        output: Vec<String>,
     },
     #[error("mapper {mapper} rejected its configuration: {reason}")]
     InvalidConfig { mapper: String, reason: String },

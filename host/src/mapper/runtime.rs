@@ -143,6 +143,25 @@ struct CallState {
     mapper: Arc<str>,
     log_budget: usize,
     logs_dropped: usize,
+    /// The guest's last log lines, for the error of a trap.
+    recent_logs: std::collections::VecDeque<String>,
+}
+
+/// How many of the guest's last lines (and how many bytes of each) a trap's error carries.
+const TRAP_LINES: usize = 5;
+const TRAP_LINE_BYTES: usize = 300;
+
+/// `line` cut to [`TRAP_LINE_BYTES`] at a character boundary.
+fn trap_line(line: &str) -> String {
+    let line = line.trim();
+    if line.len() <= TRAP_LINE_BYTES {
+        return line.to_owned();
+    }
+    let mut cut = TRAP_LINE_BYTES;
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…", &line[..cut])
 }
 
 impl WasiView for CallState {
@@ -173,6 +192,11 @@ impl bindings::edgemeter::mapper::host::Host for CallState {
             message.push('…');
         }
         let mapper = &*self.mapper;
+        if self.recent_logs.len() == TRAP_LINES {
+            self.recent_logs.pop_front();
+        }
+        self.recent_logs
+            .push_back(trap_line(&format!("[log] {message}")));
         match level {
             Level::Debug => tracing::debug!(mapper, "{message}"),
             Level::Info => tracing::info!(mapper, "{message}"),
@@ -359,6 +383,7 @@ impl MapperRuntime {
             mapper: Arc::clone(mapper),
             log_budget: self.limits.log_lines,
             logs_dropped: 0,
+            recent_logs: std::collections::VecDeque::new(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -469,10 +494,10 @@ impl LoadedMapper {
             // The timer must be made inside the runtime (it registers with its time driver).
             let result = rt.block_on(async { tokio::time::timeout(deadline, work).await });
             let elapsed = started.elapsed();
-            self.drain_stdio(&stdout, &stderr, &store);
+            let output = self.drain_stdio(&stdout, &stderr, &store);
             match result {
                 Ok(Ok(value)) => Ok(value),
-                Ok(Err(e)) => Err(self.classify(e, &store, elapsed, items, what)),
+                Ok(Err(e)) => Err(self.classify(e, &store, elapsed, items, what, output)),
                 // The guest was waiting on the host (a poll, a timer) at the deadline.
                 Err(_) => Err(MapperError::Timeout {
                     mapper: self.name.to_string(),
@@ -508,6 +533,7 @@ impl LoadedMapper {
         elapsed: Duration,
         items: usize,
         what: &'static str,
+        output: Vec<String>,
     ) -> MapperError {
         let mapper = self.name.to_string();
         let limits = &self.runtime.limits;
@@ -549,16 +575,32 @@ impl LoadedMapper {
             mapper,
             call: what,
             reason: format!("{e:?}"),
+            output,
         }
     }
 
-    fn drain_stdio(&self, stdout: &CappedPipe, stderr: &CappedPipe, store: &Store<CallState>) {
+    /// Logs what the guest wrote and returns its last lines (stderr, then stdout, then its
+    /// log), at most [`TRAP_LINES`], for the error of a trap.
+    fn drain_stdio(
+        &self,
+        stdout: &CappedPipe,
+        stderr: &CappedPipe,
+        store: &Store<CallState>,
+    ) -> Vec<String> {
         let mapper = &*self.name;
-        for (stream, pipe) in [("stdout", stdout), ("stderr", stderr)] {
+        let mut last = Vec::new();
+        for (stream, pipe) in [("stderr", stderr), ("stdout", stdout)] {
             let (text, dropped) = pipe.take();
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            for line in &lines {
                 tracing::info!(mapper, stream, "{line}");
             }
+            let room = TRAP_LINES.saturating_sub(last.len());
+            last.extend(
+                lines[lines.len().saturating_sub(room)..]
+                    .iter()
+                    .map(|l| trap_line(&format!("[{stream}] {l}"))),
+            );
             if dropped > 0 {
                 tracing::warn!(
                     mapper,
@@ -568,6 +610,9 @@ impl LoadedMapper {
                 );
             }
         }
+        let room = TRAP_LINES.saturating_sub(last.len());
+        let logs = &store.data().recent_logs;
+        last.extend(logs.iter().skip(logs.len().saturating_sub(room)).cloned());
         let dropped = store.data().logs_dropped;
         if dropped > 0 {
             tracing::warn!(
@@ -576,6 +621,7 @@ impl LoadedMapper {
                 "mapper log lines over the cap were dropped"
             );
         }
+        last
     }
 
     /// The mapper's self-description.
