@@ -461,6 +461,25 @@ fn a_component_of_another_contract_version_is_refused_at_load() {
             other => panic!("{import}: expected Contract, got {other:?}"),
         }
     }
+    // One that imports nothing of ours but exports another version's mapper interface.
+    let wasm = wat::parse_str(
+        r#"(component (instance $i) (export "edgemeter:mapper/mapper@0.3.0" (instance $i)))"#,
+    )
+    .expect("a component with one export");
+    match runtime.load("old-export", &wasm) {
+        Err(e @ MapperError::Contract { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("edgemeter:mapper/mapper@0.3.0"), "{text}");
+            assert!(
+                text.contains(&format!(
+                    "implements edgemeter:mapper@{}",
+                    edgemeter::mapper::CONTRACT_VERSION
+                )),
+                "{text}"
+            );
+        }
+        other => panic!("expected Contract, got {other:?}"),
+    }
 }
 
 #[test]

@@ -68,7 +68,7 @@ pub enum MapperError {
     )]
     ForbiddenImport { mapper: String, import: String },
     #[error(
-        "failed to load mapper {mapper}: it was built against another contract ({import:?}); this edgemeter implements edgemeter:mapper@{expected}: rebuild the mapper against guest-sdk/wit/mapper.wit of this version"
+        "failed to load mapper {mapper}: it was built against another contract (it names {import:?}); this edgemeter implements edgemeter:mapper@{expected}: rebuild the mapper against guest-sdk/wit/mapper.wit of this version"
     )]
     Contract {
         mapper: String,

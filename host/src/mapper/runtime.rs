@@ -321,6 +321,20 @@ impl MapperRuntime {
             }
             imports.push(import.to_owned());
         }
+        // A mapper that imports nothing of ours (no `host`, no `types`) still names the
+        // contract in its export: check it too, so that a structural match of another
+        // version's types is not accepted silently.
+        for (export, _) in ty.exports(&self.engine) {
+            if let Some(rest) = export.strip_prefix("edgemeter:mapper/")
+                && rest.split_once('@').map(|(_, v)| v) != Some(super::CONTRACT_VERSION)
+            {
+                return Err(MapperError::Contract {
+                    mapper: name.to_owned(),
+                    import: export.to_owned(),
+                    expected: super::CONTRACT_VERSION,
+                });
+            }
+        }
         let instance_pre =
             self.linker
                 .instantiate_pre(&component)
