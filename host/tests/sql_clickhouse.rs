@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use edgemeter::sources::sql::config::{Import, SqlConfig, parse_imports};
 use edgemeter::sources::sql::cursor::SequenceCursor;
 use edgemeter::sources::sql::read::{DbReader, SqlError};
-use sql_billing::bill_until;
+use sql_billing::Crashes;
 
 /// How long after a higher key a lower one may still land: the writers wait ≤ 40 ms between
 /// drawing ids and inserting, far inside 3 s even on a loaded machine; across a server crash
@@ -184,48 +184,18 @@ async fn the_source_bills_every_inserted_row_once_across_crashes_and_a_server_cr
         request_timeout: Duration::from_secs(5),
     };
     let writers = writers(&ch, 4, 250);
-    let mut watermark = jiff::Timestamp::now().as_second() - 2;
-    let mut stored = BTreeMap::new();
-    let mut billed = BTreeMap::new();
-    let mut conflicts = Vec::new();
-    for crash in 0..3 {
-        watermark = bill_until(
-            &config,
-            watermark,
-            &mut stored,
-            &mut billed,
-            &mut conflicts,
-            Some(2 + crash),
-            &|_| false,
-        )
-        .await;
-        if crash == 1 {
-            ch.down();
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            ch.up();
-        }
-    }
+    let crashes = Crashes::run(&config, || {
+        ch.down();
+        std::thread::sleep(Duration::from_secs(1));
+        ch.up();
+    })
+    .await;
     let mut inserted = BTreeSet::new();
     for w in writers {
         inserted.extend(w.await.expect("writer"));
     }
     let expected: BTreeSet<String> = inserted.iter().map(|id| format!("[{id}]")).collect();
-    bill_until(
-        &config,
-        watermark,
-        &mut stored,
-        &mut billed,
-        &mut conflicts,
-        None,
-        &|b| expected.iter().all(|k| b.contains_key(k)),
-    )
-    .await;
-    assert!(
-        conflicts.is_empty(),
-        "ids billed with two bodies: {conflicts:?}"
-    );
-    let got: BTreeSet<String> = billed.keys().cloned().collect();
-    assert_eq!(got, expected, "billed rows differ from the inserted ones");
+    crashes.finish(&config, &expected).await;
     assert!(inserted.len() > 500, "{} rows", inserted.len());
 }
 

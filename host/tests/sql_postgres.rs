@@ -7,7 +7,7 @@
 mod postgres;
 mod sql_billing;
 
-use sql_billing::bill_until;
+use sql_billing::Crashes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -257,49 +257,18 @@ async fn the_source_bills_every_committed_row_once_across_crashes_and_a_database
         })
         .collect();
 
-    let now = jiff::Timestamp::now().as_second();
-    let mut watermark = now - 2;
-    let mut stored = BTreeMap::new();
-    let mut billed = BTreeMap::new();
-    let mut conflicts = Vec::new();
-    for crash in 0..3 {
-        watermark = bill_until(
-            &config,
-            watermark,
-            &mut stored,
-            &mut billed,
-            &mut conflicts,
-            Some(2 + crash),
-            &|_| false,
-        )
-        .await;
-        if crash == 1 {
-            pg.down();
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            pg.up();
-        }
-    }
+    let crashes = Crashes::run(&config, || {
+        pg.down();
+        std::thread::sleep(Duration::from_secs(1));
+        pg.up();
+    })
+    .await;
     let mut committed = BTreeSet::new();
     for w in writers {
         committed.extend(w.await.expect("writer"));
     }
     let expected: BTreeSet<String> = committed.iter().map(|id| format!("[{id}]")).collect();
-    bill_until(
-        &config,
-        watermark,
-        &mut stored,
-        &mut billed,
-        &mut conflicts,
-        None,
-        &|b| expected.iter().all(|k| b.contains_key(k)),
-    )
-    .await;
-    assert!(
-        conflicts.is_empty(),
-        "ids billed with two bodies: {conflicts:?}"
-    );
-    let got: BTreeSet<String> = billed.keys().cloned().collect();
-    assert_eq!(got, expected, "billed rows differ from the committed ones");
+    crashes.finish(&config, &expected).await;
     assert!(committed.len() > 500, "{} rows", committed.len());
 }
 

@@ -80,3 +80,69 @@ pub async fn bill_until(
         }
     }
 }
+
+/// Billing across crashes: three runs of the source, each stopped without committing its last
+/// window (a SIGKILL mid-window) a window later than the one before, `restart` (the
+/// database's: kill and start it again) after the second; then [`Crashes::finish`].
+pub struct Crashes {
+    watermark: i64,
+    stored: BTreeMap<Vec<u8>, Vec<u8>>,
+    billed: BTreeMap<String, String>,
+    conflicts: Vec<String>,
+}
+
+impl Crashes {
+    pub async fn run(
+        config: &edgemeter::sources::sql::config::SqlConfig,
+        restart: impl Fn(),
+    ) -> Crashes {
+        let mut c = Crashes {
+            watermark: jiff::Timestamp::now().as_second() - 2,
+            stored: BTreeMap::new(),
+            billed: BTreeMap::new(),
+            conflicts: Vec::new(),
+        };
+        for crash in 0..3 {
+            c.watermark = bill_until(
+                config,
+                c.watermark,
+                &mut c.stored,
+                &mut c.billed,
+                &mut c.conflicts,
+                Some(2 + crash),
+                &|_| false,
+            )
+            .await;
+            if crash == 1 {
+                restart();
+            }
+        }
+        c
+    }
+
+    /// Bills until every one of `expected` (row keys as the source writes them, `[42]`) is
+    /// billed, then asserts that exactly those were, none with two bodies.
+    pub async fn finish(
+        mut self,
+        config: &edgemeter::sources::sql::config::SqlConfig,
+        expected: &std::collections::BTreeSet<String>,
+    ) {
+        bill_until(
+            config,
+            self.watermark,
+            &mut self.stored,
+            &mut self.billed,
+            &mut self.conflicts,
+            None,
+            &|b| expected.iter().all(|k| b.contains_key(k)),
+        )
+        .await;
+        assert!(
+            self.conflicts.is_empty(),
+            "ids billed with two bodies: {:?}",
+            self.conflicts
+        );
+        let got: std::collections::BTreeSet<String> = self.billed.keys().cloned().collect();
+        assert_eq!(&got, expected, "billed rows differ from the written ones");
+    }
+}
