@@ -34,9 +34,12 @@
 //! and its insert being visible (retries and `async_insert` flushes included).
 //!
 //! A `sequence` read is pages of `page_size` rows, each the rows with a key above the last
-//! one read (`ORDER BY key LIMIT n`), until a short page or `max_rows_per_round`. A `time`
-//! read is one query for the whole range: ClickHouse has no snapshot across queries, and
-//! `LIMIT … OFFSET` pages of a range could skip a row inserted between two of them.
+//! one read (`ORDER BY key LIMIT n`), until a short page or `max_rows_per_round`. A table
+//! may hold a key more than once (ClickHouse has no unique keys: an `INSERT` sent again
+//! after its answer was lost lands twice); the first row of a key in the answer is read,
+//! the others skipped, so copies of a row are billed once. A `time` read is one query for
+//! the whole range: ClickHouse has no snapshot across queries, and `LIMIT … OFFSET` pages
+//! of a range could skip a row inserted between two of them.
 
 use std::time::Duration;
 
@@ -466,6 +469,7 @@ impl ChReader {
             );
             let page = self.rows(&sql).await?;
             let n = page.len();
+            let page_after = after;
             for row in page {
                 let key = row.cursor.as_i64().ok_or_else(|| SqlError::Row {
                     import: self.import.name.clone(),
@@ -475,6 +479,11 @@ impl ChReader {
                         self.import.cursor_column, row.cursor
                     ),
                 })?;
+                if key == after && after > page_after {
+                    // Another row with the key just read (ClickHouse keeps duplicates: an
+                    // insert sent again after its answer was lost lands twice): read once.
+                    continue;
+                }
                 if key <= after {
                     return Err(self.decode_error(format!(
                         "the query returned key {key} not above {after}; it must select only rows with key > $1"
