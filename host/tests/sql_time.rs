@@ -303,6 +303,8 @@ async fn clickhouse_late_inserts_inside_the_lateness_are_billed_and_beyond_it_co
     let key = |id: u64| format!("[{id}]");
     let t0 = jiff::Timestamp::now().as_second() / 10 * 10;
     ch.exec(&insert(1, "on-time", t0 - 8)).await;
+    // Sent again (as after a lost answer): ClickHouse keeps both copies; billed once.
+    ch.exec(&insert(1, "on-time", t0 - 8)).await;
     let mut b = billing(&config, t0);
     assert_eq!(b.round_at(t0).await, [key(1)]);
     // Round 2 at t0 + 1 reads [t0 − 3, t0 − 2); then a row stamped t0 lands, 1 s late.

@@ -684,18 +684,60 @@ impl ImportReader {
                     return Ok((Vec::new(), late, ImportCursor::Time { until }));
                 }
                 let rows = reader.read_time(until, to).await?;
+                // The re-count counts every row the query selects, copies included.
                 self.recount[i] = Some((until, to, u64::try_from(rows.len()).unwrap_or(0)));
                 let cursor = ImportCursor::Time { until: to };
                 *working = cursor.clone();
-                Ok((rows.into_iter().map(|(_, r)| r).collect(), late, cursor))
+                let rows =
+                    first_of_each_key(&reader.import().name, rows.into_iter().map(|(_, r)| r));
+                Ok((rows, late, cursor))
             }
         }
     }
 }
 
+/// The first row of each key (a table without a unique key can hold a row twice, e.g. a
+/// ClickHouse insert sent again after its answer was lost): two items with one key would
+/// give two events with one id, which fails the window. The copies dropped are logged.
+fn first_of_each_key(import: &str, rows: impl Iterator<Item = SqlRow>) -> Vec<SqlRow> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    let mut copies = 0u64;
+    for row in rows {
+        if seen.insert(row.key.clone()) {
+            out.push(row);
+        } else {
+            copies += 1;
+        }
+    }
+    if copies > 0 {
+        tracing::warn!(
+            import,
+            copies,
+            "rows with a key already read in this range were not billed again (the first row of each key is billed; make the import's key unique)"
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_read_twice_in_a_range_is_billed_once() {
+        let row = |key: &str, object: &str| SqlRow {
+            key: key.into(),
+            cursor: serde_json::Value::Null,
+            object: object.into(),
+            problem: None,
+        };
+        let rows = first_of_each_key(
+            "t",
+            vec![row("[1]", "a"), row("[2]", "b"), row("[1]", "a2")].into_iter(),
+        );
+        assert_eq!(rows, vec![row("[1]", "a"), row("[2]", "b")]);
+    }
 
     #[test]
     fn stored_cursors_read_back() {
