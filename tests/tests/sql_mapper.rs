@@ -288,3 +288,53 @@ fn invalid_config_is_refused_naming_the_key() {
     m.validate_config(CONFIG).expect("valid");
     m.validate_config("{}").expect("defaults");
 }
+
+/// A row as the ClickHouse reader makes it (each value through its conversion by column type:
+/// `UInt64` as an integer, `Decimal` and `Float` as their text, `DateTime` in a named zone
+/// to RFC 3339 UTC, `Nullable` null) maps to events valid against both schemas, the time in
+/// UTC and the exact values kept.
+#[test]
+fn a_row_read_from_clickhouse_becomes_a_valid_event() {
+    use edgemeter::sources::sql::ch::convert;
+    let berlin = jiff::tz::TimeZone::get("Europe/Berlin").expect("zone");
+    let column = |raw: &str, ty: &str| -> Value {
+        let raw = serde_json::value::RawValue::from_string(raw.to_owned()).expect("raw");
+        serde_json::from_str(&convert(&raw, ty, &berlin).expect("converts")).expect("json")
+    };
+    let object = json!({
+        "id": column("\"18446744073709551615\"", "UInt64"),
+        "org": column("\"acme\"", "LowCardinality(String)"),
+        "tokens": column("\"1500\"", "Int64"),
+        "cost": column("0.0001234567", "Decimal(38, 10)"),
+        "ratio": column("0.1", "Float64"),
+        // 2026-07-01 12:00:00 in Berlin (UTC+2).
+        "ts": column("\"2026-07-01 12:00:00\"", "DateTime"),
+        "note": column("null", "Nullable(String)"),
+    });
+    assert_eq!(object["ts"], "2026-07-01T10:00:00Z");
+    let item = row(
+        "llm_tokens",
+        "[18446744073709551615]",
+        &object,
+        "2026-07-01T10:00:00Z",
+    );
+    let t0 = ts("2026-07-01T10:00:00Z");
+    let events = run(
+        &mapper(),
+        Window::new(t0, t0 + 60).expect("window"),
+        r#"{"subject_column": "org"}"#,
+        vec![item],
+    );
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(
+        (e.subject.as_str(), e.time.as_str()),
+        ("acme", "2026-07-01T10:00:00Z")
+    );
+    assert_eq!(e.id, uuid5("sql/llm_tokens/[18446744073709551615]"));
+    assert_eq!(e.data["id"], json!(18446744073709551615u64));
+    assert_eq!(e.data["cost"], "0.0001234567");
+    assert_eq!(e.data["ratio"], "0.1");
+    assert_eq!(e.data["tokens"], 1500);
+    assert_eq!(e.data["note"], Value::Null);
+}
