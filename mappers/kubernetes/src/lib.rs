@@ -59,8 +59,10 @@
 
 use std::collections::BTreeMap;
 
+pub use edgemeter_guest::Unit;
 use edgemeter_guest::{
-    CloudEvent, Diagnostic, Guest, Item, ItemKind, Level, MapError, Mapped, MapperInfo, Snapshot,
+    CloudEvent, Diagnostic, Guest, Item, ItemKind, JsonObject, Level, MapError, Mapped, MapperInfo,
+    Snapshot, json_str_len, subject_or,
 };
 use serde::Deserialize;
 use serde_json::{Number, Value};
@@ -170,33 +172,6 @@ fn is_reserved(key: &str) -> bool {
     RESERVED_FIELDS.contains(&key) || MARKER_FIELDS.contains(&key)
 }
 
-/// The time unit of the `<field>_per_<unit>` companions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Unit {
-    Second,
-    Minute,
-    Hour,
-}
-
-impl Unit {
-    fn suffix(self) -> &'static str {
-        match self {
-            Unit::Second => "_per_second",
-            Unit::Minute => "_per_minute",
-            Unit::Hour => "_per_hour",
-        }
-    }
-
-    fn seconds(self) -> u64 {
-        match self {
-            Unit::Second => 1,
-            Unit::Minute => 60,
-            Unit::Hour => 3600,
-        }
-    }
-}
-
 /// Parses and checks a configuration document (`""` means defaults).
 pub fn parse_config(config: &str) -> Result<Config, String> {
     if config.trim().is_empty() {
@@ -249,81 +224,6 @@ pub fn info() -> MapperInfo {
     }
 }
 
-/// Writes one JSON object straight into a string: no intermediate map, one allocation per
-/// event (the mapper runs for every pod of every window, inside WASM, where allocation-heavy
-/// code costs most). Keys are not checked: built-in fields are distinct by construction and
-/// annotations never name one ([`RESERVED_FIELDS`]).
-struct JsonObject {
-    buf: String,
-    empty: bool,
-}
-
-impl JsonObject {
-    fn new() -> Self {
-        let mut buf = String::with_capacity(1024);
-        buf.push('{');
-        JsonObject { buf, empty: true }
-    }
-
-    fn key(&mut self, key: &str) {
-        if !self.empty {
-            self.buf.push(',');
-        }
-        self.empty = false;
-        push_json_str(&mut self.buf, key);
-        self.buf.push(':');
-    }
-
-    fn str(&mut self, key: &str, value: &str) {
-        self.key(key);
-        push_json_str(&mut self.buf, value);
-    }
-
-    fn value(&mut self, key: &str, value: &Value) {
-        use std::fmt::Write;
-        self.key(key);
-        // Value's Display is compact JSON; writing to a String cannot fail.
-        let _ = write!(self.buf, "{value}");
-    }
-
-    fn finish(mut self) -> String {
-        self.buf.push('}');
-        self.buf
-    }
-}
-
-/// The length of `s` as a JSON string literal (what [`push_json_str`] appends).
-fn json_str_len(s: &str) -> usize {
-    2 + s
-        .chars()
-        .map(|c| match c {
-            '"' | '\\' | '\n' | '\r' | '\t' => 2,
-            c if u32::from(c) < 0x20 => 6,
-            c => c.len_utf8(),
-        })
-        .sum::<usize>()
-}
-
-/// Appends `s` as a JSON string literal.
-fn push_json_str(buf: &mut String, s: &str) {
-    use std::fmt::Write;
-    buf.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => buf.push_str("\\\""),
-            '\\' => buf.push_str("\\\\"),
-            '\n' => buf.push_str("\\n"),
-            '\r' => buf.push_str("\\r"),
-            '\t' => buf.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(buf, "\\u{:04x}", u32::from(c));
-            }
-            c => buf.push(c),
-        }
-    }
-    buf.push('"');
-}
-
 fn int(v: u64) -> Value {
     Value::Number(Number::from(v))
 }
@@ -372,11 +272,7 @@ fn annotations(item: &Item) -> BTreeMap<&str, &str> {
 }
 
 fn subject(ann: &BTreeMap<&str, &str>, key: &str, fallback: &str) -> String {
-    ann.get(key)
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        .unwrap_or(fallback)
-        .to_owned()
+    subject_or(ann.get(key).copied(), fallback)
 }
 
 /// Adds every `<prefix>KEY` annotation as `data.KEY` unless `KEY` is reserved (a field this
@@ -490,7 +386,7 @@ fn pod_event(
     if let Some(node) = &a.node_name {
         data.str("node_name", node);
     }
-    data.value("duration_seconds", &int(duration));
+    data.raw_display("duration_seconds", int(duration));
     #[allow(
         clippy::cast_precision_loss,
         reason = "resource amounts are far below 2^53"
@@ -512,11 +408,11 @@ fn pod_event(
     let suffix = cfg.unit.suffix();
     let mut companion = String::with_capacity(40);
     for (name, value) in fields {
-        data.value(name, &float(value));
+        data.raw_display(name, float(value));
         companion.clear();
         companion.push_str(name);
         companion.push_str(suffix);
-        data.value(&companion, &per_unit(value, duration, cfg.unit));
+        data.raw_display(&companion, per_unit(value, duration, cfg.unit));
     }
     if let Some(g) = &a.gpu {
         if let Some(model) = &g.model {
@@ -525,7 +421,7 @@ fn pod_event(
         data.str("gpu_resource", &g.resource_name);
     }
     if a.estimated {
-        data.value("allocation_estimated", &Value::Bool(true));
+        data.raw_display("allocation_estimated", Value::Bool(true));
     }
     Ok(finish(
         cfg,
@@ -552,17 +448,17 @@ fn pvc_event(
     if let Some(class) = &a.storage_class {
         data.str("storage_class", class);
     }
-    data.value("duration_seconds", &int(a.seconds));
+    data.raw_display("duration_seconds", int(a.seconds));
     let bytes = a.storage_bytes.unwrap_or(0);
-    data.value("storage_request_bytes", &int(bytes));
+    data.raw_display("storage_request_bytes", int(bytes));
     #[allow(
         clippy::cast_precision_loss,
         reason = "storage sizes are far below 2^53"
     )]
     let per = per_unit(bytes as f64, a.seconds, cfg.unit);
-    data.value(&format!("storage_request_bytes{}", cfg.unit.suffix()), &per);
+    data.raw_display(&format!("storage_request_bytes{}", cfg.unit.suffix()), &per);
     if a.estimated {
-        data.value("allocation_estimated", &Value::Bool(true));
+        data.raw_display("allocation_estimated", Value::Bool(true));
     }
     Ok(finish(
         cfg,
@@ -670,8 +566,8 @@ mod tests {
         let mut o = JsonObject::new();
         o.str("plain", "x");
         o.str(nasty, nasty);
-        o.value("n", &float(1.5));
-        o.value("i", &int(42));
+        o.raw_display("n", float(1.5));
+        o.raw_display("i", int(42));
         let text = o.finish();
         let parsed: serde_json::Map<String, Value> =
             serde_json::from_str(&text).expect("valid JSON");
