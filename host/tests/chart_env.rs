@@ -200,6 +200,13 @@ fn the_daemon_accepts_every_value_the_chart_sets() {
         "postgres://biller:not-a-secret@db.example:5432/billing?sslmode=require\n",
     )
     .expect("write the SQL URL stand-in");
+    // And one for the ClickHouse imports (`driver: clickhouse`: its HTTP interface).
+    let clickhouse_url = dir.path().join("clickhouse-url");
+    std::fs::write(
+        &clickhouse_url,
+        "https://biller:not-a-secret@clickhouse.example:8443/usage\n",
+    )
+    .expect("write the ClickHouse URL stand-in");
     let mut checked = BTreeMap::new();
     let mut sql_checked = 0;
     for (case, workload, container) in collectors() {
@@ -234,7 +241,7 @@ fn the_daemon_accepts_every_value_the_chart_sets() {
                 runai_credentials.display().to_string()
             } else if name == "SQL_IMPORTS" {
                 sql_checked += 1;
-                sql_stand_ins(&case, &value, &sql_url)
+                sql_stand_ins(&case, &value, &sql_url, &clickhouse_url)
             } else {
                 value
             };
@@ -261,10 +268,16 @@ fn the_daemon_accepts_every_value_the_chart_sets() {
 
 /// `SQL_IMPORTS` with the files the chart mounts replaced by stand-ins: every `url_file` is a
 /// file of the chart's URL volume and becomes `url`, every `ca_file` one of its CA volume and
-/// becomes this machine's bundle (a real PEM). It must be JSON (as the chart renders it) and
+/// becomes this machine's bundle (a real PEM); a ClickHouse import (`driver: clickhouse`) gets
+/// `clickhouse_url`, the others `url`. It must be JSON (as the chart renders it) and
 /// name a URL only by file: a URL or an environment variable holding one would be a secret
 /// outside the Secret volume.
-fn sql_stand_ins(case: &str, value: &str, url: &std::path::Path) -> String {
+fn sql_stand_ins(
+    case: &str,
+    value: &str,
+    url: &std::path::Path,
+    clickhouse_url: &std::path::Path,
+) -> String {
     let mut imports: serde_json::Value = serde_json::from_str(value)
         .unwrap_or_else(|e| panic!("{case}: SQL_IMPORTS is not JSON ({e}): {value}"));
     let list = imports
@@ -284,7 +297,12 @@ fn sql_stand_ins(case: &str, value: &str, url: &std::path::Path) -> String {
             format!("/etc/edgemeter/sql/{name}"),
             "{case}: the chart's mount"
         );
-        import.insert("url_file".into(), url.display().to_string().into());
+        let stand_in = if import.get("driver").and_then(|d| d.as_str()) == Some("clickhouse") {
+            clickhouse_url
+        } else {
+            url
+        };
+        import.insert("url_file".into(), stand_in.display().to_string().into());
         if let Some(ca) = import.get("ca_file").and_then(|c| c.as_str()) {
             assert!(
                 ca.starts_with("/etc/edgemeter/sql-ca/"),
